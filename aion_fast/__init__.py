@@ -1,0 +1,45 @@
+"""aion_fast: a fast, trustworthy implementation of AION-1, the omnimodal foundation model for astronomy.
+
+Same public API as the reference package ``aion`` (polymathic-aion), loading the same checkpoints:
+
+    >>> from aion_fast import AION
+    >>> from aion_fast.codecs import CodecManager
+    >>> model = AION.from_pretrained("path/to/aion-base")
+    >>> codecs = CodecManager(repo="path/to/aion-base")
+    >>> tokens = codecs.encode(image, spectrum)
+    >>> vectors = aion_fast.embed(model, tokens, pooling="mean")
+
+Importing this package never initialises CUDA and never touches the network; heavy submodules load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "AION": "aion_fast.model",
+    "embed": "aion_fast.embed",
+    "CodecManager": "aion_fast.codecs.manager",
+    "modalities": "aion_fast.modalities",
+    "codecs": "aion_fast.codecs",
+}
+
+__all__ = ["AION", "CodecManager", "embed", "modalities", "codecs", "__version__"]
+
+if TYPE_CHECKING:
+    from aion_fast import codecs, modalities
+    from aion_fast.codecs.manager import CodecManager
+    from aion_fast.embed import embed
+    from aion_fast.model import AION
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = module if module.__name__.endswith(name) else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'aion_fast' has no attribute {name!r}")

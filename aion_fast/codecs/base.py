@@ -1,0 +1,159 @@
+"""The codec interface (modality batch <-> token indices) and its checkpoint I/O in the aion-base hub layout."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aion_fast import hub
+from aion_fast.modalities import Modality
+from aion_fast.quantizers import Quantizer
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class Codec(nn.Module, ABC):
+    """Turns a batch of one modality into int64 tokens and back.
+
+    ``encode`` = validate, ``_encode`` (network to latents), quantize; ``decode`` = dequantize, ``_decode``.
+    Concrete codecs record their constructor arguments automatically (``config``), which is what
+    ``save_pretrained`` writes to ``codecs/<modality name>/config.json``. Codecs never modify their inputs.
+    """
+
+    config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        init = cls.__init__
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kw):
+            if "config" not in self.__dict__:  # the outermost constructor records the call
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                arguments = dict(bound.arguments)
+                arguments.pop("self")
+                extra = arguments.pop(
+                    next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), ""), {}
+                )
+                self.__dict__["config"] = _jsonable({**arguments, **extra})
+            init(self, *args, **kw)
+
+        cls.__init__ = recording_init
+
+    # ------------------------------------------------------------------ interface
+
+    @property
+    @abstractmethod
+    def modality(self) -> type[Modality]:
+        """The modality class (or base class) this codec encodes."""
+
+    @property
+    @abstractmethod
+    def quantizer(self) -> Quantizer:
+        """The quantizer turning latents into indices."""
+
+    @abstractmethod
+    def _encode(self, x: Modality) -> torch.Tensor:
+        """Modality batch -> continuous latents (before quantization)."""
+
+    @abstractmethod
+    def _decode(self, z: torch.Tensor, **metadata: Any) -> Modality:
+        """Dequantized latents -> modality batch."""
+
+    def _check_input(self, x: Modality) -> None:
+        if not isinstance(x, self.modality):
+            raise ValueError(
+                f"{type(self).__name__} encodes {self.modality.__name__} batches, got {type(x).__name__}; "
+                f"use the codec of that modality (CodecManager picks it for you)."
+            )
+
+    @torch.inference_mode()
+    def encode(self, x: Modality) -> torch.Tensor:
+        """Tokenizes a batch.
+
+        Returns:
+            int64 tokens of shape (B, num_tokens).
+        """
+        self._check_input(x)
+        return self.quantizer.encode(self._encode(x)).long()
+
+    @torch.inference_mode()
+    def decode(self, z: torch.Tensor, **metadata: Any) -> Modality:
+        """Reconstructs a batch from (B, num_tokens) integer tokens."""
+        return self._decode(self.quantizer.decode(z), **metadata)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the codec's parameters and buffers."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @classmethod
+    def remap_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Maps key names of older checkpoints to this class's names (identity by default)."""
+        return state_dict
+
+    @staticmethod
+    def folder(modality: type[Modality]) -> str:
+        """Checkpoint sub-folder of a modality's codec, relative to the checkpoint root."""
+        return f"codecs/{modality.name}"
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike,
+        modality: type[Modality],
+        device: str | torch.device | None = None,
+    ) -> Codec:
+        """Loads the codec of ``modality`` from a checkpoint directory or hub id.
+
+        Reads ``codecs/<modality.name>/config.json`` (constructor arguments) and ``model.safetensors``.
+
+        Raises:
+            CheckpointNotFoundError: files missing locally and not reachable on the hub.
+            ValueError: the config does not fit this codec class, or weights are missing/unexpected.
+        """
+        folder = cls.folder(modality)
+        config = hub.read_config(path_or_id, f"{folder}/{hub.CONFIG_NAME}")
+        try:
+            codec = cls(**config)
+        except TypeError as error:
+            raise ValueError(f"{folder}/config.json does not fit {cls.__name__}: {error}") from error
+        state = cls.remap_state_dict(hub.read_weights(path_or_id, f"{folder}/{hub.WEIGHTS_NAME}"))
+        result = codec.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"weights in {folder}/model.safetensors do not match {cls.__name__}: "
+                f"missing {result.missing_keys[:10]}, unexpected {result.unexpected_keys[:10]}."
+            )
+        codec.source = str(path_or_id)
+        if device is not None:
+            codec = codec.to(device)
+        return codec.eval()
+
+    def save_pretrained(self, directory: str | os.PathLike, modality: type[Modality] | None = None) -> Path:
+        """Writes the codec under ``<directory>/codecs/<modality name>/`` (config.json + model.safetensors)."""
+        modality = modality or self.modality
+        return hub.write_checkpoint(Path(directory) / self.folder(modality), self.config, self.state_dict())

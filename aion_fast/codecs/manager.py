@@ -1,0 +1,111 @@
+"""CodecManager: loads each modality's codec once from a checkpoint and tokenizes / reconstructs batches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aion_fast.codecs.base import Codec
+from aion_fast.codecs.registry import codec_class_for
+from aion_fast.hub import DEFAULT_REPO_ID
+from aion_fast.modalities import Modality
+
+
+class ModalityTypeError(TypeError):
+    """An object is not a modality batch, or no codec exists for its type."""
+
+
+class TokenKeyError(ValueError):
+    """The tokens dict lacks the key of the modality to decode."""
+
+
+class CodecManager:
+    """Tokenizes modality batches with the codecs of one checkpoint.
+
+    Each codec is loaded on first use, moved to ``device`` once and kept there; image modalities share the image
+    codec and spectrum modalities the spectrum codec, as in the checkpoint layout.
+
+    Args:
+        device: where codecs run and tokens are returned.
+        repo: checkpoint directory laid out like polymathic-ai/aion-base, or a hub id (default: the hub's
+            ``polymathic-ai/aion-base``).
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", repo: str | os.PathLike = DEFAULT_REPO_ID):
+        if isinstance(device, (str, os.PathLike)) and Path(device).is_dir():
+            raise ValueError(
+                f"CodecManager got a directory {str(device)!r} as device; pass it as repo=... "
+                f"(CodecManager(repo='{device}', device='cpu'))."
+            )
+        self.device = torch.device(device)
+        self.repo = repo
+        self._codecs: dict[tuple[type[Codec], str], Codec] = {}
+
+    def codec(self, modality_type: type[Modality]) -> Codec:
+        """Returns the (cached) codec of a modality class, loading it on first use."""
+        if not (isinstance(modality_type, type) and issubclass(modality_type, Modality)):
+            raise ModalityTypeError(f"expected a modality class such as DESISpectrum, got {modality_type!r}.")
+        codec_class = codec_class_for(modality_type)
+        if codec_class is None:
+            raise ModalityTypeError(f"no codec is defined for modality {modality_type.__name__}.")
+        key = (codec_class, codec_class.folder(modality_type))
+        if key not in self._codecs:
+            self._codecs[key] = codec_class.from_pretrained(self.repo, modality=modality_type, device=self.device)
+        return self._codecs[key]
+
+    @torch.inference_mode()
+    def encode(self, *modalities: Modality) -> dict[str, torch.Tensor]:
+        """Tokenizes several modality batches describing the same objects.
+
+        Args:
+            *modalities: modality instances, at most one per modality type, all with the same batch size.
+
+        Returns:
+            dict token_key -> int64 tokens on ``self.device``.
+
+        Raises:
+            ValueError: two inputs of one modality (the reference silently keeps only the last one), or
+                batch sizes that differ.
+        """
+        tokens: dict[str, torch.Tensor] = {}
+        batch_sizes: dict[str, int] = {}
+        for modality in modalities:
+            if not isinstance(modality, Modality):
+                raise ModalityTypeError(f"CodecManager.encode takes modality instances, got {type(modality).__name__}.")
+            key = modality.token_key
+            if key in tokens:
+                raise ValueError(
+                    f"two inputs of modality {type(modality).__name__} ({key}) were given; concatenate them into "
+                    f"one batch, or call encode once per batch."
+                )
+            batch_sizes[type(modality).__name__] = modality.batch_size
+            tokens[key] = self.codec(type(modality)).encode(modality).to(self.device)
+        if len(set(batch_sizes.values())) > 1:
+            raise ValueError(
+                f"modalities describe different numbers of objects {batch_sizes}; give the same objects in the same "
+                f"order for every modality (use input masks for missing ones)."
+            )
+        return tokens
+
+    @torch.inference_mode()
+    def decode(self, tokens: dict[str, torch.Tensor], modality_type: type[Modality], **metadata: Any) -> Modality:
+        """Reconstructs a modality from its tokens.
+
+        Args:
+            tokens: dict token_key -> tokens (e.g. from ``encode`` or from generation).
+            modality_type: the class to reconstruct, e.g. ``LegacySurveyImage``.
+            **metadata: codec options, e.g. ``bands=[...]`` for images, ``wavelength=...`` for spectra.
+        """
+        codec = self.codec(modality_type)
+        key = modality_type.token_key
+        if key not in tokens:
+            raise TokenKeyError(f"tokens has no {key!r} entry to decode {modality_type.__name__}; keys: {list(tokens)}.")
+        if getattr(codec, "decodes_several_modalities", False):
+            metadata = {"modality": modality_type, **metadata}
+        decoded = codec.decode(tokens[key].to(codec.device), **metadata)
+        if not isinstance(decoded, modality_type):
+            decoded = modality_type(**{f: getattr(decoded, f) for f in decoded.__dataclass_fields__})
+        return decoded

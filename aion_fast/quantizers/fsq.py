@@ -1,0 +1,114 @@
+"""Finite scalar quantization (FSQ, Mentzer et al. 2023, arXiv:2309.15505), as used by the image and
+scalar-field codecs.
+
+Each latent channel ``d`` is squashed to ``L_d`` levels: ``bounded = tanh(z + shift) * half - offset`` with
+``half = (L_d - 1)(1 + eps)/2``, ``offset = 0.5`` for even ``L_d`` (else 0) and ``shift = atanh(offset / half)``;
+the rounded level ``q`` is normalised to ``q / (L_d // 2)`` in [-1, 1]. The index packs the digits
+``q + L_d // 2`` in mixed radix with basis ``(1, L_0, L_0 L_1, ...)``. The index arithmetic lives in
+``aion_fast.ops.fsq`` (PyTorch reference, C++ and Triton backends); this module holds the state and the layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from aion_fast.ops import fsq as fsq_ops
+from aion_fast.quantizers.base import Quantizer
+
+
+def _channels_last(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    return z.movedim(1, -1) if channel_first else z
+
+
+def _channels_back(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    return z.movedim(-1, 1) if channel_first else z
+
+
+class FiniteScalarQuantizer(Quantizer):
+    """FSQ with one level count per latent channel.
+
+    Args:
+        levels: number of levels of each latent channel, e.g. ``[7, 5, 5, 5, 5]`` (4375 codes) for images.
+        eps: widening of the tanh bound so that the outermost levels are reachable.
+
+    State dict: ``levels`` (int32 buffer), as in the reference checkpoints.
+    """
+
+    def __init__(self, levels: list[int], eps: float = 1e-3):
+        super().__init__()
+        levels = [int(v) for v in levels]
+        if not levels or min(levels) < 2:
+            raise ValueError(f"FSQ levels must be a non-empty list of integers >= 2, got {levels}.")
+        self.register_buffer("levels", torch.tensor(levels, dtype=torch.int32))
+        self._levels = levels
+        self.eps = float(eps)
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self._levels)
+
+    @property
+    def embedding_dim(self) -> int:
+        return len(self._levels)
+
+    def _check_channels(self, z: torch.Tensor, channel_first: bool) -> None:
+        axis = 1 if channel_first else -1
+        if z.ndim < 2 or z.shape[axis] != len(self._levels):
+            raise ValueError(
+                f"FSQ latents need {len(self._levels)} channels on axis {axis} (channel_first={channel_first}), "
+                f"got shape {tuple(z.shape)}."
+            )
+
+    def encode(self, z: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
+        """Latents to indices.
+
+        Args:
+            z: (B, D, *spatial) if ``channel_first`` else (*batch, D); any float dtype (computed in fp32).
+            channel_first: where the latent channel axis is.
+
+        Returns:
+            int64 indices of shape (B, *spatial) (resp. ``z.shape[:-1]``).
+        """
+        self._check_channels(z, channel_first)
+        return fsq_ops.fsq_encode(_channels_last(z, channel_first), self._levels, self.eps).long()
+
+    def decode(self, codes: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
+        """Indices to normalised codes in [-1, 1].
+
+        Args:
+            codes: integer indices of shape (B, *spatial).
+            channel_first: put the D code channels on axis 1 (else last).
+
+        Returns:
+            float32 codes of shape (B, D, *spatial) (resp. (*codes.shape, D)).
+        """
+        if codes.is_floating_point() or codes.is_complex():
+            raise ValueError(f"FSQ decode takes integer indices, got {codes.dtype}.")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"FSQ indices must lie in [0, {self.codebook_size}), got [{codes.min()}, {codes.max()}].")
+        return _channels_back(fsq_ops.fsq_decode(codes, self._levels), channel_first)
+
+    def _bound(self, z: torch.Tensor) -> torch.Tensor:
+        levels = self.levels.to(torch.float32)
+        half = (levels - 1) * (1 + self.eps) / 2
+        offset = torch.where(self.levels % 2 == 1, 0.0, 0.5)
+        shift = torch.atanh(offset / half)
+        return torch.tanh(z + shift) * half - offset
+
+    def quantize(self, z: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
+        """Quantized latents with straight-through gradients, same shape as ``z``, float32."""
+        self._check_channels(z, channel_first)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            bounded = self._bound(_channels_last(z, channel_first).float())
+            rounded = bounded + (torch.round(bounded) - bounded).detach()
+            normalized = rounded / (self.levels // 2).to(torch.float32)
+        return _channels_back(normalized, channel_first)
+
+    def forward(self, z: torch.Tensor, channel_first: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training forward: (straight-through quantized latents, zero loss, fraction of codes used)."""
+        quantized = self.quantize(z, channel_first)
+        with torch.no_grad():
+            used = torch.unique(self.encode(z.detach(), channel_first)).numel() / self.codebook_size
+        return quantized, z.new_zeros(()), torch.tensor(used)

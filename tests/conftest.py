@@ -1,0 +1,28 @@
+"""Shared test set-up: offline hub, deterministic seeds, and the reference package as the oracle."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def pytest_report_header(config):
+    try:
+        import aion  # noqa: F401  - the oracle must be installed for the comparison tests
+
+        from importlib.metadata import version
+
+        ref = f"polymathic-aion {version('polymathic-aion')}"
+    except ImportError:
+        ref = "polymathic-aion NOT INSTALLED (comparison tests will fail)"
+    return [f"torch {torch.__version__}, {torch.get_num_threads()} threads; reference: {ref}"]
