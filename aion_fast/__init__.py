@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: Public name -> (module, attribute in it; None for the module itself), imported on first access.
 _LAZY = {
-    "AION": "aion_fast.model",
-    "embed": "aion_fast.embed",
-    "CodecManager": "aion_fast.codecs.manager",
-    "modalities": "aion_fast.modalities",
-    "codecs": "aion_fast.codecs",
+    "AION": ("aion_fast.model", "AION"),
+    "embed": ("aion_fast.embed", "embed"),
+    "CodecManager": ("aion_fast.codecs.manager", "CodecManager"),
+    "modalities": ("aion_fast.modalities", None),
+    "codecs": ("aion_fast.codecs", None),
 }
 
 __all__ = ["AION", "CodecManager", "embed", "modalities", "codecs", "__version__"]
@@ -38,8 +39,9 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        value = module if module.__name__.endswith(name) else getattr(module, name)
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attribute is None else getattr(module, attribute)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'aion_fast' has no attribute {name!r}")

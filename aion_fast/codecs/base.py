@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
@@ -24,6 +25,18 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def as_normal_tensor(value: Any) -> Any:
+    """Returns tensors made under ``torch.inference_mode`` as ordinary tensors (others unchanged).
+
+    Codecs run their networks in inference mode; their outputs must still be usable by code that runs with
+    autograd enabled (e.g. ``model.encode(tokens)`` outside ``no_grad``), so they leave the codec as normal tensors.
+    """
+    if isinstance(value, torch.Tensor) and value.is_inference():
+        with torch.inference_mode(False):
+            return value.clone()
     return value
 
 
@@ -86,7 +99,6 @@ class Codec(nn.Module, ABC):
                 f"use the codec of that modality (CodecManager picks it for you)."
             )
 
-    @torch.inference_mode()
     def encode(self, x: Modality) -> torch.Tensor:
         """Tokenizes a batch.
 
@@ -94,12 +106,17 @@ class Codec(nn.Module, ABC):
             int64 tokens of shape (B, num_tokens).
         """
         self._check_input(x)
-        return self.quantizer.encode(self._encode(x)).long()
+        with torch.inference_mode():
+            tokens = self.quantizer.encode(self._encode(x)).long()
+        return as_normal_tensor(tokens)
 
-    @torch.inference_mode()
     def decode(self, z: torch.Tensor, **metadata: Any) -> Modality:
         """Reconstructs a batch from (B, num_tokens) integer tokens."""
-        return self._decode(self.quantizer.decode(z), **metadata)
+        with torch.inference_mode():
+            decoded = self._decode(self.quantizer.decode(z), **metadata)
+        for field in dataclasses.fields(decoded):
+            setattr(decoded, field.name, as_normal_tensor(getattr(decoded, field.name)))
+        return decoded
 
     @property
     def device(self) -> torch.device:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from aion_fast.codecs.base import Codec
+from aion_fast.codecs.base import Codec, as_normal_tensor
 from aion_fast.modalities import LegacySurveyCatalog
 from aion_fast.quantizers import ComposedScalarQuantizer, IdentityQuantizer, Quantizer, ScalarReservoirQuantizer
 
@@ -56,7 +56,7 @@ class CatalogCodec(Codec):
         occupied = self._occupied(x)
         return {column: getattr(x, column)[occupied] for column in CATALOG_COLUMNS}
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode(self, x: LegacySurveyCatalog) -> torch.Tensor:
         """Returns int64 tokens of shape (B, n_sources * 5)."""
         self._check_input(x)
@@ -70,7 +70,7 @@ class CatalogCodec(Codec):
     def _decode(self, z: dict[str, torch.Tensor], **metadata: Any) -> LegacySurveyCatalog:
         return LegacySurveyCatalog(**z)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decode(self, z: torch.Tensor, **metadata: Any) -> LegacySurveyCatalog:
         """(B, n_sources * 5) tokens -> catalog; columns of empty slots decode to -1."""
         batch, length = z.shape

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aion_fast.codecs.base import Codec
+from aion_fast.codecs.base import Codec, as_normal_tensor
 from aion_fast.codecs.registry import codec_class_for
 from aion_fast.hub import DEFAULT_REPO_ID
 from aion_fast.modalities import Modality
@@ -56,7 +58,7 @@ class CodecManager:
             self._codecs[key] = codec_class.from_pretrained(self.repo, modality=modality_type, device=self.device)
         return self._codecs[key]
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode(self, *modalities: Modality) -> dict[str, torch.Tensor]:
         """Tokenizes several modality batches describing the same objects.
 
@@ -82,7 +84,7 @@ class CodecManager:
                     f"one batch, or call encode once per batch."
                 )
             batch_sizes[type(modality).__name__] = modality.batch_size
-            tokens[key] = self.codec(type(modality)).encode(modality).to(self.device)
+            tokens[key] = as_normal_tensor(self.codec(type(modality)).encode(modality).to(self.device))
         if len(set(batch_sizes.values())) > 1:
             raise ValueError(
                 f"modalities describe different numbers of objects {batch_sizes}; give the same objects in the same "
@@ -90,7 +92,7 @@ class CodecManager:
             )
         return tokens
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decode(self, tokens: dict[str, torch.Tensor], modality_type: type[Modality], **metadata: Any) -> Modality:
         """Reconstructs a modality from its tokens.
 
@@ -102,10 +104,13 @@ class CodecManager:
         codec = self.codec(modality_type)
         key = modality_type.token_key
         if key not in tokens:
-            raise TokenKeyError(f"tokens has no {key!r} entry to decode {modality_type.__name__}; keys: {list(tokens)}.")
-        if getattr(codec, "decodes_several_modalities", False):
+            raise TokenKeyError(
+                f"tokens has no {key!r} entry to decode {modality_type.__name__}; keys: {list(tokens)}."
+            )
+        if "modality" in inspect.signature(codec.decode).parameters:  # image and spectrum codecs serve 2 surveys
             metadata = {"modality": modality_type, **metadata}
         decoded = codec.decode(tokens[key].to(codec.device), **metadata)
-        if not isinstance(decoded, modality_type):
-            decoded = modality_type(**{f: getattr(decoded, f) for f in decoded.__dataclass_fields__})
-        return decoded
+        fields = {
+            f: as_normal_tensor(getattr(decoded, f)) for f in (field.name for field in dataclasses.fields(decoded))
+        }
+        return modality_type(**fields)

@@ -1,0 +1,73 @@
+"""pytest-benchmark set-up: device and versions recorded with every result, offline hub, fixed threads.
+
+Run: ``python -m pytest bench -o python_files='bench_*.py' --benchmark-json=bench/results/<name>.json``
+then ``python bench/report.py bench/results/<name>.json`` for the reference / aion_fast ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+
+def _commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+@pytest.fixture(scope="session")
+def bench_device() -> str:
+    """``cuda`` when a GPU is present and AION_FAST_BENCH_DEVICE is not ``cpu``, else ``cpu``."""
+    wanted = os.environ.get("AION_FAST_BENCH_DEVICE", "auto")
+    if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.fixture
+def record(benchmark, bench_device):
+    """Adds device, versions, commit and a throughput figure to a benchmark's extra_info."""
+
+    def _record(impl: str, items: int, unit: str = "objects"):
+        benchmark.extra_info.update(
+            {
+                "impl": impl,
+                "device": _device_name(bench_device),
+                "torch": torch.__version__,
+                "commit": _commit(),
+                "items_per_call": items,
+                "unit": unit,
+            }
+        )
+
+    return _record
+
+
+def run_timed(benchmark, fn, device: str, rounds: int = 3, warmup_rounds: int = 1):
+    """Times ``fn`` with CUDA synchronisation inside the timed target; returns fn's last result."""
+
+    def target():
+        out = fn()
+        synchronize(device)
+        return out
+
+    return benchmark.pedantic(target, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
