@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 #: Public name -> (module, attribute in it; None for the module itself), imported on first access.
 _LAZY = {
     "AION": ("aion_fast.model", "AION"),
-    "embed": ("aion_fast.embed", "embed"),
+    "embed": ("aion_fast.embedding", "embed"),
     "CodecManager": ("aion_fast.codecs.manager", "CodecManager"),
     "modalities": ("aion_fast.modalities", None),
     "codecs": ("aion_fast.codecs", None),
@@ -33,7 +33,7 @@ __all__ = ["AION", "CodecManager", "embed", "modalities", "codecs", "__version__
 if TYPE_CHECKING:
     from aion_fast import codecs, modalities
     from aion_fast.codecs.manager import CodecManager
-    from aion_fast.embed import embed
+    from aion_fast.embedding import embed
     from aion_fast.model import AION
 
 

@@ -147,7 +147,7 @@ def run_demo(output: str | Path, model_dir: str | Path | None = None) -> dict[st
 
     from aion_fast.codecs import CodecManager
     from aion_fast.data.desi import load_desi_sample
-    from aion_fast.embed import embed
+    from aion_fast.embedding import embed
     from aion_fast.model import AION
 
     untrained = model_dir is None

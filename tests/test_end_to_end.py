@@ -106,3 +106,9 @@ def test_missing_modality_is_masked_not_averaged(checkpoint):
     vectors = aion_fast.embed(model, tokens, pooling="mean", input_mask=input_mask)
     alone = {k: v[1:] for k, v in tokens.items() if k != "tok_spectrum_desi"}
     assert_close_rel(vectors[1], aion_fast.embed(model, alone, pooling="mean")[0], what="masked object")
+
+
+def test_embed_is_the_function_even_after_submodule_import():
+    import aion_fast.embedding  # noqa: F401 - importing the submodule must not shadow the function
+
+    assert callable(aion_fast.embed) and aion_fast.embed.__name__ == "embed"

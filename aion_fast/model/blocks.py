@@ -1,0 +1,379 @@
+"""Transformer building blocks: norms, MLPs, attention and the pre-norm encoder/decoder blocks.
+
+Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` (fused FlashAttention-2 /
+memory-efficient kernels on GPU, a fused kernel on CPU). Masks follow the reference convention (True = the key is
+hidden from the query) until they reach SDPA, where they are inverted once per forward by :class:`AttentionMask`.
+
+The reference fills hidden scores with ``-finfo.max`` before a softmax. For a query whose keys are *all* hidden that
+yields equal weights, i.e. the mean of the values over every key. :class:`AttentionMask` detects such rows once, SDPA
+runs with them unmasked (no NaN), and their output is replaced by the value mean, which is what the reference returns.
+This case is not exotic: :meth:`AION.forward` always builds a decoder self-attention mask that hides every key.
+
+State-dict names match the reference (``attn.qkv``, ``attn.q_norm``, ``cross_attn.kv``, ``mlp.fc1``...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "AttentionMask",
+    "CrossAttention",
+    "DecoderBlock",
+    "DropPath",
+    "EncoderBlock",
+    "GatedMlp",
+    "LayerNorm",
+    "Mlp",
+    "SelfAttention",
+    "attend",
+]
+
+NORM_EPS = 1e-6
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm whose bias can be switched off.
+
+    Without bias, ``bias`` is a persistent all-zero buffer rather than absent, because the reference checkpoints
+    store it under that name.
+
+    Args:
+        dim: Normalized (last) dimension.
+        eps: Variance epsilon.
+        bias: Whether the bias is a learnable parameter.
+    """
+
+    def __init__(self, dim: int, eps: float = NORM_EPS, bias: bool = True):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.register_buffer("bias", torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalizes ``(..., dim)`` over the last axis."""
+        return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zeroes the whole residual branch of a random subset of samples while training.
+
+    Args:
+        drop_prob: Probability of dropping a sample's branch; kept branches are scaled by ``1 / (1 - drop_prob)``.
+    """
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Applies stochastic depth to ``(B, ...)``; identity in eval mode."""
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1.0 - self.drop_prob
+        keep = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep_prob)
+        return x * keep / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class Mlp(nn.Module):
+    """Two-layer feed-forward network ``fc2(act(fc1(x)))``.
+
+    Args:
+        dim: Input and output width.
+        hidden_dim: Hidden width.
+        act_layer: Activation module class.
+        bias: Whether the linear layers have biases.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, act_layer: type[nn.Module], bias: bool):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Maps ``(..., dim)`` to ``(..., dim)``."""
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class GatedMlp(nn.Module):
+    """Gated feed-forward network (SwiGLU with ``act_layer=nn.SiLU``): ``fc2(act(fc1(x)) * fc3(x))``.
+
+    The hidden width is ``int(2 * hidden_dim / 3)`` so the three matrices cost about as much as a plain MLP with
+    ``hidden_dim`` (Shazeer 2020, arXiv:2002.05202).
+
+    Args:
+        dim: Input and output width.
+        hidden_dim: Hidden width of the equivalent plain MLP (``int(dim * mlp_ratio)``).
+        act_layer: Activation module class applied to the gate branch.
+        bias: Whether the linear layers have biases.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, act_layer: type[nn.Module], bias: bool):
+        super().__init__()
+        gated_dim = int(2 * hidden_dim / 3)
+        self.fc1 = nn.Linear(dim, gated_dim, bias=bias)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(gated_dim, dim, bias=bias)
+        self.fc3 = nn.Linear(dim, gated_dim, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Maps ``(..., dim)`` to ``(..., dim)``."""
+        return self.fc2(self.act(self.fc1(x)) * self.fc3(x))
+
+
+@dataclass(frozen=True)
+class AttentionMask:
+    """An attention mask prepared once per forward and shared by every block that uses it.
+
+    Attributes:
+        allowed: SDPA boolean mask, True = may attend, shape ``(B, 1, Lq or 1, Lk)``; ``None`` = attend everywhere.
+        fully_hidden_rows: ``(B, 1, Lq or 1, 1)`` bool, True for queries whose keys are all hidden (their output is
+            the mean of the values); ``None`` if there are none.
+        uniform: Every query of every sample has all keys hidden: attention reduces to the value mean.
+    """
+
+    allowed: Tensor | None = None
+    fully_hidden_rows: Tensor | None = None
+    uniform: bool = False
+
+    @classmethod
+    def from_hidden(cls, hidden: Tensor | None) -> AttentionMask:
+        """Prepares a reference-convention mask.
+
+        Args:
+            hidden: ``(B, Lq or 1, Lk)`` bool, True where the key is hidden from the query; ``None`` for no mask.
+
+        Returns:
+            The prepared mask; no mask at all when nothing is hidden, so SDPA can pick its fastest kernel.
+        """
+        if hidden is None or not bool(hidden.any()):
+            return cls()
+        row_hidden = hidden.all(dim=-1, keepdim=True)
+        if bool(row_hidden.all()):
+            return cls(uniform=True)
+        allowed = ~hidden
+        fully_hidden_rows = None
+        if bool(row_hidden.any()):
+            allowed = allowed | row_hidden
+            fully_hidden_rows = row_hidden[:, None]
+        return cls(allowed=allowed[:, None], fully_hidden_rows=fully_hidden_rows)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask) -> Tensor:
+    """Multi-head scaled dot-product attention with the reference's masking semantics.
+
+    Args:
+        q: ``(B, H, Lq, d)`` queries.
+        k: ``(B, H, Lk, d)`` keys.
+        v: ``(B, H, Lk, d)`` values.
+        mask: Prepared mask (see :class:`AttentionMask`).
+
+    Returns:
+        ``(B, H, Lq, d)``.
+    """
+    if mask.uniform:
+        return v.mean(dim=-2, keepdim=True).expand(*q.shape[:-1], v.shape[-1])
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.allowed)
+    if mask.fully_hidden_rows is not None:
+        out = torch.where(mask.fully_hidden_rows, v.mean(dim=-2, keepdim=True), out)
+    return out
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused ``qkv`` projection and optional QK-norm.
+
+    Args:
+        dim: Model width ``D``.
+        num_heads: Number of heads ``H``; ``D`` must be divisible by it.
+        qkv_bias: Bias on the ``qkv`` projection.
+        proj_bias: Bias on the output projection.
+        qk_norm: Apply a per-head LayerNorm to queries and keys.
+        norm_bias: Bias of the QK-norm LayerNorms.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, qk_norm: bool, norm_bias: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        if qk_norm:
+            self.q_norm = LayerNorm(self.head_dim, bias=norm_bias)
+            self.k_norm = LayerNorm(self.head_dim, bias=norm_bias)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def forward(self, x: Tensor, mask: AttentionMask) -> Tensor:
+        """Attends ``x`` to itself.
+
+        Args:
+            x: ``(B, N, D)``.
+            mask: Prepared ``(B, 1, N, N)``-style mask.
+
+        Returns:
+            ``(B, N, D)``.
+        """
+        batch, length, dim = x.shape
+        if mask.uniform:
+            # Every key is hidden: the output is the value mean, the same for all queries, so q and k are not needed.
+            bias = None if self.qkv.bias is None else self.qkv.bias[2 * dim :]
+            values = F.linear(x, self.qkv.weight[2 * dim :], bias)
+            return self.proj(values.mean(dim=1, keepdim=True)).expand(batch, length, dim)
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        out = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention from queries ``x`` to a context, with optional QK-norm.
+
+    Args:
+        dim: Model width ``D``.
+        num_heads: Number of heads ``H``.
+        qkv_bias: Bias on the ``q`` and ``kv`` projections.
+        proj_bias: Bias on the output projection.
+        qk_norm: Apply a per-head LayerNorm to queries and keys.
+        norm_bias: Bias of the QK-norm LayerNorms.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, qk_norm: bool, norm_bias: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        if qk_norm:
+            self.q_norm = LayerNorm(self.head_dim, bias=norm_bias)
+            self.k_norm = LayerNorm(self.head_dim, bias=norm_bias)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def forward(self, x: Tensor, context: Tensor, mask: AttentionMask) -> Tensor:
+        """Attends queries to the context.
+
+        Args:
+            x: ``(B, M, D)`` queries.
+            context: ``(B, N, D)`` keys/values source.
+            mask: Prepared ``(B, 1, 1, N)``-style key mask.
+
+        Returns:
+            ``(B, M, D)``.
+        """
+        batch, length, dim = x.shape
+        q = self.q(x).view(batch, length, self.num_heads, self.head_dim)
+        k, v = self.kv(context).view(batch, context.shape[1], 2, self.num_heads, self.head_dim).unbind(2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        out = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+def _build_mlp(dim: int, mlp_ratio: float, act_layer: type[nn.Module], bias: bool, gated: bool) -> nn.Module:
+    hidden_dim = int(dim * mlp_ratio)
+    return (GatedMlp if gated else Mlp)(dim, hidden_dim, act_layer, bias)
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """Hyper-parameters shared by all encoder and decoder blocks (see :class:`aion_fast.model.config.AIONConfig`)."""
+
+    dim: int
+    num_heads: int
+    mlp_ratio: float
+    qkv_bias: bool
+    proj_bias: bool
+    mlp_bias: bool
+    norm_bias: bool
+    gated_mlp: bool
+    qk_norm: bool
+    act_layer: type[nn.Module]
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm encoder block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
+
+    Args:
+        options: Shared block hyper-parameters.
+        drop_path: Stochastic-depth rate of this block.
+        use_checkpoint: Recompute activations in the backward pass instead of storing them (training only).
+    """
+
+    def __init__(self, options: BlockOptions, drop_path: float = 0.0, use_checkpoint: bool = False):
+        super().__init__()
+        o = options
+        self.use_checkpoint = use_checkpoint
+        self.norm1 = LayerNorm(o.dim, bias=o.norm_bias)
+        self.attn = SelfAttention(o.dim, o.num_heads, o.qkv_bias, o.proj_bias, o.qk_norm, o.norm_bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = LayerNorm(o.dim, bias=o.norm_bias)
+        self.mlp = _build_mlp(o.dim, o.mlp_ratio, o.act_layer, o.mlp_bias, o.gated_mlp)
+
+    def _forward(self, x: Tensor, mask: AttentionMask) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x: Tensor, mask: AttentionMask) -> Tensor:
+        """Maps ``(B, N, D)`` to ``(B, N, D)`` under the prepared key-padding mask."""
+        if self.use_checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, mask, use_reentrant=False)
+        return self._forward(x, mask)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block: self-attention, cross-attention to the encoder context, MLP.
+
+    Args:
+        options: Shared block hyper-parameters.
+        drop_path: Stochastic-depth rate of this block.
+        use_checkpoint: Recompute activations in the backward pass instead of storing them (training only).
+    """
+
+    def __init__(self, options: BlockOptions, drop_path: float = 0.0, use_checkpoint: bool = False):
+        super().__init__()
+        o = options
+        self.use_checkpoint = use_checkpoint
+        self.norm1 = LayerNorm(o.dim, bias=o.norm_bias)
+        self.self_attn = SelfAttention(o.dim, o.num_heads, o.qkv_bias, o.proj_bias, o.qk_norm, o.norm_bias)
+        self.cross_attn = CrossAttention(o.dim, o.num_heads, o.qkv_bias, o.proj_bias, o.qk_norm, o.norm_bias)
+        self.query_norm = LayerNorm(o.dim, bias=o.norm_bias)
+        self.context_norm = LayerNorm(o.dim, bias=o.norm_bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = LayerNorm(o.dim, bias=o.norm_bias)
+        self.mlp = _build_mlp(o.dim, o.mlp_ratio, o.act_layer, o.mlp_bias, o.gated_mlp)
+
+    def _forward(self, x: Tensor, context: Tensor, self_mask: AttentionMask, cross_mask: AttentionMask) -> Tensor:
+        x = x + self.drop_path(self.self_attn(self.norm1(x), self_mask))
+        x = x + self.drop_path(self.cross_attn(self.query_norm(x), self.context_norm(context), cross_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x: Tensor, context: Tensor, self_mask: AttentionMask, cross_mask: AttentionMask) -> Tensor:
+        """Updates decoder queries.
+
+        Args:
+            x: ``(B, M, D)`` decoder tokens.
+            context: ``(B, N, D)`` encoder context.
+            self_mask: Prepared ``(B, 1, M, M)``-style decoder self-attention mask.
+            cross_mask: Prepared ``(B, 1, 1, N)``-style encoder key-padding mask.
+
+        Returns:
+            ``(B, M, D)``.
+        """
+        if self.use_checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, context, self_mask, cross_mask, use_reentrant=False)
+        return self._forward(x, context, self_mask, cross_mask)

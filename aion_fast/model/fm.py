@@ -1,0 +1,733 @@
+"""The AION-1 encoder-decoder transformer (a 4M-style masked multimodal model).
+
+:class:`AION` takes the reference's config dict and state-dict names, so reference checkpoints load unchanged and
+checkpoints written here load into the reference. Its outputs match the reference's within fp32 rounding, with one
+deliberate difference: ``num_encoder_tokens`` defaults to *all* given tokens (the reference silently keeps 256).
+
+Sequence layout. Inputs are concatenated modality by modality in the order of ``input_dict``. Tokens flagged in
+``input_mask`` (True = absent) are moved behind the present ones (stable order), zeroed, and hidden from attention;
+``num_encoder_tokens`` then keeps the first tokens of that order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from aion_fast import hub
+from aion_fast.model import checkpoint as ckpt
+from aion_fast.model.blocks import AttentionMask, BlockOptions, DecoderBlock, EncoderBlock, LayerNorm
+from aion_fast.model.config import AIONConfig
+from aion_fast.model.embeddings import build_decoder_embedding, build_encoder_embedding
+from aion_fast.model.modality_info import GRID, MODALITY_INFO, ModalitySpec
+
+__all__ = ["AION", "build_decoder_attention_mask"]
+
+_INIT_STD = 0.02
+
+
+@dataclass
+class _TokenSequence:
+    """A concatenated token sequence after selection (encoder inputs or decoder queries).
+
+    Attributes:
+        tokens: ``(B, N, D)`` token vectors (zero where absent).
+        emb: ``(B, N, D)`` positional plus modality embeddings (zero where absent).
+        padding: ``(B, N)`` bool, True where absent; ``None`` when every position is present.
+        mod_ids: ``(B, N)`` int16 modality id of every position, absent ones included (-1 for register tokens).
+    """
+
+    tokens: Tensor
+    emb: Tensor
+    padding: Tensor | None
+    mod_ids: Tensor
+
+    @property
+    def mod_mask(self) -> Tensor:
+        """``(B, N)`` int16 modality ids with -1 at absent positions (the reference's ``mod_mask``)."""
+        return self.mod_ids if self.padding is None else self.mod_ids.masked_fill(self.padding, -1)
+
+    def full_padding(self) -> Tensor:
+        """``(B, N)`` bool padding, all False when :attr:`padding` is ``None``."""
+        if self.padding is not None:
+            return self.padding
+        return torch.zeros(self.tokens.shape[:2], dtype=torch.bool, device=self.tokens.device)
+
+
+def build_decoder_attention_mask(
+    compressed: Tensor, mod_mask: Tensor, causal: bool, separate_modalities: bool
+) -> Tensor:
+    """Expands a compressed decoder attention mask into the full ``(B, M, M)`` mask, as the reference does.
+
+    Query ``i`` may see key ``j`` when ``j < cumsum(compressed)[i]`` (or ``j <= i`` in causal mode), and, with
+    ``separate_modalities``, only if both belong to the same modality.
+
+    Args:
+        compressed: ``(B, M)`` integer or bool counts.
+        mod_mask: ``(B, M)`` modality ids (before padded positions are set to -1).
+        causal: Causal mode.
+        separate_modalities: Restrict attention to the query's own modality.
+
+    Returns:
+        ``(B, M, M)`` bool, True where the key is hidden from the query.
+    """
+    batch, length = compressed.shape
+    keys = torch.arange(length, device=compressed.device)
+    if causal:
+        hidden = (keys[None, :] > keys[:, None]).expand(batch, length, length)
+    else:
+        hidden = keys[None, None, :] >= compressed.long().cumsum(dim=-1)[:, :, None]
+    if separate_modalities:
+        hidden = hidden | (mod_mask[:, None, :] != mod_mask[:, :, None])
+    return hidden
+
+
+class AION(nn.Module):
+    """AION-1 transformer with the reference's config, state-dict names and methods.
+
+    Args:
+        config: Reference-style config dict (see :class:`AIONConfig`), e.g. the ``config.json`` of
+            ``polymathic-ai/aion-base``.
+
+    Raises:
+        ValueError: Unknown config keys or invalid values.
+    """
+
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__()
+        cfg = AIONConfig.from_dict(config)
+        self.config = cfg
+        self.modality_info: dict[str, ModalitySpec] = {
+            key: MODALITY_INFO[key] for key in sorted(set(cfg.domains_in) | set(cfg.domains_out))
+        }
+        dim = cfg.dim
+
+        self.encoder_embeddings = nn.ModuleDict(
+            {key: build_encoder_embedding(MODALITY_INFO[key], dim) for key in cfg.domains_in}
+        )
+        self.decoder_embeddings = nn.ModuleDict(
+            {key: build_decoder_embedding(MODALITY_INFO[key], dim) for key in cfg.domains_out}
+        )
+
+        options = BlockOptions(
+            dim=dim,
+            num_heads=cfg.num_heads,
+            mlp_ratio=cfg.mlp_ratio,
+            qkv_bias=cfg.qkv_bias,
+            proj_bias=cfg.proj_bias,
+            mlp_bias=cfg.mlp_bias,
+            norm_bias=cfg.norm_bias,
+            gated_mlp=cfg.gated_mlp,
+            qk_norm=cfg.qk_norm,
+            act_layer=cfg.activation_class(),
+        )
+        encoder_rates, decoder_rates = _drop_path_rates(cfg)
+        self.encoder = nn.ModuleList([EncoderBlock(options, rate, cfg.use_act_checkpoint) for rate in encoder_rates])
+        self.encoder_norm = LayerNorm(dim, bias=cfg.norm_bias)
+        self.decoder_proj_context = nn.Linear(dim, dim)
+        self.decoder = nn.ModuleList([DecoderBlock(options, rate, cfg.use_act_checkpoint) for rate in decoder_rates])
+        self.decoder_norm = LayerNorm(dim, bias=cfg.norm_bias)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        if cfg.num_register_tokens > 0:
+            self.register_tokens = nn.Parameter(torch.zeros(1, cfg.num_register_tokens, dim))
+        else:
+            self.register_tokens = None
+
+        self.init_weights()
+        self.tie_modality_embeddings()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Construction helpers
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return self.mask_token.device
+
+    def tied_modality_keys(self) -> list[str]:
+        """Token keys whose modality embedding is shared by the encoder and the decoder."""
+        if not self.config.share_modality_embeddings:
+            return []
+        return [key for key in self.config.domains_in if key in self.decoder_embeddings]
+
+    def tied_parameter_groups(self) -> list[tuple[str, str]]:
+        """State-dict names that refer to one tensor, as ``(encoder name, decoder name)`` pairs."""
+        return [
+            (f"encoder_embeddings.{key}.mod_emb", f"decoder_embeddings.{key}.mod_emb")
+            for key in self.tied_modality_keys()
+        ]
+
+    def tie_modality_embeddings(self) -> None:
+        """Makes the decoder use the encoder's modality embedding Parameter for keys present on both sides."""
+        for key in self.tied_modality_keys():
+            self.decoder_embeddings[key].mod_emb = self.encoder_embeddings[key].mod_emb
+
+    def init_weights(self) -> None:
+        """Random initialization of the reference (MAE-style), for training from scratch.
+
+        Linear layers get Xavier-uniform weights (the fused ``qkv``/``kv`` matrices as if Q, K, V were separate) and
+        zero biases; norms get unit weights and zero biases; embeddings, modality embeddings, the mask token and the
+        register tokens get N(0, 0.02). The sin-cos position buffers are fixed.
+        """
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                fan_out, fan_in = module.weight.shape
+                if name.endswith(".qkv"):
+                    fan_out //= 3
+                elif name.endswith(".kv"):
+                    fan_out //= 2
+                bound = math.sqrt(6.0 / float(fan_out + fan_in))
+                nn.init.uniform_(module.weight, -bound, bound)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=_INIT_STD)
+        for embedding in (*self.encoder_embeddings.values(), *self.decoder_embeddings.values()):
+            nn.init.normal_(embedding.mod_emb, std=_INIT_STD)
+        nn.init.normal_(self.mask_token, std=_INIT_STD)
+        if self.register_tokens is not None:
+            nn.init.normal_(self.register_tokens, std=_INIT_STD)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Input validation
+
+    def _check_input_tokens(
+        self, input_dict: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None
+    ) -> list[tuple[str, Tensor, Tensor | None]]:
+        """Validates encoder inputs and returns ``(key, ids (B, n) int64, padding (B, n) bool or None)`` per key."""
+        if not isinstance(input_dict, Mapping) or not input_dict:
+            raise ValueError("input_dict must be a non-empty dict mapping token keys to token tensors")
+        mask = {} if mask is None else mask
+        if not isinstance(mask, Mapping):
+            raise ValueError("input_mask must be a dict mapping token keys to bool tensors (True = absent)")
+        stray = [key for key in mask if key not in input_dict]
+        if stray:
+            raise ValueError(f"input_mask has key(s) {stray} that are not in input_dict; mask only given modalities")
+
+        checked = []
+        batch_sizes: dict[str, int] = {}
+        for key, tokens in input_dict.items():
+            spec = self._input_spec(key)
+            ids = _as_token_matrix(key, tokens)
+            batch_sizes[key] = ids.shape[0]
+            _check_token_count(spec, ids.shape[1], where="input_dict")
+            padding = _as_padding(key, mask.get(key), tokens.shape, ids.shape)
+            ids = ids.to(device=self.device, dtype=torch.long)
+            if padding is not None:
+                padding = padding.to(self.device)
+                if bool(padding.any()):
+                    ids = ids.masked_fill(padding, 0)
+                else:
+                    padding = None
+            _check_token_range(spec, ids)
+            checked.append((key, ids, padding))
+        if len(set(batch_sizes.values())) > 1:
+            raise ValueError(f"all modalities must have the same batch size, got {batch_sizes}")
+        return checked
+
+    def _input_spec(self, key: str) -> ModalitySpec:
+        if key not in MODALITY_INFO:
+            raise ValueError(f"unknown token key {key!r}; known keys: {sorted(MODALITY_INFO)}")
+        if key not in self.encoder_embeddings:
+            raise ValueError(
+                f"{key!r} is not an input of this model (config 'domains_in' is {list(self.config.domains_in)}); "
+                "drop it from input_dict or load a model trained with it"
+            )
+        return MODALITY_INFO[key]
+
+    def _output_spec(self, key: str) -> ModalitySpec:
+        if key not in MODALITY_INFO:
+            raise ValueError(f"unknown token key {key!r}; known keys: {sorted(MODALITY_INFO)}")
+        if key not in self.decoder_embeddings:
+            raise ValueError(
+                f"{key!r} is not an output of this model (config 'domains_out' is {list(self.config.domains_out)})"
+            )
+        return MODALITY_INFO[key]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Encoder side
+
+    def _embed_encoder_sequence(
+        self,
+        input_dict: Mapping[str, Tensor],
+        mask: Mapping[str, Tensor] | None,
+        num_encoder_tokens: int | None,
+    ) -> _TokenSequence:
+        checked = self._check_input_tokens(input_dict, mask)
+        batch = checked[0][1].shape[0]
+        tokens, embs, paddings, mod_ids = [], [], [], []
+        for key, ids, padding in checked:
+            token_vectors, emb = self.encoder_embeddings[key](ids, padding)
+            tokens.append(token_vectors)
+            embs.append(emb.expand(batch, -1, -1))
+            paddings.append(ids.new_zeros(ids.shape, dtype=torch.bool) if padding is None else padding)
+            mod_ids.append(torch.full((ids.shape[1],), MODALITY_INFO[key].id, dtype=torch.int16, device=self.device))
+        has_padding = any(padding is not None for _, _, padding in checked)
+        sequence = _select_present_first(
+            torch.cat(tokens, dim=1),
+            torch.cat(embs, dim=1),
+            torch.cat(paddings, dim=1) if has_padding else None,
+            torch.cat(mod_ids).expand(batch, -1),
+            num_encoder_tokens,
+        )
+        return self._prepend_register_tokens(sequence)
+
+    def _prepend_register_tokens(self, sequence: _TokenSequence) -> _TokenSequence:
+        if self.register_tokens is None:
+            return sequence
+        batch = sequence.tokens.shape[0]
+        count = self.register_tokens.shape[1]
+        registers = self.register_tokens.expand(batch, -1, -1).to(sequence.tokens.dtype)
+        padding = sequence.padding
+        if padding is not None:
+            padding = torch.cat([padding.new_zeros(batch, count), padding], dim=1)
+        return _TokenSequence(
+            tokens=torch.cat([registers, sequence.tokens], dim=1),
+            emb=torch.cat([torch.zeros_like(registers), sequence.emb], dim=1),
+            padding=padding,
+            mod_ids=torch.cat([sequence.mod_ids.new_full((batch, count), -1), sequence.mod_ids], dim=1),
+        )
+
+    def embed_inputs(
+        self,
+        input_dict: Mapping[str, Tensor],
+        mask: Mapping[str, Tensor] | None = None,
+        num_encoder_tokens: int | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Embeds and arranges encoder inputs.
+
+        Args:
+            input_dict: Token key -> ids of shape ``(B, n)`` or ``(B,)`` (one token per object), any integer dtype.
+            mask: Optional token key -> bool ``(B, n)``, True where the token is absent (padding).
+            num_encoder_tokens: Keep this many tokens (present ones first); default: all.
+
+        Returns:
+            encoder_tokens: ``(B, N, D)`` token vectors, zero where absent.
+            encoder_emb: ``(B, N, D)`` positional plus modality embeddings, zero where absent.
+            encoder_mask: ``(B, 1, N)`` bool, True where absent.
+            mod_mask: ``(B, N)`` int16 modality ids, -1 where absent.
+
+        Raises:
+            ValueError: Invalid inputs (the message names the token key and the fix).
+        """
+        sequence = self._embed_encoder_sequence(input_dict, mask, num_encoder_tokens)
+        return sequence.tokens, sequence.emb, sequence.full_padding()[:, None, :], sequence.mod_mask
+
+    def _run_encoder(self, tokens: Tensor, emb: Tensor, padding: Tensor | None) -> tuple[Tensor, AttentionMask]:
+        """Encoder blocks, final norm and context projection; returns the context and the key mask it used."""
+        key_mask = AttentionMask.from_hidden(None if padding is None else padding[:, None, :])
+        x = tokens + emb
+        for block in self.encoder:
+            x = block(x, key_mask)
+        x = self.encoder_norm(x)
+        return self.decoder_proj_context(x) + emb, key_mask
+
+    def encode_embeddings(
+        self, encoder_tokens: Tensor, encoder_emb: Tensor, encoder_mask: Tensor | None = None
+    ) -> Tensor:
+        """Runs the encoder on the outputs of :meth:`embed_inputs`.
+
+        Args:
+            encoder_tokens: ``(B, N, D)``.
+            encoder_emb: ``(B, N, D)``.
+            encoder_mask: ``(B, 1, N)`` or ``(B, N)`` bool, True where absent; ``None`` if all present.
+
+        Returns:
+            ``(B, N, D)`` decoder context: projected encoder output plus ``encoder_emb``.
+        """
+        padding = None if encoder_mask is None else encoder_mask.reshape(encoder_mask.shape[0], -1)
+        return self._run_encoder(encoder_tokens, encoder_emb, padding)[0]
+
+    def encode(
+        self,
+        input_dict: Mapping[str, Tensor],
+        input_mask: Mapping[str, Tensor] | None = None,
+        num_encoder_tokens: int | None = None,
+    ) -> Tensor:
+        """Encodes tokens into the decoder context (what the reference's ``encode`` returns).
+
+        Args:
+            input_dict: Token key -> ids ``(B, n)`` or ``(B,)``.
+            input_mask: Optional token key -> bool ``(B, n)``, True where absent.
+            num_encoder_tokens: Keep this many tokens (present ones first); default: all of them.
+
+        Returns:
+            ``(B, N, D)``; rows follow :meth:`embed_inputs` (absent tokens last).
+        """
+        return self.encode_with_padding(input_dict, input_mask, num_encoder_tokens)[0]
+
+    def encode_with_padding(
+        self,
+        input_dict: Mapping[str, Tensor],
+        input_mask: Mapping[str, Tensor] | None = None,
+        num_encoder_tokens: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Like :meth:`encode`, also returning which output rows are padding.
+
+        Returns:
+            context: ``(B, N, D)``.
+            padding: ``(B, N)`` bool, True for rows of absent tokens.
+        """
+        sequence = self._embed_encoder_sequence(input_dict, input_mask, num_encoder_tokens)
+        context, _ = self._run_encoder(sequence.tokens, sequence.emb, sequence.padding)
+        return context, sequence.full_padding()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Decoder side
+
+    def embed_targets(
+        self, target_mask: Mapping[str, Tensor], num_decoder_tokens: int | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Builds decoder queries for the requested target positions.
+
+        Modalities are laid out in the order of ``target_mask`` (the reference shuffles them at random; with its
+        default masks the order does not change any output). Grid targets are queried by the mask token; a sequence
+        target of length ``L`` gives ``L - 1`` next-token queries.
+
+        Args:
+            target_mask: Token key -> bool ``(B, n)``, True where the position is *not* a target.
+            num_decoder_tokens: Keep this many queries (targets first); default: all.
+
+        Returns:
+            decoder_tokens: ``(B, M, D)``.
+            decoder_emb: ``(B, M, D)``.
+            decoder_mask: ``(B, 1, M)`` bool, True where not a target.
+            target_ids: ``(B, M)`` int64 (zeros: the values are unknown here).
+            decoder_attention_mask: ``(B, M, M)`` bool, True where the key is hidden from the query.
+            mod_mask: ``(B, M)`` int16 modality ids, -1 where not a target.
+        """
+        if not isinstance(target_mask, Mapping) or not target_mask:
+            raise ValueError("target_mask must be a non-empty dict mapping token keys to bool tensors")
+        pieces = []
+        batch_sizes = {}
+        for key, not_target in target_mask.items():
+            spec = self._output_spec(key)
+            if not isinstance(not_target, Tensor) or not_target.dtype != torch.bool or not_target.ndim != 2:
+                raise ValueError(f"target_mask[{key!r}] must be a bool tensor of shape (B, n), True = not a target")
+            batch_sizes[key] = not_target.shape[0]
+            _check_token_count(spec, not_target.shape[1], where="target_mask")
+            pieces.append((key, spec, not_target.to(self.device)))
+        if len(set(batch_sizes.values())) > 1:
+            raise ValueError(f"all target modalities must have the same batch size, got {batch_sizes}")
+        batch = next(iter(batch_sizes.values()))
+        if batch == 0:
+            raise ValueError("target_mask describes an empty batch (B = 0)")
+
+        tokens, embs, masks, mod_ids = [], [], [], []
+        for key, spec, not_target in pieces:
+            embedding = self.decoder_embeddings[key]
+            if spec.kind == GRID:
+                length = not_target.shape[1]
+                tokens.append(self.mask_token.expand(batch, length, -1))
+                embs.append(embedding.query_embedding().expand(batch, -1, -1))
+                masks.append(not_target)
+            else:
+                length = not_target.shape[1] - 1
+                # The reference feeds id 0 to every next-token query (the values are unknown at this point).
+                tokens.append(embedding.token_emb.weight[0].expand(batch, length, -1))
+                embs.append(embedding.query_embedding(not_target)[:, :-1])
+                masks.append(not_target[:, 1:] | not_target[:, :-1])
+            mod_ids.append(torch.full((length,), spec.id, dtype=torch.int16, device=self.device))
+        tokens = torch.cat(tokens, dim=1)
+        emb = torch.cat(embs, dim=1)
+        not_target = torch.cat(masks, dim=1)
+        mod_ids = torch.cat(mod_ids).expand(batch, -1)
+
+        selected = _select_present_first(tokens, emb, not_target, mod_ids, num_decoder_tokens)
+        length = selected.tokens.shape[1]
+        compressed = torch.zeros(batch, length, dtype=torch.long, device=self.device)
+        attention_mask = build_decoder_attention_mask(
+            compressed, selected.mod_ids, self.config.decoder_causal_mask, self.config.decoder_sep_mask
+        )
+        target_ids = torch.zeros(batch, length, dtype=torch.long, device=self.device)
+        decoder_mask = selected.full_padding()[:, None, :]
+        return selected.tokens, selected.emb, decoder_mask, target_ids, attention_mask, selected.mod_mask
+
+    def _run_decoder(
+        self, queries: Tensor, context: Tensor, self_mask: AttentionMask, cross_mask: AttentionMask
+    ) -> Tensor:
+        y = queries
+        for block in self.decoder:
+            y = block(y, context, self_mask, cross_mask)
+        return self.decoder_norm(y)
+
+    def decode_embeddings(
+        self,
+        context: Tensor,
+        encoder_mask: Tensor | None,
+        decoder_tokens: Tensor,
+        decoder_emb: Tensor,
+        decoder_attention_mask: Tensor | None,
+    ) -> Tensor:
+        """Runs the decoder (the reference's ``_decode``) on prepared tensors.
+
+        Args:
+            context: ``(B, N, D)`` from :meth:`encode_embeddings`.
+            encoder_mask: ``(B, 1, N)`` or ``(B, N)`` bool, True where absent; ``None`` if all present.
+            decoder_tokens: ``(B, M, D)`` from :meth:`embed_targets`.
+            decoder_emb: ``(B, M, D)``.
+            decoder_attention_mask: ``(B, M, M)`` bool, True where hidden; ``None`` for full attention.
+
+        Returns:
+            ``(B, M, D)`` normalized decoder outputs.
+        """
+        padding = None if encoder_mask is None else encoder_mask.reshape(encoder_mask.shape[0], 1, -1)
+        return self._run_decoder(
+            decoder_tokens + decoder_emb,
+            context,
+            AttentionMask.from_hidden(decoder_attention_mask),
+            AttentionMask.from_hidden(padding),
+        )
+
+    def forward(
+        self,
+        input_dict: Mapping[str, Tensor],
+        target_modality: str | type | Sequence[str | type],
+        input_mask: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Predicts logits for every token of the target modalities.
+
+        Args:
+            input_dict: Token key -> ids ``(B, n)`` or ``(B,)``.
+            target_modality: Token key(s) or modality class(es) with a ``token_key`` (e.g.
+                ``aion.modalities.Z``); grid modalities only.
+            input_mask: Optional token key -> bool ``(B, n)``, True where absent.
+
+        Returns:
+            Token key -> ``(B, num_tokens, vocab_size)`` logits.
+        """
+        targets = self._check_targets(target_modality)
+        sequence = self._embed_encoder_sequence(input_dict, input_mask, None)
+        context, cross_mask = self._run_encoder(sequence.tokens, sequence.emb, sequence.padding)
+        batch = context.shape[0]
+
+        queries = torch.cat([self.decoder_embeddings[key].query_embedding() for key, _ in targets], dim=1)
+        queries = (self.mask_token + queries).expand(batch, -1, -1)
+        self_mask = self._decoder_self_mask(targets, batch)
+        hidden = self._run_decoder(queries, context, self_mask, cross_mask)
+
+        logits = {}
+        start = 0
+        for key, count in targets:
+            logits[key] = self.decoder_embeddings[key](hidden[:, start : start + count])
+            start += count
+        return logits
+
+    def _check_targets(self, target_modality: str | type | Sequence[str | type]) -> list[tuple[str, int]]:
+        if isinstance(target_modality, str) or not isinstance(target_modality, Sequence):
+            target_modality = [target_modality]
+        if not target_modality:
+            raise ValueError("target_modality is empty; name at least one output token key, e.g. ['tok_z']")
+        targets = []
+        for target in target_modality:
+            key = target if isinstance(target, str) else getattr(target, "token_key", None)
+            if not isinstance(key, str):
+                raise ValueError(f"target_modality entries must be token keys or modality classes, got {target!r}")
+            spec = self._output_spec(key)
+            if spec.kind != GRID:
+                raise ValueError(
+                    f"{key!r} is a sequence modality; forward() predicts grid modalities only. "
+                    "Build its queries with embed_targets() and decode_embeddings() instead"
+                )
+            claimed = getattr(target, "num_tokens", spec.num_tokens)
+            if claimed != spec.num_tokens:
+                raise ValueError(f"{key!r} has {spec.num_tokens} tokens per object, but the target claims {claimed}")
+            if any(key == seen for seen, _ in targets):
+                raise ValueError(f"target_modality lists {key!r} twice")
+            targets.append((key, spec.num_tokens))
+        return targets
+
+    def _decoder_self_mask(self, targets: list[tuple[str, int]], batch: int) -> AttentionMask:
+        """Decoder self-attention mask for :meth:`forward`'s queries (all positions are targets).
+
+        The reference's compressed mask is all zeros there, so outside causal mode every key is hidden from every
+        query and attention is the value mean; no ``(B, M, M)`` tensor is built for that case.
+        """
+        if not self.config.decoder_causal_mask:
+            return AttentionMask(uniform=True)
+        mod_ids = torch.cat(
+            [
+                torch.full((count,), MODALITY_INFO[key].id, dtype=torch.int16, device=self.device)
+                for key, count in targets
+            ]
+        )
+        compressed = torch.zeros(1, mod_ids.shape[0], dtype=torch.long, device=self.device)
+        hidden = build_decoder_attention_mask(compressed, mod_ids[None], True, self.config.decoder_sep_mask)
+        return AttentionMask.from_hidden(hidden.expand(batch, -1, -1))
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Checkpoints
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> AION:
+        """Loads a checkpoint laid out like ``polymathic-ai/aion-base``.
+
+        Args:
+            path_or_hub_id: Local directory with ``config.json`` and ``model.safetensors``, or a Hub repository id.
+            device: Target device (default CPU).
+            dtype: Cast floating-point weights to this dtype (default: as stored).
+
+        Returns:
+            The model in eval mode.
+
+        Raises:
+            aion_fast.hub.CheckpointNotFoundError: A local file is missing, or the Hub is unreachable or lacks the
+                repository (a ``FileNotFoundError``; the message explains the local directory layout).
+            ValueError: Config or weights do not describe a valid model (missing/unexpected names are listed).
+        """
+        config_file = hub.resolve_file(path_or_hub_id, hub.CONFIG_NAME)
+        weights_file = hub.resolve_file(path_or_hub_id, hub.WEIGHTS_NAME)
+        device = torch.device("cpu" if device is None else device)
+        config, stored, metadata = ckpt.read_checkpoint(config_file, weights_file, device)
+        with torch.device("meta"):
+            model = cls(config)
+        state_dict = ckpt.resolve_state_dict(model.state_dict(), stored, metadata, model.tied_parameter_groups())
+        model.load_state_dict(state_dict, strict=True, assign=True)
+        model.tie_modality_embeddings()
+        if dtype is not None:
+            model.to(dtype=dtype)
+        return model.eval()
+
+    def save_pretrained(self, directory: str | os.PathLike) -> os.PathLike:
+        """Writes ``config.json`` and ``model.safetensors`` loadable here and by ``aion.AION.from_pretrained``.
+
+        Args:
+            directory: Target directory (created if needed).
+
+        Returns:
+            The directory path.
+        """
+        return ckpt.write_checkpoint(directory, self.config.to_dict(), self.state_dict())
+
+
+def _drop_path_rates(cfg: AIONConfig) -> tuple[list[float], list[float]]:
+    if cfg.shared_drop_path:
+        total = cfg.encoder_depth + cfg.decoder_depth
+        encoder_rates = torch.linspace(0, cfg.drop_path_rate_encoder, total, device="cpu").tolist()
+        decoder_rates = torch.linspace(0, cfg.drop_path_rate_decoder, total, device="cpu").tolist()
+        return encoder_rates[: cfg.encoder_depth], decoder_rates[cfg.encoder_depth :]
+    return (
+        torch.linspace(0, cfg.drop_path_rate_encoder, cfg.encoder_depth, device="cpu").tolist(),
+        torch.linspace(0, cfg.drop_path_rate_decoder, cfg.decoder_depth, device="cpu").tolist(),
+    )
+
+
+def _as_token_matrix(key: str, tokens: Any) -> Tensor:
+    """Checks type, dtype and rank of one modality's ids and returns them as ``(B, n)``."""
+    if not isinstance(tokens, Tensor):
+        raise ValueError(
+            f"input_dict[{key!r}] must be a torch.Tensor of token ids, got {type(tokens).__name__}; "
+            "convert it with torch.as_tensor(...)"
+        )
+    if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
+        raise ValueError(
+            f"input_dict[{key!r}] has dtype {tokens.dtype}; token ids must be integers "
+            "(pass the codec's token output, or cast with .long() if the values are exact integers)"
+        )
+    if tokens.ndim not in (1, 2):
+        raise ValueError(
+            f"input_dict[{key!r}] has shape {tuple(tokens.shape)}; expected (B, n) or (B,); "
+            "flatten grids with tokens.reshape(B, -1)"
+        )
+    if tokens.shape[0] == 0:
+        raise ValueError(f"input_dict[{key!r}] is an empty batch (B = 0); pass at least one object")
+    return tokens if tokens.ndim == 2 else tokens[:, None]
+
+
+def _check_token_count(spec: ModalitySpec, count: int, where: str) -> None:
+    if spec.kind == GRID:
+        if count != spec.num_tokens:
+            raise ValueError(
+                f"{where}[{spec.key!r}] has {count} tokens per object; {spec.key} must have exactly "
+                f"{spec.num_tokens} tokens per object (grid {spec.grid_shape[0]}x{spec.grid_shape[1]}); "
+                "mark missing ones in the mask instead of dropping them"
+            )
+    elif not 1 <= count <= spec.position_table_length:
+        raise ValueError(
+            f"{where}[{spec.key!r}] has {count} tokens per object; {spec.key} sequences must have between 1 and "
+            f"{spec.position_table_length} tokens (the model was trained on up to {spec.max_length})"
+        )
+
+
+def _as_padding(key: str, padding: Any, token_shape: torch.Size, ids_shape: torch.Size) -> Tensor | None:
+    """Checks one modality's mask and returns it as ``(B, n)`` bool."""
+    if padding is None:
+        return None
+    if not isinstance(padding, Tensor) or padding.dtype != torch.bool:
+        raise ValueError(
+            f"input_mask[{key!r}] must be a bool tensor (True = token absent), got "
+            f"{padding.dtype if isinstance(padding, Tensor) else type(padding).__name__}"
+        )
+    if padding.shape != token_shape and padding.shape != ids_shape:
+        raise ValueError(
+            f"input_mask[{key!r}] has shape {tuple(padding.shape)} but input_dict[{key!r}] has shape "
+            f"{tuple(token_shape)}; the mask needs one entry per token"
+        )
+    return padding.reshape(ids_shape)
+
+
+def _check_token_range(spec: ModalitySpec, ids: Tensor) -> None:
+    low, high = (int(value) for value in torch.aminmax(ids))
+    if low < 0 or high >= spec.vocab_size:
+        raise ValueError(
+            f"input_dict[{spec.key!r}] has token ids in [{low}, {high}], outside [0, {spec.vocab_size}) for "
+            f"{spec.key}; pass ids from the matching codec, and flag padding (e.g. a codec pad value) in input_mask"
+        )
+
+
+def _select_present_first(
+    tokens: Tensor, emb: Tensor, padding: Tensor | None, mod_ids: Tensor, keep: int | None
+) -> _TokenSequence:
+    """Moves absent positions behind present ones (stable), keeps ``keep`` positions and zeroes absent ones.
+
+    Args:
+        tokens: ``(B, T, D)``.
+        emb: ``(B, T, D)``.
+        padding: ``(B, T)`` bool, True where absent; ``None`` if all present.
+        mod_ids: ``(B, T)`` int16 modality ids.
+        keep: Number of positions to keep; ``None`` keeps all.
+
+    Returns:
+        The selected sequence; gathers only when the order actually changes.
+    """
+    total = tokens.shape[1]
+    if keep is not None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"the token budget must be a positive integer or None, got {keep!r}")
+        keep = min(keep, total)
+    else:
+        keep = total
+    if padding is not None and not bool(padding.any()):
+        padding = None
+    if padding is None:
+        return _TokenSequence(tokens[:, :keep], emb[:, :keep], None, mod_ids[:, :keep])
+
+    already_ordered = not bool((padding[:, :-1] & ~padding[:, 1:]).any())
+    if not already_ordered:
+        order = torch.sort(padding.to(torch.uint8), dim=1, stable=True).indices[:, :keep]
+        rows = order[..., None].expand(-1, -1, tokens.shape[-1])
+        tokens, emb = tokens.gather(1, rows), emb.gather(1, rows)
+        padding, mod_ids = padding.gather(1, order), mod_ids.gather(1, order)
+    else:
+        tokens, emb, padding, mod_ids = tokens[:, :keep], emb[:, :keep], padding[:, :keep], mod_ids[:, :keep]
+    absent = padding[..., None]
+    return _TokenSequence(
+        tokens=tokens.masked_fill(absent, 0.0),
+        emb=emb.masked_fill(absent, 0.0),
+        padding=padding if bool(padding.any()) else None,
+        mod_ids=mod_ids,
+    )
