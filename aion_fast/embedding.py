@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from aion_fast._utils import as_normal_tensor
 from aion_fast.model import AION
 
 __all__ = ["embed"]
@@ -56,7 +57,7 @@ def embed(
                     "num_encoder_tokens keeps none); drop those objects or give them at least one token"
                 )
         context = model.encode_embeddings(tokens_, emb, None if bool(present.all()) else encoder_mask)
-        if pooling == "none":
-            return context
-        weights = present.to(context.dtype)[..., None]
-        return (context * weights).sum(dim=1) / counts.to(context.dtype)[:, None]
+        if pooling == "mean":
+            weights = present.to(context.dtype)[..., None]
+            context = (context * weights).sum(dim=1) / counts.to(context.dtype)[:, None]
+    return as_normal_tensor(context)

@@ -116,9 +116,7 @@ def _require_float(t: Tensor, field: str, owner: str) -> None:
 
 def _require_nonempty_batch(t: Tensor, field: str, owner: str) -> None:
     if t.ndim == 0 or t.shape[0] == 0:
-        raise ValueError(
-            f"{owner}.{field} has an empty batch (shape {tuple(t.shape)}); pass at least one object."
-        )
+        raise ValueError(f"{owner}.{field} has an empty batch (shape {tuple(t.shape)}); pass at least one object.")
 
 
 class Modality:
@@ -183,9 +181,7 @@ class Image(Modality):
                 )
         surveys = {b.split("-")[0] for b in self.bands}
         if len(surveys) > 1:
-            raise ValueError(
-                f"{owner}.bands mixes surveys {sorted(surveys)}; one image holds the bands of one survey."
-            )
+            raise ValueError(f"{owner}.bands mixes surveys {sorted(surveys)}; one image holds the bands of one survey.")
 
     @property
     def batch_size(self) -> int:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import shapes
 import torch
 from aion import codecs as ref_codecs
 from aion import modalities as ref_modalities
 from conftest import run_timed
 
-import shapes
 from aion_fast import modalities as m
 from aion_fast.codecs import ImageCodec, SpectrumCodec
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import shapes
 import torch
 from aion import AION as RefAION
 from conftest import run_timed
 
-import shapes
 from aion_fast import AION, embed
 
 #: Image + spectrum + 3 scalars: 852 tokens per object, the reference's measured workload.

@@ -17,8 +17,10 @@ def main(path: str) -> None:
         groups[bench["group"]][bench["extra_info"].get("impl", bench["name"])] = bench
     machine = data.get("machine_info", {})
     first = data["benchmarks"][0]["extra_info"] if data["benchmarks"] else {}
-    print(f"machine: {first.get('device', machine.get('cpu', {}).get('brand_raw', '?'))}; torch {first.get('torch')};"
-          f" commit {first.get('commit')}; date {data.get('datetime', '?')[:10]}\n")
+    print(
+        f"machine: {first.get('device', machine.get('cpu', {}).get('brand_raw', '?'))}; torch {first.get('torch')};"
+        f" commit {first.get('commit')}; date {data.get('datetime', '?')[:10]}\n"
+    )
     print("| benchmark | reference median (s) | aion_fast median (s) | speed-up (ref / ours) | aion_fast objects/s |")
     print("|---|---|---|---|---|")
     for group, impls in sorted(groups.items()):

@@ -112,3 +112,16 @@ def test_embed_is_the_function_even_after_submodule_import():
     import aion_fast.embedding  # noqa: F401 - importing the submodule must not shadow the function
 
     assert callable(aion_fast.embed) and aion_fast.embed.__name__ == "embed"
+
+
+def test_outputs_usable_with_autograd_on(checkpoint):
+    """Tokens and embeddings leave inference mode: a probe can be trained on them with autograd enabled."""
+    root, _ = checkpoint
+    model = aion_fast.AION.from_pretrained(root).eval()
+    tokens = CodecManager(repo=root).encode(m.LegacySurveyFluxG(value=torch.rand(4) * 10))
+    assert not tokens["tok_flux_g"].is_inference()
+    vectors = aion_fast.embed(model, tokens)
+    assert not vectors.is_inference()
+    probe = torch.nn.Linear(vectors.shape[1], 1)
+    probe(vectors).sum().backward()
+    assert probe.weight.grad is not None

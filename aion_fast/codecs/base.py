@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from aion_fast import hub
+from aion_fast._utils import as_normal_tensor
 from aion_fast.modalities import Modality
 from aion_fast.quantizers import Quantizer
 
@@ -25,18 +26,6 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
-def as_normal_tensor(value: Any) -> Any:
-    """Returns tensors made under ``torch.inference_mode`` as ordinary tensors (others unchanged).
-
-    Codecs run their networks in inference mode; their outputs must still be usable by code that runs with
-    autograd enabled (e.g. ``model.encode(tokens)`` outside ``no_grad``), so they leave the codec as normal tensors.
-    """
-    if isinstance(value, torch.Tensor) and value.is_inference():
-        with torch.inference_mode(False):
-            return value.clone()
     return value
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from aion_fast.codecs.base import Codec, as_normal_tensor
+from aion_fast.codecs.base import Codec
 from aion_fast.modalities import LegacySurveyCatalog
 from aion_fast.quantizers import ComposedScalarQuantizer, IdentityQuantizer, Quantizer, ScalarReservoirQuantizer
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from aion_fast.codecs.base import Codec, as_normal_tensor
+from aion_fast._utils import as_normal_tensor
+from aion_fast.codecs.base import Codec
 from aion_fast.codecs.registry import codec_class_for
 from aion_fast.hub import DEFAULT_REPO_ID
 from aion_fast.modalities import Modality

@@ -219,7 +219,9 @@ class ScalarCompressedReservoirQuantizer(ScalarReservoirQuantizer):
         compression_fns, decompression_fns = list(compression_fns), list(decompression_fns)
         for name in [*compression_fns, *decompression_fns]:
             if name not in COMPRESSION_FUNCTIONS and name != "exp10":
-                raise ValueError(f"unsupported compression function {name!r}; choose from {sorted(COMPRESSION_FUNCTIONS)}.")
+                raise ValueError(
+                    f"unsupported compression function {name!r}; choose from {sorted(COMPRESSION_FUNCTIONS)}."
+                )
         if len(compression_fns) != len(decompression_fns):
             raise ValueError("compression_fns and decompression_fns must have the same length.")
         self.compression_fns = compression_fns

@@ -34,13 +34,25 @@ def scalar_checkpoint(tmp_path_factory):
     for name in ("SHAPE_E1", "SHAPE_E2", "SHAPE_R"):
         catalog._quantizer.quantizers[name]._update_reservoirs(torch.rand(200_000))
     catalog.save_pretrained(root, modality=ref_modalities.LegacySurveyCatalog)
-    return root, {"FLUX_G": flux_g, "SHAPE_E1": e1, "XP": xp, "Z": ref_codecs.GridScalarCodec("Z", 1024), "catalog": catalog}
+    return root, {
+        "FLUX_G": flux_g,
+        "SHAPE_E1": e1,
+        "XP": xp,
+        "Z": ref_codecs.GridScalarCodec("Z", 1024),
+        "catalog": catalog,
+    }
 
 
 def test_scalar_codecs_match_reference(scalar_checkpoint):
     root, ref = scalar_checkpoint
     cases = [
-        (LogScalarCodec, m.LegacySurveyFluxG, ref_modalities.LegacySurveyFluxG, ref["FLUX_G"], torch.rand(257) * 80 - 2),
+        (
+            LogScalarCodec,
+            m.LegacySurveyFluxG,
+            ref_modalities.LegacySurveyFluxG,
+            ref["FLUX_G"],
+            torch.rand(257) * 80 - 2,
+        ),
         (ScalarCodec, m.LegacySurveyShapeE1, ref_modalities.LegacySurveyShapeE1, ref["SHAPE_E1"], torch.randn(3) * 0.3),
         (GridScalarCodec, m.Z, ref_modalities.Z, ref["Z"], torch.cat([torch.rand(7) * 1.2, torch.tensor([0.0, 1.0])])),
         (MultiScalarCodec, m.GaiaXpBp, ref_modalities.GaiaXpBp, ref["XP"], torch.randn(7, 55) * 300),
@@ -113,7 +125,9 @@ def test_published_key_names_are_accepted(scalar_checkpoint, tmp_path):
     save_file(state, target / "model.safetensors")
     (target / "config.json").write_text((source / "config.json").read_text())
     codec = LogScalarCodec.from_pretrained(tmp_path, modality=m.LegacySurveyFluxG)
-    assert torch.equal(codec.quantizer.codebook, LogScalarCodec.from_pretrained(root, m.LegacySurveyFluxG).quantizer.codebook)
+    assert torch.equal(
+        codec.quantizer.codebook, LogScalarCodec.from_pretrained(root, m.LegacySurveyFluxG).quantizer.codebook
+    )
 
 
 def test_scalar_bad_inputs(scalar_checkpoint):

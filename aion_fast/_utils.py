@@ -1,0 +1,20 @@
+"""Small helpers shared across the package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def as_normal_tensor(value: Any) -> Any:
+    """Returns a tensor made under ``torch.inference_mode`` as an ordinary tensor (anything else unchanged).
+
+    Codecs and ``embed`` run their networks in inference mode; what they return must still be usable where autograd
+    is on (``model.encode(tokens)`` outside ``no_grad``, a probe trained on embeddings), so it leaves as a normal
+    tensor. The copy is one small clone of the outputs.
+    """
+    if isinstance(value, torch.Tensor) and value.is_inference():
+        with torch.inference_mode(False):
+            return value.clone()
+    return value
