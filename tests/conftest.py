@@ -18,9 +18,9 @@ def _seed():
 
 def pytest_report_header(config):
     try:
-        import aion  # noqa: F401  - the oracle must be installed for the comparison tests
-
         from importlib.metadata import version
+
+        import aion  # noqa: F401  - the oracle must be installed for the comparison tests
 
         ref = f"polymathic-aion {version('polymathic-aion')}"
     except ImportError:

@@ -1,0 +1,255 @@
+"""Backend discovery and selection for the ops in :mod:`aion_fast.ops`.
+
+Three backends, tried in this order for each call:
+
+* ``triton``: Triton kernels (:mod:`aion_fast.kernels`) for CUDA tensors;
+* ``cpp``: the private compiled module ``aion_fast._C`` (pybind11, CPU tensors);
+* ``torch``: the fp32 PyTorch reference of each op, always available.
+
+Each op lists a :class:`Backend` per name; a backend states why it cannot run a given call through
+``not_supported_reasons(...)``, and :func:`select` takes the first one with no reason. The environment variable
+``AION_FAST_BACKEND`` (``torch``, ``cpp`` or ``triton``) forces one backend; if it cannot run the call,
+:class:`BackendUnavailableError` says why instead of silently falling back.
+
+Importing this module is free: it neither imports ``aion_fast._C`` nor Triton, never initialises CUDA and never
+touches the network. The extension is imported on first use by :func:`load_extension`; if that fails, ONE warning
+is logged and the PyTorch path is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+__all__ = [
+    "BACKENDS",
+    "ENV_VAR",
+    "Backend",
+    "BackendUnavailableError",
+    "available_backends",
+    "extension_error",
+    "forced_backend",
+    "load_extension",
+    "cpp_reasons",
+    "no_autocast",
+    "no_kernel",
+    "no_reasons",
+    "select",
+    "triton_kernel_missing",
+    "triton_reasons",
+]
+
+logger = logging.getLogger("aion_fast")
+
+#: Backend names in priority order.
+BACKENDS: tuple[str, ...] = ("triton", "cpp", "torch")
+#: Environment variable that forces a backend.
+ENV_VAR = "AION_FAST_BACKEND"
+#: Must equal ``API_VERSION`` of the compiled module (``csrc/bindings.cpp``); anything else is a stale build.
+EXPECTED_API_VERSION = 1
+
+_REBUILD_HINT = "rebuild it with `pip install -e .` (see README, Development)"
+_UNSET = object()
+_extension: Any = _UNSET  # ModuleType | None once loaded
+_extension_error: str | None = None
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend forced with ``AION_FAST_BACKEND`` cannot run this call (the message gives every reason)."""
+
+
+def _import_extension() -> ModuleType:
+    """Imports ``aion_fast._C`` (torch first, so its libgomp is the one in the process)."""
+    import torch  # noqa: F401
+
+    return importlib.import_module("aion_fast._C")
+
+
+def load_extension() -> ModuleType | None:
+    """The compiled module ``aion_fast._C``, or None when it cannot be used.
+
+    Imported on the first call and cached. On failure the reason is kept (:func:`extension_error`) and one warning
+    is logged on the ``aion_fast`` logger; every op then uses its PyTorch path.
+
+    Returns:
+        The module, or None.
+    """
+    global _extension, _extension_error
+    if _extension is not _UNSET:
+        return _extension
+    module: ModuleType | None = None
+    try:
+        module = _import_extension()
+        version = getattr(module, "API_VERSION", None)
+        if version != EXPECTED_API_VERSION:
+            raise ImportError(
+                f"stale build: aion_fast._C has API_VERSION {version}, this aion_fast expects {EXPECTED_API_VERSION}"
+            )
+    except Exception as exc:  # ImportError, OSError (ABI), our own CPU check: all mean "not usable"
+        module = None
+        _extension_error = f"{type(exc).__name__}: {exc}"
+        if os.environ.get("AION_FAST_NO_EXT", "").lower() in ("1", "true", "yes", "on"):
+            _extension_error += " (AION_FAST_NO_EXT is set)"
+        logger.warning(
+            "aion_fast: the C++ extension aion_fast._C is unavailable (%s); using the PyTorch path. To use it, %s.",
+            _extension_error,
+            _REBUILD_HINT,
+        )
+    _extension = module
+    return module
+
+
+def extension_error() -> str | None:
+    """Why :func:`load_extension` returned None (None if it loaded, or was not tried yet)."""
+    return _extension_error
+
+
+def _reset_extension_cache() -> None:
+    """Forgets the cached import result (tests)."""
+    global _extension, _extension_error
+    _extension, _extension_error = _UNSET, None
+
+
+def triton_unavailable_reason() -> str | None:
+    """Why Triton kernels cannot run in this process, or None. Does not import Triton."""
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    import torch
+
+    if not torch.cuda.is_available():  # does not initialise torch's CUDA state
+        return "no CUDA device"
+    return None
+
+
+def available_backends() -> list[str]:
+    """Backends usable in this process, in priority order (``torch`` is always last).
+
+    ``cpp`` needs the extension to import (this call imports it); ``triton`` needs Triton and a CUDA device.
+    Whether a backend implements a given op on given tensors is decided per call by :func:`select`.
+    """
+    names = []
+    if triton_unavailable_reason() is None:
+        names.append("triton")
+    if load_extension() is not None:
+        names.append("cpp")
+    names.append("torch")
+    return names
+
+
+def forced_backend() -> str | None:
+    """The backend named by ``AION_FAST_BACKEND``, or None when unset or empty.
+
+    Raises:
+        ValueError: the variable holds something other than ``torch``, ``cpp`` or ``triton``.
+    """
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    if not value:
+        return None
+    if value not in BACKENDS:
+        raise ValueError(f"{ENV_VAR}={value!r}: expected one of {', '.join(BACKENDS)} (or unset)")
+    return value
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of an op.
+
+    Attributes:
+        name: ``triton``, ``cpp`` or ``torch``.
+        reasons: ``reasons(*args) -> list[str]``, why this backend cannot run these arguments (empty: it can).
+        run: ``run(*args)``, the implementation.
+    """
+
+    name: str
+    reasons: Callable[..., list[str]]
+    run: Callable[..., Any]
+
+    def not_supported_reasons(self, *args: Any) -> list[str]:
+        """Why this backend cannot run ``args`` (empty list: it can)."""
+        return self.reasons(*args)
+
+
+def select(op: str, backends: Sequence[Backend], *args: Any) -> Backend:
+    """Picks the backend that runs ``op(*args)``.
+
+    Args:
+        op: op name, for messages.
+        backends: the op's implementations in priority order.
+        *args: the call's arguments, passed to each ``not_supported_reasons``.
+
+    Returns:
+        The forced backend if ``AION_FAST_BACKEND`` is set, else the first one that supports the call.
+
+    Raises:
+        BackendUnavailableError: the forced backend (or, unforced, every backend) cannot run the call.
+    """
+    forced = forced_backend()
+    if forced is not None:
+        for backend in backends:
+            if backend.name == forced:
+                reasons = backend.not_supported_reasons(*args)
+                if not reasons:
+                    return backend
+                raise BackendUnavailableError(
+                    f"{ENV_VAR}={forced} but the {forced} backend cannot run {op}: {'; '.join(reasons)}"
+                )
+        raise BackendUnavailableError(f"{ENV_VAR}={forced} but {op} has no {forced} implementation")
+    why = []
+    for backend in backends:
+        reasons = backend.not_supported_reasons(*args)
+        if not reasons:
+            return backend
+        why.append(f"{backend.name}: {'; '.join(reasons)}")
+    raise BackendUnavailableError(f"no backend can run {op}: " + " | ".join(why))
+
+
+def no_autocast(device: Any) -> contextlib.AbstractContextManager:
+    """A context that disables autocast on ``device`` (a ``torch.device``) if it is on, else a no-op context."""
+    import torch
+
+    if device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+# ---- reasons shared by the ops' backends ---------------------------------------------------------------------------
+
+
+def no_reasons(*_: Any) -> list[str]:
+    """``not_supported_reasons`` of a backend that runs everything (the PyTorch references)."""
+    return []
+
+
+def cpp_reasons(x: Any) -> list[str]:
+    """Why the C++ CPU ops cannot take tensor ``x`` (loads the extension on first use)."""
+    reasons = []
+    if x.device.type != "cpu":
+        reasons.append(f"tensor on {x.device.type}; the C++ extension has no kernel for it")
+    if load_extension() is None:
+        reasons.append(f"the C++ extension is not available ({extension_error()})")
+    return reasons
+
+
+def triton_reasons(x: Any) -> list[str]:
+    """Why a Triton kernel cannot take tensor ``x`` (device and installation only)."""
+    if x.device.type != "cuda":
+        return ["tensor not on CUDA"]
+    reason = triton_unavailable_reason()
+    return [reason] if reason else []
+
+
+def triton_kernel_missing(x: Any, *_: Any) -> list[str]:
+    """``not_supported_reasons`` of an op that has no Triton kernel yet."""
+    return ["no Triton kernel for this op yet", *triton_reasons(x)]
+
+
+def no_kernel(*_: Any) -> Any:
+    """``run`` of a backend that has no kernel for the op (never selected: its reasons say so)."""
+    raise NotImplementedError("no kernel for this op in this backend yet")

@@ -1,0 +1,215 @@
+r"""Lookup-free quantisation (LFQ) index ops: sign bits to indices and back.
+
+LFQ (Yu et al. 2023, MAGVIT-v2, https://arxiv.org/abs/2310.05737) quantises each of the D channels to its sign
+and reads the signs as a D-bit integer, channel 0 being the most significant bit:
+
+.. math::
+
+    \text{index} = \sum_{d=0}^{D-1} [z_d > 0]\; 2^{D-1-d}, \qquad
+    \hat z_d = \begin{cases} +s & \text{bit } D-1-d \text{ of index set} \\ -s & \text{otherwise} \end{cases}
+
+with the codebook scale :math:`s`; :math:`\hat z_d` is evaluated as :math:`2 s\, \text{bit} - s` in float32 like the
+reference (exactly :math:`\pm s`). Indices are int32, so :math:`1 \le D \le 31` (AION-1's spectrum codec uses
+D = 10, 1024 codes).
+
+NaN/inf policy: ``NaN > 0`` is false, so a NaN channel gives bit 0 (no error: the sign test is total);
+:math:`\pm\infty` and :math:`\pm 0` follow their sign (``-0.0`` and ``+0.0`` give 0). Decode raises ``ValueError``
+for indices outside :math:`[0, 2^D)`.
+
+Backends: ``torch`` (:func:`torch_lfq_encode` / :func:`torch_lfq_decode`, the reference), ``cpp``
+(``aion_fast._C``, CPU), ``triton`` (CUDA tensors; no kernel yet). Every backend returns the reference's values
+exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from aion_fast import _backend
+from aion_fast._backend import Backend
+
+__all__ = ["lfq_decode", "lfq_encode", "torch_lfq_decode", "torch_lfq_encode"]
+
+#: Largest number of channels with int32 indices.
+MAX_DIM = 31
+
+
+def _bit_weights(dim: int, device: torch.device) -> torch.Tensor:
+    """(dim,) int64 weights 2^(dim-1), ..., 2, 1."""
+    return 2 ** torch.arange(dim - 1, -1, -1, device=device)
+
+
+def _check_dim(dim: int, what: str) -> None:
+    if not 1 <= dim <= MAX_DIM:
+        raise ValueError(f"{what}: LFQ needs 1 <= D <= {MAX_DIM} channels for int32 indices, got D={dim}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PyTorch reference (oracle and fallback)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def torch_lfq_encode(z: torch.Tensor) -> torch.Tensor:
+    """Reference LFQ encode.
+
+    Args:
+        z: (..., D) latents, channels last, 1 <= D <= 31.
+
+    Returns:
+        (...) int32 indices, channel 0 the most significant bit.
+    """
+    weights = _bit_weights(z.shape[-1], z.device)
+    return ((z > 0).long() * weights).sum(dim=-1).to(torch.int32)
+
+
+def torch_lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> torch.Tensor:
+    """Reference LFQ decode.
+
+    Args:
+        indices: (...) integer indices in [0, 2**dim).
+        dim: number of channels D.
+        scale: codebook scale :math:`s`.
+
+    Returns:
+        (..., D) float32 codes in {-s, +s}.
+    """
+    weights = _bit_weights(dim, indices.device)
+    bits = ((indices.long().unsqueeze(-1) & weights) != 0).to(torch.float32)
+    return bits * scale * 2 - scale
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# C++ path (aion_fast._C), registered as custom ops so torch.compile can trace it
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+# Eager calls go straight to the ``*_impl`` functions: the first call of any torch.library custom op imports
+# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatchers call the registered ops instead.
+
+
+def _lfq_encode_cpp_impl(z: torch.Tensor) -> torch.Tensor:
+    """(..., D) float32 CPU latents -> (...) int32 indices via aion_fast._C."""
+    ext = _backend.load_extension()
+    z2 = z.reshape(-1, z.shape[-1]).contiguous()
+    out = torch.empty(z2.shape[0], dtype=torch.int32)
+    ext.lfq_encode(z2.numpy(), out.numpy())
+    return out.reshape(z.shape[:-1])
+
+
+@torch.library.custom_op("aion_fast::lfq_encode_cpp", mutates_args=())
+def _lfq_encode_cpp(z: torch.Tensor) -> torch.Tensor:
+    return _lfq_encode_cpp_impl(z)
+
+
+@_lfq_encode_cpp.register_fake
+def _(z: torch.Tensor) -> torch.Tensor:
+    return z.new_empty(z.shape[:-1], dtype=torch.int32)
+
+
+def _lfq_decode_cpp_impl(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    """(...) int32 CPU indices -> (..., dim) float32 codes via aion_fast._C; ValueError when out of range."""
+    ext = _backend.load_extension()
+    flat = indices.reshape(-1).contiguous()
+    out = torch.empty((flat.shape[0], dim), dtype=torch.float32)
+    n_bad = ext.lfq_decode(flat.numpy(), scale, out.numpy())
+    if n_bad:
+        raise ValueError(f"lfq_decode: {n_bad} indices lie outside [0, 2**{dim})")
+    return out.reshape(*indices.shape, dim)
+
+
+@torch.library.custom_op("aion_fast::lfq_decode_cpp", mutates_args=())
+def _lfq_decode_cpp(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    return _lfq_decode_cpp_impl(indices, dim, scale)
+
+
+@_lfq_decode_cpp.register_fake
+def _(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    return indices.new_empty((*indices.shape, dim), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Backends and dispatch
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _cpp_decode_reasons(indices: torch.Tensor, dim: int, scale: float) -> list[str]:
+    return _backend.cpp_reasons(indices)
+
+
+def _run_cpp_encode(z: torch.Tensor) -> torch.Tensor:
+    return (_lfq_encode_cpp if torch.compiler.is_compiling() else _lfq_encode_cpp_impl)(z)
+
+
+def _run_cpp_decode(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    return (_lfq_decode_cpp if torch.compiler.is_compiling() else _lfq_decode_cpp_impl)(indices, dim, scale)
+
+
+_ENCODE_BACKENDS = (
+    Backend("triton", _backend.triton_kernel_missing, _backend.no_kernel),
+    Backend("cpp", _backend.cpp_reasons, _run_cpp_encode),
+    Backend("torch", _backend.no_reasons, torch_lfq_encode),
+)
+
+_DECODE_BACKENDS = (
+    Backend("triton", _backend.triton_kernel_missing, _backend.no_kernel),
+    Backend("cpp", _cpp_decode_reasons, _run_cpp_decode),
+    Backend("torch", _backend.no_reasons, torch_lfq_decode),
+)
+
+
+def lfq_encode(z: torch.Tensor) -> torch.Tensor:
+    """LFQ encode: the signs of the D channels as a D-bit index (maths in the module docstring).
+
+    Args:
+        z: (..., D) latents, channels last, 1 <= D <= 31. Any real dtype (compared in float32 whatever the
+            autocast state); may be non-contiguous; never modified.
+
+    Returns:
+        (...) int32 indices in [0, 2**D).
+
+    Raises:
+        ValueError: D is outside [1, 31].
+        BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
+    """
+    if z.ndim == 0:
+        raise ValueError("lfq_encode: z must have shape (..., D), got a scalar")
+    _check_dim(z.shape[-1], "lfq_encode")
+    if z.is_complex():
+        raise TypeError(f"lfq_encode: z must be real, got {z.dtype}")
+    with _backend.no_autocast(z.device):
+        z = z.detach().to(torch.float32)
+        return _backend.select("lfq_encode", _ENCODE_BACKENDS, z).run(z)
+
+
+def lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> torch.Tensor:
+    """LFQ decode: indices to codes in {-scale, +scale}.
+
+    Args:
+        indices: (...) integer indices in [0, 2**dim); any integer dtype.
+        dim: number of channels D, 1 <= D <= 31.
+        scale: codebook scale :math:`s` (finite).
+
+    Returns:
+        (..., D) float32 codes.
+
+    Raises:
+        TypeError: ``indices`` is not an integer tensor.
+        ValueError: an index lies outside [0, 2**dim), or ``dim``/``scale`` is invalid.
+        BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
+    """
+    dim = int(dim)
+    _check_dim(dim, "lfq_decode")
+    scale = float(scale)
+    if scale != scale or scale in (float("inf"), float("-inf")):
+        raise ValueError(f"lfq_decode: scale must be finite, got {scale}")
+    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        raise TypeError(f"lfq_decode: indices must be an integer tensor, got {indices.dtype}")
+    backend = _backend.select("lfq_decode", _DECODE_BACKENDS, indices, dim, scale)
+    if backend.name != "cpp" or indices.dtype != torch.int32:  # the C++ op checks int32 indices itself
+        if indices.numel():
+            lo, hi = torch.aminmax(indices)
+            if int(lo) < 0 or int(hi) >= 2**dim:
+                raise ValueError(f"lfq_decode: indices must lie in [0, 2**{dim}), got [{int(lo)}, {int(hi)}]")
+        if backend.name == "cpp":
+            indices = indices.to(torch.int32)
+    return backend.run(indices, dim, scale)

@@ -1,0 +1,38 @@
+// LFQ entry points of aion_fast._C: argument checks (baseline code), then the kernels of lfq_cpu.cpp.
+#include <cmath>
+#include <cstdint>
+
+#include "aion_fast/checks.h"
+#include "aion_fast/cpu_kernels.h"
+#include "aion_fast/ops.h"
+
+namespace aion_fast {
+
+void lfq_encode(const py::array& z, py::array& out) {
+  AION_CHECK_ARRAY(z, float, 2);  // (M, D)
+  const py::ssize_t M = z.shape(0), D = z.shape(1);
+  AION_CHECK(D >= 1 && D <= 31, z, "the number of channels D must lie in [1, 31] for int32 indices");
+  AION_CHECK_ARRAY(out, std::int32_t, 1);  // (M,)
+  AION_CHECK_DIM(out, 0, M);
+  AION_CHECK_OUTPUT(out);
+  const auto* zp = static_cast<const float*>(z.data());
+  auto* o = static_cast<std::int32_t*>(out.mutable_data());
+  py::gil_scoped_release release;
+  cpu::lfq_encode(zp, M, D, o);
+}
+
+std::int64_t lfq_decode(const py::array& index, double scale, py::array& out) {
+  AION_CHECK_ARRAY(index, std::int32_t, 1);  // (M,)
+  AION_CHECK_ARRAY(out, float, 2);            // (M, D)
+  const py::ssize_t M = index.shape(0), D = out.shape(1);
+  AION_CHECK_DIM(out, 0, M);
+  AION_CHECK(D >= 1 && D <= 31, out, "the number of channels D must lie in [1, 31] for int32 indices");
+  AION_CHECK_OUTPUT(out);
+  AION_CHECK(std::isfinite(scale), scale, "must be finite");
+  const auto* idx = static_cast<const std::int32_t*>(index.data());
+  auto* o = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  return cpu::lfq_decode(idx, M, D, static_cast<float>(scale), o);
+}
+
+}  // namespace aion_fast

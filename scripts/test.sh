@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up .venv with the test extras (scripts/setup.sh --test) and run the test suite with the default markers
+# (-m "not slow and not gpu", from pyproject.toml). Extra arguments go to pytest.
+#
+# Fails when the C++ extension did not build (the cpp tests would only be skipped), unless AION_FAST_NO_EXT=1
+# asks for a pure-Python install.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/setup.sh --test
+PY="${AION_FAST_VENV:-.venv}/bin/python"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"  # tests never reach the network
+
+if [ "${AION_FAST_NO_EXT:-0}" != "1" ]; then
+  echo "+ check that aion_fast._C loads" >&2
+  "$PY" -c "import sys, aion_fast._backend as b; b.load_extension() or sys.exit('aion_fast._C did not build or \
+load: ' + str(b.extension_error()) + ' (set AION_FAST_NO_EXT=1 to test the pure-Python install)')"
+fi
+
+echo "+ $PY -m pytest -q $*" >&2
+set +e
+"$PY" -m pytest -q "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "ERROR: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$rc"

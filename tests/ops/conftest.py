@@ -1,0 +1,31 @@
+"""Fixtures for the op tests: one run per backend, forced with AION_FAST_BACKEND."""
+
+from __future__ import annotations
+
+import pytest
+
+from aion_fast import _backend
+
+# Triton kernels run on CUDA tensors only: the backend is part of the grid where a CUDA device is present.
+_BACKENDS = ["torch", "cpp"] + (["triton"] if _backend.triton_unavailable_reason() is None else [])
+
+
+@pytest.fixture(params=_BACKENDS)
+def backend(request, monkeypatch) -> str:
+    """Forces each backend in turn; skips, with the reason, those that cannot run on this machine."""
+    name = request.param
+    if name == "cpp" and _backend.load_extension() is None:
+        pytest.skip(f"C++ extension not built: {_backend.extension_error()}")
+    if name == "triton":
+        pytest.skip("triton backend: no FSQ/LFQ kernels yet (these tests use CPU tensors)")
+    monkeypatch.setenv(_backend.ENV_VAR, name)
+    return name
+
+
+@pytest.fixture
+def ext():
+    """The compiled module, or a skip with the reason it is missing."""
+    module = _backend.load_extension()
+    if module is None:
+        pytest.skip(f"C++ extension not built: {_backend.extension_error()}")
+    return module

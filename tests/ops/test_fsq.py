@@ -1,0 +1,281 @@
+"""FSQ ops: every backend must give the reference's indices exactly (torch.equal), and decode must invert them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aion_fast import _backend
+from aion_fast.ops import fsq as fsq_ops
+from aion_fast.ops.fsq import (
+    fsq_decode,
+    fsq_encode,
+    torch_fsq_decode,
+    torch_fsq_encode,
+    torch_fsq_encode_from_tanh,
+)
+
+# image codec, scalar-field codec, a larger 6-channel codebook
+LEVELS = [(7, 5, 5, 5, 5), (8, 5, 5, 5), (8, 8, 8, 5, 5, 5)]
+SIZES = [1, 3, 7, 576 * 3]
+EPS = 1e-3
+
+
+def assert_indices_equal(ours: torch.Tensor, ref: torch.Tensor) -> None:
+    assert ours.dtype == torch.int32, ours.dtype
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    if not torch.equal(ours, ref.to(torch.int32)):
+        bad = (ours != ref).nonzero()
+        first = tuple(bad[0].tolist())
+        msg = f"{len(bad)}/{ours.numel()} indices differ; first at {first}: {int(ours[first])} vs {int(ref[first])}"
+        raise AssertionError(msg)
+
+
+def boundary_latents(levels: tuple[int, ...], eps: float = EPS, ulps: int = 3) -> torch.Tensor:
+    """(N, D) float32 latents whose bounded value lies on (or a few ulps around) a half-integer in every channel.
+
+    Inverts the bound, z = atanh((k + 1/2 + offset) / half_l) - shift in float64, for every half-integer k + 1/2
+    strictly inside the range, then adds the float32 neighbours up to ``ulps`` away.
+    """
+    c = fsq_ops._constants(levels, eps)
+    columns = []
+    for d, lv in enumerate(levels):
+        half_l, offset, shift = float(c.half_l[d]), float(c.offset[d]), float(c.shift[d])
+        ks = np.arange(-lv, lv) + 0.5
+        ks = ks[np.abs(ks + offset) < half_l]
+        z = np.arctanh((ks + offset) / half_l) - shift
+        col = torch.from_numpy(z).float()
+        around = [col]
+        up, down = col.clone(), col.clone()
+        for _ in range(ulps):
+            up, down = torch.nextafter(up, torch.tensor(math.inf)), torch.nextafter(down, torch.tensor(-math.inf))
+            around += [up, down]
+        columns.append(torch.cat(around))
+    n = max(len(col) for col in columns)
+    return torch.stack([col.repeat(math.ceil(n / len(col)))[:n] for col in columns], dim=-1)
+
+
+# ---- encode --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+@pytest.mark.parametrize("m", SIZES)
+def test_encode_random_matches_reference(backend, levels, m):
+    for scale in (1.0, 3.0):
+        z = torch.randn(m, len(levels)) * scale
+        assert_indices_equal(fsq_encode(z, levels, EPS), torch_fsq_encode(z, levels, EPS))
+
+
+def test_encode_decode_large_inputs(backend):
+    """Enough rows for the C++ kernels' OpenMP path (>= 2^16 elements) and several scratch chunks."""
+    levels = (7, 5, 5, 5, 5)
+    z = torch.randn(20_011, 5) * 2
+    codes = fsq_encode(z, levels)
+    assert_indices_equal(codes, torch_fsq_encode(z, levels))
+    assert torch.equal(fsq_decode(codes, levels), torch_fsq_decode(codes, levels))
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+def test_encode_at_rounding_boundaries(backend, levels):
+    z = boundary_latents(levels)
+    ref = torch_fsq_encode(z, levels, EPS)
+    assert_indices_equal(fsq_encode(z, levels, EPS), ref)
+    # the construction really straddles boundaries: neighbouring latents land on different levels
+    assert len(torch.unique(ref)) > 10
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+def test_encode_extreme_values(backend, levels):
+    d = len(levels)
+    values = torch.tensor([1e6, -1e6, math.inf, -math.inf, 0.0, -0.0, 1e-30, -1e-30, 3.4e38, -3.4e38])
+    z = values[torch.randint(len(values), (257, d))]
+    out = fsq_encode(z, levels, EPS)
+    assert_indices_equal(out, torch_fsq_encode(z, levels, EPS))
+    assert int(out.min()) >= 0 and int(out.max()) < math.prod(levels)
+    # infinities saturate like any large value
+    assert_indices_equal(fsq_encode(torch.full((1, d), math.inf), levels), fsq_encode(torch.full((1, d), 1e6), levels))
+
+
+def test_encode_nan_raises(backend):
+    z = torch.randn(9, 5)
+    z[4, 2] = math.nan
+    with pytest.raises(ValueError, match=r"\bz\b.*NaN"):
+        fsq_encode(z, [7, 5, 5, 5, 5])
+
+
+def test_encode_noncontiguous_inputs_unchanged(backend):
+    levels = (7, 5, 5, 5, 5)
+    channel_first = torch.randn(3, 5, 24 * 24)  # (B, D, T), the codec's layout
+    z = channel_first.movedim(1, -1)  # (B, T, D) view, not contiguous
+    assert not z.is_contiguous()
+    before = channel_first.clone()
+    assert_indices_equal(fsq_encode(z, levels), torch_fsq_encode(z.contiguous(), levels))
+    strided = torch.randn(40, 5)[::3]
+    assert_indices_equal(fsq_encode(strided, levels), torch_fsq_encode(strided.contiguous(), levels))
+    assert torch.equal(channel_first, before)
+
+
+def test_encode_batch_shapes(backend):
+    levels = (8, 5, 5, 5)
+    z = torch.randn(2, 3, 5, 4)
+    out = fsq_encode(z, levels)
+    assert out.shape == (2, 3, 5)
+    assert_indices_equal(out, torch_fsq_encode(z, levels))
+    assert fsq_encode(torch.empty(0, 4), levels).shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_encode_computes_in_float32(backend, dtype):
+    levels = (7, 5, 5, 5, 5)
+    z = torch.randn(100, 5).to(dtype)
+    ref = torch_fsq_encode(z.float(), levels)
+    assert_indices_equal(fsq_encode(z, levels), ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_indices_equal(fsq_encode(z, levels), ref)
+
+
+def test_encode_shape_errors():
+    with pytest.raises(ValueError, match="shape"):
+        fsq_encode(torch.randn(4, 3), [7, 5, 5, 5, 5])
+    with pytest.raises(ValueError, match="levels"):
+        fsq_encode(torch.randn(4, 2), [7, 1])
+    with pytest.raises(ValueError, match="eps"):
+        fsq_encode(torch.randn(4, 2), [7, 2], eps=0.0)  # atanh(0.5 / 0.5) = inf
+
+
+# ---- decode --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_decode_every_code_matches_reference(backend, levels, dtype):
+    codes = torch.arange(math.prod(levels), dtype=dtype)
+    out = fsq_decode(codes, levels)
+    ref = torch_fsq_decode(codes, levels)
+    assert out.dtype == torch.float32 and out.shape == (len(codes), len(levels))
+    assert torch.equal(out, ref)
+    assert float(out.abs().max()) == 1.0
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+@pytest.mark.parametrize("m", SIZES)
+def test_round_trip(backend, levels, m):
+    """decode(encode(z)) is the normalised quantised latent round(bound(z)) / (L // 2)."""
+    z = torch.randn(m, len(levels)) * 2
+    c = fsq_ops._constants(levels, EPS)
+    quantized = (torch.tanh(z + c.shift) * c.half_l - c.offset).round() / c.half_width
+    assert torch.equal(fsq_decode(fsq_encode(z, levels, EPS), levels), quantized)
+
+
+def test_decode_noncontiguous_and_shapes(backend):
+    levels = (8, 5, 5, 5)
+    codes = torch.randint(0, 1000, (4, 6), dtype=torch.int32).t()
+    out = fsq_decode(codes, levels)
+    assert out.shape == (6, 4, 4)
+    assert torch.equal(out, torch_fsq_decode(codes.contiguous(), levels))
+
+
+@pytest.mark.parametrize("bad", [-1, 4375, 2**40])
+def test_decode_out_of_range_raises(backend, bad):
+    codes = torch.tensor([0, bad, 3], dtype=torch.int64)
+    with pytest.raises(ValueError, match="4375"):
+        fsq_decode(codes, [7, 5, 5, 5, 5])
+    if abs(bad) < 2**31:
+        with pytest.raises(ValueError, match="4375"):
+            fsq_decode(codes.int(), [7, 5, 5, 5, 5])
+
+
+def test_decode_rejects_float_indices():
+    with pytest.raises(TypeError, match="integer"):
+        fsq_decode(torch.zeros(3), [7, 5, 5, 5, 5])
+
+
+# ---- agreement with the reference package (the oracle) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+def test_reference_package_agrees(levels):
+    quantizers = pytest.importorskip("aion.codecs.quantizers")
+    oracle = quantizers.FiniteScalarQuantizer(list(levels), eps=EPS)
+    edges = boundary_latents(levels).t()[None].expand(2, -1, -1)  # (2, D, N)
+    z = torch.cat([torch.randn(2, len(levels), 300) * 2, edges], dim=-1)
+    codes = oracle.encode(z.clone())
+    assert_indices_equal(torch_fsq_encode(z.movedim(1, -1), levels, EPS), codes)
+    assert_indices_equal(fsq_encode(z.movedim(1, -1), levels, EPS), codes)
+    assert torch.equal(fsq_decode(codes, levels).movedim(-1, 1), oracle.decode(codes))
+
+
+# ---- the C++ path's exactness argument ------------------------------------------------------------------------------
+
+
+def test_float32_digits_exact_up_to_cpp_max_level():
+    """(q / h) * h == q in float32 for every reachable q while L <= 21, so C++ may sum digits in any order."""
+    for lv in range(2, fsq_ops.CPP_MAX_LEVEL + 1):
+        h = torch.tensor(float(lv // 2))
+        q = torch.arange(-lv - 2, lv + 3, dtype=torch.float32)
+        assert torch.equal(q / h * h, q), lv
+    h = torch.tensor(11.0)  # L = 22 breaks it: those levels go to the torch backend
+    q = torch.arange(-24, 25, dtype=torch.float32)
+    assert not torch.equal(q / h * h, q)
+
+
+def test_cpp_guard_routes_large_levels_to_torch(monkeypatch):
+    levels = (22, 5)
+    z = torch.randn(50, 2)
+    assert _backend.select("fsq_encode", fsq_ops._ENCODE_BACKENDS, z, levels, EPS).name != "cpp"
+    assert_indices_equal(fsq_encode(z, levels), torch_fsq_encode(z, levels))
+    if _backend.load_extension() is not None:
+        monkeypatch.setenv(_backend.ENV_VAR, "cpp")
+        with pytest.raises(_backend.BackendUnavailableError, match="levels above 21"):
+            fsq_encode(z, levels)
+
+
+def exact_half_integer_tanh(levels: tuple[int, ...], eps: float = EPS) -> torch.Tensor:
+    """(N, D) float32 values t with t * half_l - offset EXACTLY a half-integer in float32, in every channel."""
+    c = fsq_ops._constants(levels, eps)
+    columns = []
+    for d, lv in enumerate(levels):
+        ks = torch.arange(-lv, lv, dtype=torch.float64) + 0.5
+        t = ((ks + float(c.offset[d])) / float(c.half_l[d])).float()
+        cands = [t]
+        up, down = t.clone(), t.clone()
+        for _ in range(64):
+            up, down = torch.nextafter(up, torch.tensor(2.0)), torch.nextafter(down, torch.tensor(-2.0))
+            cands += [up, down]
+        cands = torch.cat(cands)
+        cands = cands[cands.abs() <= 1]
+        b = cands * c.half_l[d] - c.offset[d]  # the reference's float32 operations
+        hit = cands[(b - b.floor()) == 0.5]
+        assert len(hit) > 0, (levels, d)
+        columns.append(hit)
+    n = max(len(col) for col in columns)
+    return torch.stack([col.repeat(math.ceil(n / len(col)))[:n] for col in columns], dim=-1)
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+def test_cpp_rounds_exact_half_integers_to_even(ext, levels):
+    t = exact_half_integer_tanh(levels)
+    c = fsq_ops._constants(levels, EPS)
+    out = torch.empty(t.shape[0], dtype=torch.int32)
+    n_nan = ext.fsq_encode_from_tanh(t.numpy(), c.levels.numpy(), c.half_l.numpy(), c.offset.numpy(), out.numpy())
+    assert n_nan == 0
+    assert_indices_equal(out, torch_fsq_encode_from_tanh(t, levels, EPS))
+
+
+def test_cpp_path_traces_with_torch_compile(ext):
+    levels = [7, 5, 5, 5, 5]
+    z = torch.randn(64, 5)
+    ref = torch_fsq_encode(z, levels)
+    compiled = torch.compile(lambda x: torch.ops.aion_fast.fsq_encode_cpp(x, levels, EPS), backend="aot_eager")
+    assert_indices_equal(compiled(z), ref)
+    codes = ref.clone()
+    compiled_dec = torch.compile(lambda i: torch.ops.aion_fast.fsq_decode_cpp(i, levels), backend="aot_eager")
+    assert torch.equal(compiled_dec(codes), torch_fsq_decode(codes, levels))
+    # the public dispatchers trace into one graph around the custom ops
+    roundtrip = torch.compile(lambda x: fsq_decode(fsq_encode(x, levels), levels), backend="aot_eager", fullgraph=True)
+    assert torch.equal(roundtrip(z), torch_fsq_decode(ref, levels))
+    torch.library.opcheck(torch.ops.aion_fast.fsq_encode_cpp.default, (z, levels, EPS))
+    torch.library.opcheck(torch.ops.aion_fast.fsq_decode_cpp.default, (codes, levels))

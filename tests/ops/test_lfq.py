@@ -1,0 +1,134 @@
+"""LFQ ops: every backend must give the reference's indices and codes exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aion_fast.ops.lfq import lfq_decode, lfq_encode, torch_lfq_decode, torch_lfq_encode
+
+SIZES = [1, 3, 7, 576 * 3]
+DIMS = [1, 10, 31]
+
+
+def assert_indices_equal(ours: torch.Tensor, ref: torch.Tensor) -> None:
+    assert ours.dtype == torch.int32, ours.dtype
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    if not torch.equal(ours, ref.to(torch.int32)):
+        bad = (ours != ref).nonzero()
+        first = tuple(bad[0].tolist())
+        msg = f"{len(bad)}/{ours.numel()} indices differ; first at {first}: {int(ours[first])} vs {int(ref[first])}"
+        raise AssertionError(msg)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("m", SIZES)
+def test_encode_random_matches_reference(backend, dim, m):
+    z = torch.randn(m, dim)
+    assert_indices_equal(lfq_encode(z), torch_lfq_encode(z))
+
+
+def test_encode_decode_large_inputs(backend):
+    """Enough rows for the C++ kernels' OpenMP path (>= 2^16 elements) and several scratch chunks."""
+    z = torch.randn(9_001, 10)
+    codes = lfq_encode(z)
+    assert_indices_equal(codes, torch_lfq_encode(z))
+    assert torch.equal(lfq_decode(codes, 10, 0.25), torch_lfq_decode(codes, 10, 0.25))
+
+
+def test_encode_bit_order_and_special_values(backend):
+    # channel 0 is the most significant bit
+    z = -torch.ones(4, 10)
+    z[1, 0] = 1.0
+    z[2, 9] = 1.0
+    z[3] = torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-45, -1e-45, 1e30, math.nan, 2.0])
+    expected = torch.tensor([0, 512, 1, 0b0100010101], dtype=torch.int32)
+    assert_indices_equal(lfq_encode(z), expected)
+    assert_indices_equal(torch_lfq_encode(z), expected)
+
+
+def test_encode_noncontiguous_and_dtypes(backend):
+    channel_first = torch.randn(2, 10, 273)  # (B, D, T), the spectrum codec's layout
+    before = channel_first.clone()
+    z = channel_first.movedim(1, -1)
+    assert_indices_equal(lfq_encode(z), torch_lfq_encode(z.contiguous()))
+    assert torch.equal(channel_first, before)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        assert_indices_equal(lfq_encode(z.to(dtype)), torch_lfq_encode(z.to(dtype).float()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_indices_equal(lfq_encode(z), torch_lfq_encode(z))
+
+
+def test_encode_dim_limits():
+    with pytest.raises(ValueError, match="31"):
+        lfq_encode(torch.randn(3, 32))
+    with pytest.raises(ValueError):
+        lfq_encode(torch.randn(3, 0))
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.1, 3.0])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_decode_every_code_matches_reference(backend, scale, dtype):
+    codes = torch.arange(1024, dtype=dtype)
+    out = lfq_decode(codes, 10, scale)
+    ref = torch_lfq_decode(codes, 10, scale)
+    assert out.dtype == torch.float32 and out.shape == (1024, 10)
+    assert torch.equal(out, ref)
+    assert torch.equal(out.abs(), torch.full_like(out, torch.tensor(scale, dtype=torch.float32).item()))
+
+
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("m", SIZES)
+def test_round_trip(backend, dim, m):
+    z = torch.randn(m, dim)
+    codes = lfq_decode(lfq_encode(z), dim, 0.5)
+    assert torch.equal(codes, torch.where(z > 0, 0.5, -0.5))
+    assert_indices_equal(lfq_encode(codes), lfq_encode(z))
+
+
+def test_decode_shapes(backend):
+    codes = torch.randint(0, 1024, (5, 3), dtype=torch.int32).t()  # non-contiguous
+    out = lfq_decode(codes, 10)
+    assert out.shape == (3, 5, 10)
+    assert torch.equal(out, torch_lfq_decode(codes.contiguous(), 10))
+
+
+@pytest.mark.parametrize("bad", [-1, 1024, 2**33])
+def test_decode_out_of_range_raises(backend, bad):
+    codes = torch.tensor([0, bad], dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"2\*\*10"):
+        lfq_decode(codes, 10)
+    if abs(bad) < 2**31:
+        with pytest.raises(ValueError, match=r"2\*\*10"):
+            lfq_decode(codes.int(), 10)
+
+
+def test_decode_argument_errors():
+    with pytest.raises(TypeError, match="integer"):
+        lfq_decode(torch.zeros(3), 10)
+    with pytest.raises(ValueError, match="finite"):
+        lfq_decode(torch.zeros(3, dtype=torch.int32), 10, math.inf)
+
+
+def test_reference_package_agrees():
+    quantizers = pytest.importorskip("aion.codecs.quantizers")
+    oracle = quantizers.LucidrainsLFQ(dim=10, codebook_size=1024).eval()
+    z = torch.randn(2, 10, 273)  # (B, D, T)
+    z[0, :, :3] = 0.0
+    with torch.no_grad():
+        codes = oracle.encode(z)
+        assert_indices_equal(lfq_encode(z.movedim(1, -1)), codes)
+        assert torch.equal(lfq_decode(codes, 10).movedim(-1, 1), oracle.decode(codes))
+
+
+def test_cpp_path_traces_with_torch_compile(ext):
+    z = torch.randn(64, 10)
+    ref = torch_lfq_encode(z)
+    compiled = torch.compile(lambda x: torch.ops.aion_fast.lfq_encode_cpp(x), backend="aot_eager")
+    assert_indices_equal(compiled(z), ref)
+    compiled_dec = torch.compile(lambda i: torch.ops.aion_fast.lfq_decode_cpp(i, 10, 1.0), backend="aot_eager")
+    assert torch.equal(compiled_dec(ref), torch_lfq_decode(ref, 10))
+    torch.library.opcheck(torch.ops.aion_fast.lfq_encode_cpp.default, (z,))
+    torch.library.opcheck(torch.ops.aion_fast.lfq_decode_cpp.default, (ref, 10, 1.0))
