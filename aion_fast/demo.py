@@ -33,25 +33,8 @@ PHOTOMETRY = {
     "EBV": m.LegacySurveyEBV,
 }
 
-DEMO_TRANSFORMER = {
-    "dim": 128,
-    "encoder_depth": 2,
-    "decoder_depth": 2,
-    "num_heads": 4,
-    "mlp_ratio": 4.0,
-    "qkv_bias": False,
-    "proj_bias": False,
-    "mlp_bias": False,
-    "act_layer": "SiLU",
-    "norm_bias": False,
-    "gated_mlp": True,
-    "qk_norm": True,
-    "decoder_causal_mask": False,
-    "decoder_sep_mask": True,
-    "num_register_tokens": 0,
-    "use_act_checkpoint": False,
-    "share_modality_embeddings": True,
-}
+#: The AION-1-B architecture scaled down (width 128, 2 + 2 blocks, 4 heads).
+DEMO_TRANSFORMER = {"dim": 128, "encoder_depth": 2, "decoder_depth": 2, "num_heads": 4}
 
 DEMO_SPECTRUM_CODEC = {
     "encoder_depths": [1, 1, 1, 1],
@@ -88,7 +71,7 @@ def build_untrained_checkpoint(directory: str | Path, seed: int = DEMO_SEED) -> 
     """
     from aion_fast.codecs.scalar import GridScalarCodec, LogScalarCodec, ScalarCodec
     from aion_fast.codecs.spectrum import SpectrumCodec
-    from aion_fast.model import AION
+    from aion_fast.model import AION, architecture
 
     directory = Path(directory)
     torch.manual_seed(seed)
@@ -103,7 +86,7 @@ def build_untrained_checkpoint(directory: str | Path, seed: int = DEMO_SEED) -> 
         codec.save_pretrained(directory, modality=modality)
     GridScalarCodec("Z", codebook_size=1024).save_pretrained(directory, modality=m.Z)
     domains = sorted([m.DESISpectrum.token_key, m.Z.token_key, *(mod.token_key for mod in PHOTOMETRY.values())])
-    model = AION({"domains_in": domains, "domains_out": domains, **DEMO_TRANSFORMER})
+    model = AION(architecture(domains, domains, **DEMO_TRANSFORMER))
     model.save_pretrained(directory)
     (directory / "DEMO_CHECKPOINT.md").write_text(
         f"UNTRAINED aion_fast demo checkpoint: random weights from torch seed {seed}. Its embeddings carry no science; "

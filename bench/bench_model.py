@@ -9,6 +9,7 @@ from aion import AION as RefAION
 from conftest import run_timed
 
 from aion_fast import AION, embed
+from aion_fast.model import architecture
 
 #: Image + spectrum + 3 scalars: 852 tokens per object, the reference's measured workload.
 DOMAINS = {
@@ -24,7 +25,7 @@ IMPLS = ["reference", "aion_fast"]
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, bench_device):
     torch.manual_seed(0)
-    config = {"domains_in": sorted(DOMAINS), "domains_out": sorted(DOMAINS), **shapes.TRANSFORMER_BASE}
+    config = architecture(sorted(DOMAINS), sorted(DOMAINS))
     ref = RefAION(config).eval()
     root = tmp_path_factory.mktemp("aion_base")
     ref.save_pretrained(root)

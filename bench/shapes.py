@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from aion_fast.model import BASE_ARCHITECTURE
+
 #: Batch sizes per benchmark: CPU runs stay short; GPU runs use survey-job batches.
 BATCH = {"cpu": 8, "cuda": 256}
 
@@ -26,25 +28,7 @@ SPECTRUM_CODEC = {
     "embedding_dim": 10,
     "dim": 10,
 }
-TRANSFORMER_BASE = {
-    "dim": 768,
-    "encoder_depth": 12,
-    "decoder_depth": 12,
-    "num_heads": 12,
-    "mlp_ratio": 4.0,
-    "qkv_bias": False,
-    "proj_bias": False,
-    "mlp_bias": False,
-    "act_layer": "SiLU",
-    "norm_bias": False,
-    "gated_mlp": True,
-    "qk_norm": True,
-    "decoder_causal_mask": False,
-    "decoder_sep_mask": True,
-    "num_register_tokens": 0,
-    "use_act_checkpoint": False,
-    "share_modality_embeddings": True,
-}
+TRANSFORMER_BASE = BASE_ARCHITECTURE
 
 
 def legacy_images(batch: int, size: int = 160, seed: int = 0) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The AION-1 transformer: modality table, embeddings, blocks and the :class:`AION` model."""
 
-from aion_fast.model.config import AIONConfig
+from aion_fast.model.config import BASE_ARCHITECTURE, AIONConfig, architecture
 from aion_fast.model.fm import AION
 from aion_fast.model.modality_info import MODALITY_INFO, ModalitySpec, modality_id
 
-__all__ = ["AION", "AIONConfig", "MODALITY_INFO", "ModalitySpec", "modality_id"]
+__all__ = ["AION", "AIONConfig", "BASE_ARCHITECTURE", "architecture", "MODALITY_INFO", "ModalitySpec", "modality_id"]

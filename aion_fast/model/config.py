@@ -11,7 +11,41 @@ from torch import nn
 
 from aion_fast.model.modality_info import MODALITY_INFO
 
-__all__ = ["AIONConfig"]
+__all__ = ["AIONConfig", "BASE_ARCHITECTURE", "architecture"]
+
+#: AION-1-B (the released polymathic-ai/aion-base): every config key but the domains. SwiGLU MLPs, QK-norm, no
+#: biases, width 768, 12 encoder + 12 decoder blocks, 12 heads.
+BASE_ARCHITECTURE: dict[str, Any] = {
+    "dim": 768,
+    "encoder_depth": 12,
+    "decoder_depth": 12,
+    "num_heads": 12,
+    "mlp_ratio": 4.0,
+    "qkv_bias": False,
+    "proj_bias": False,
+    "mlp_bias": False,
+    "act_layer": "SiLU",
+    "norm_bias": False,
+    "gated_mlp": True,
+    "qk_norm": True,
+    "decoder_causal_mask": False,
+    "decoder_sep_mask": True,
+    "num_register_tokens": 0,
+    "use_act_checkpoint": False,
+    "share_modality_embeddings": True,
+}
+
+
+def architecture(domains_in: list[str], domains_out: list[str], **overrides: Any) -> dict[str, Any]:
+    """A config dict of the AION-1-B architecture for the given domains, with optional overrides.
+
+    Example: ``architecture(keys, keys, dim=128, encoder_depth=2, decoder_depth=2, num_heads=4)`` is a small model
+    of the same family.
+    """
+    unknown = set(overrides) - set(BASE_ARCHITECTURE)
+    if unknown:
+        raise ValueError(f"unknown architecture keys {sorted(unknown)}; known: {sorted(BASE_ARCHITECTURE)}.")
+    return {"domains_in": list(domains_in), "domains_out": list(domains_out), **BASE_ARCHITECTURE, **overrides}
 
 
 @dataclass(frozen=True)

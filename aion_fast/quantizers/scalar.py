@@ -217,11 +217,10 @@ class ScalarCompressedReservoirQuantizer(ScalarReservoirQuantizer):
         reservoir_default: float = 0.0,
     ):
         compression_fns, decompression_fns = list(compression_fns), list(decompression_fns)
+        supported = set(COMPRESSION_FUNCTIONS) | set(COMPRESSION_FUNCTIONS.values())
         for name in [*compression_fns, *decompression_fns]:
-            if name not in COMPRESSION_FUNCTIONS and name != "exp10":
-                raise ValueError(
-                    f"unsupported compression function {name!r}; choose from {sorted(COMPRESSION_FUNCTIONS)}."
-                )
+            if name not in supported:
+                raise ValueError(f"unsupported compression function {name!r}; choose from {sorted(supported)}.")
         if len(compression_fns) != len(decompression_fns):
             raise ValueError("compression_fns and decompression_fns must have the same length.")
         self.compression_fns = compression_fns

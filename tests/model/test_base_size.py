@@ -5,26 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast.model import AION
+from aion_fast.model import AION, architecture
 from tests.model.conftest import random_padding, random_tokens, total_tokens
 from tests.utils import assert_close_rel
 
-BASE_CONFIG = {
-    "domains_in": ["tok_image", "tok_spectrum_desi", "tok_flux_g", "tok_flux_r", "tok_z"],
-    "domains_out": ["tok_z", "tok_image"],
-    "dim": 768,
-    "encoder_depth": 12,
-    "decoder_depth": 12,
-    "num_heads": 12,
-    "mlp_ratio": 4.0,
-    "qkv_bias": False,
-    "proj_bias": False,
-    "mlp_bias": False,
-    "act_layer": "SiLU",
-    "norm_bias": False,
-    "gated_mlp": True,
-    "qk_norm": True,
-}
+BASE_CONFIG = architecture(
+    ["tok_image", "tok_spectrum_desi", "tok_flux_g", "tok_flux_r", "tok_z"], ["tok_z", "tok_image"]
+)
 
 
 @pytest.mark.slow
