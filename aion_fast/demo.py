@@ -60,7 +60,7 @@ def _synthetic_scalar_draws(name: str, generator: torch.Generator) -> torch.Tens
 
 
 def build_untrained_checkpoint(directory: str | Path, seed: int = DEMO_SEED) -> Path:
-    """Writes a small random-weight checkpoint in the aion-base layout; same seed, same bytes.
+    """Writes a small random-weight checkpoint in the aion-base layout; same seed, same tensors and configs.
 
     Args:
         directory: output directory (created).
@@ -108,10 +108,18 @@ def ensure_demo_checkpoint(directory: str | Path | None = None) -> Path:
     return directory
 
 
-def _checkpoint_digest(directory: Path) -> str:
+def checkpoint_digest(directory: str | Path) -> str:
+    """SHA-256 (16 hex digits) of every tensor of a checkpoint, by file and name.
+
+    Hashes tensor contents rather than file bytes: safetensors writes its header's metadata in no fixed order.
+    """
+    from safetensors.numpy import load_file
+
     digest = hashlib.sha256()
-    for path in sorted(directory.rglob("*.safetensors")):
-        digest.update(path.read_bytes())
+    for path in sorted(Path(directory).rglob("*.safetensors")):
+        for name, array in sorted(load_file(str(path)).items()):
+            digest.update(f"{path.relative_to(directory)}:{name}:{array.dtype}:{array.shape}".encode())
+            digest.update(array.tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -175,7 +183,7 @@ def run_demo(output: str | Path, model_dir: str | Path | None = None) -> dict[st
     tmp.replace(out_dir / "embeddings.parquet")
     summary = {
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256_16": _checkpoint_digest(checkpoint),
+        "checkpoint_sha256_16": checkpoint_digest(checkpoint),
         "untrained_demo_checkpoint": untrained,
         "objects_encoded": int(vectors.shape[0]),
         "tokens_per_object": {k: int(v.shape[-1]) if v.ndim > 1 else 1 for k, v in tokens.items()},
