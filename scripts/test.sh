@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up .venv with the test extras (scripts/setup.sh --test) and run the test suite with the default markers
-# (-m "not slow and not gpu", from pyproject.toml). Extra arguments go to pytest.
+# Set up .venv with the test extras (scripts/setup.sh --test) and run the test suite, base-size comparisons with
+# the reference included (-m "not gpu": about a minute more than pyproject's default "not slow and not gpu").
+# Arguments replace that default and go to pytest, e.g. `bash scripts/test.sh -m "not slow" tests/model`.
 #
 # Fails when the C++ extension did not build (the cpp tests would only be skipped), unless AION_FAST_NO_EXT=1
 # asks for a pure-Python install.
@@ -17,6 +18,9 @@ if [ "${AION_FAST_NO_EXT:-0}" != "1" ]; then
 load: ' + str(b.extension_error()) + ' (set AION_FAST_NO_EXT=1 to test the pure-Python install)')"
 fi
 
+if [ "$#" -eq 0 ]; then
+  set -- -m "not gpu"
+fi
 echo "+ $PY -m pytest -q $*" >&2
 set +e
 "$PY" -m pytest -q "$@"
