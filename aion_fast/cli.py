@@ -1,10 +1,21 @@
-"""Command line entry point: ``aion-fast <command>``."""
+"""Command line entry point: ``aion-fast <command>``.
+
+Each command lives beside the code it drives, in a module exposing ``register(subparsers)`` that adds its
+sub-parser and sets ``run`` (a function of the parsed arguments returning an exit code). Modules are imported
+only when the parser is built, so ``import aion_fast`` stays light.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+
+#: Modules that register a sub-command, in the order ``aion-fast --help`` lists them.
+COMMAND_MODULES: list[str] = [
+    "aion_fast.cli",
+]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -24,13 +35,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aion-fast", description="Fast AION-1 inference, training and export.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def register(commands: argparse._SubParsersAction) -> None:
+    """Adds ``demo``: encode the bundled DESI sample end to end and print a summary."""
     demo = commands.add_parser("demo", help="encode the bundled DESI sample end to end and print a summary")
     demo.add_argument("--output", default="aion-fast-demo", help="output directory (default: ./aion-fast-demo)")
     demo.add_argument("--model", default=None, help="checkpoint directory or hub id (default: untrained demo)")
     demo.set_defaults(run=_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aion-fast", description="Fast AION-1 inference, training and export.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands)
     return parser
 
 
