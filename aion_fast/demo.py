@@ -36,6 +36,20 @@ PHOTOMETRY = {
 #: The AION-1-B architecture scaled down (width 128, 2 + 2 blocks, 4 heads).
 DEMO_TRANSFORMER = {"dim": 128, "encoder_depth": 2, "decoder_depth": 2, "num_heads": 4}
 
+#: A small image codec of the released layout (FSQ levels [7, 5, 5, 5, 5], 576 tokens), width 32, one block per stage.
+DEMO_IMAGE_CODEC = {"quantizer_levels": [7, 5, 5, 5, 5], "hidden_dims": 32, "num_consecutive": 1}
+
+#: Scalar columns of the bundled MMU sample beyond ``PHOTOMETRY`` (Legacy Survey I/W3/W4 fluxes, Gaia photometry).
+EXTRA_SCALARS = {
+    "FLUX_I": m.LegacySurveyFluxI,
+    "FLUX_W3": m.LegacySurveyFluxW3,
+    "FLUX_W4": m.LegacySurveyFluxW4,
+    "phot_g_mean_flux": m.GaiaFluxG,
+    "phot_bp_mean_flux": m.GaiaFluxBp,
+    "phot_rp_mean_flux": m.GaiaFluxRp,
+    "parallax": m.GaiaParallax,
+}
+
 DEMO_SPECTRUM_CODEC = {
     "encoder_depths": [1, 1, 1, 1],
     "encoder_dims": [16, 32, 64, 128],
@@ -52,6 +66,10 @@ def _synthetic_scalar_draws(name: str, generator: torch.Generator) -> torch.Tens
     n = 20_000
     if name.startswith("FLUX"):
         return torch.exp(torch.randn(n, generator=generator) * 1.5 + 1.0) - 0.5
+    if name.startswith("phot_"):
+        return torch.exp(torch.randn(n, generator=generator) * 1.5 + 8.0)
+    if name == "parallax":
+        return torch.exp(torch.randn(n, generator=generator))
     if name == "SHAPE_R":
         return torch.exp(torch.randn(n, generator=generator) * 0.7)
     if name == "EBV":
@@ -69,7 +87,8 @@ def build_untrained_checkpoint(directory: str | Path, seed: int = DEMO_SEED) -> 
     Returns:
         The directory.
     """
-    from aion_fast.codecs.scalar import GridScalarCodec, LogScalarCodec, ScalarCodec
+    from aion_fast.codecs.image import ImageCodec
+    from aion_fast.codecs.scalar import GridScalarCodec, LogScalarCodec, MultiScalarCodec, ScalarCodec
     from aion_fast.codecs.spectrum import SpectrumCodec
     from aion_fast.model import AION, architecture
 
@@ -85,7 +104,18 @@ def build_untrained_checkpoint(directory: str | Path, seed: int = DEMO_SEED) -> 
         codec.quantizer.update(_synthetic_scalar_draws(name, generator), generator=generator)
         codec.save_pretrained(directory, modality=modality)
     GridScalarCodec("Z", codebook_size=1024).save_pretrained(directory, modality=m.Z)
-    domains = sorted([m.DESISpectrum.token_key, m.Z.token_key, *(mod.token_key for mod in PHOTOMETRY.values())])
+    ImageCodec(**DEMO_IMAGE_CODEC).save_pretrained(directory, modality=m.LegacySurveyImage)
+    for name, modality in EXTRA_SCALARS.items():
+        codec = LogScalarCodec(name, codebook_size=1024, reservoir_size=10_000)
+        codec.quantizer.update(_synthetic_scalar_draws(name, generator), generator=generator)
+        codec.save_pretrained(directory, modality=modality)
+    for modality in (m.GaiaXpBp, m.GaiaXpRp):
+        codec = MultiScalarCodec(modality.name, ["arcsinh"], ["sinh"], 1024, 2_000, 55)
+        codec.quantizer.update(torch.randn(4_000, 55, generator=generator) * torch.logspace(2, -1, 55),
+                               generator=generator)  # fmt: skip
+        codec.save_pretrained(directory, modality=modality)
+    scalars = [*PHOTOMETRY.values(), *EXTRA_SCALARS.values(), m.GaiaXpBp, m.GaiaXpRp, m.Z]
+    domains = sorted([m.DESISpectrum.token_key, m.LegacySurveyImage.token_key, *(mod.token_key for mod in scalars)])
     model = AION(architecture(domains, domains, **DEMO_TRANSFORMER))
     model.save_pretrained(directory)
     (directory / "DEMO_CHECKPOINT.md").write_text(
@@ -97,7 +127,7 @@ def build_untrained_checkpoint(directory: str | Path, seed: int = DEMO_SEED) -> 
 
 def default_checkpoint_dir() -> Path:
     """Cache location of the demo checkpoint."""
-    return Path.home() / ".cache" / "aion_fast" / f"demo-untrained-seed{DEMO_SEED}"
+    return Path.home() / ".cache" / "aion_fast" / f"demo-untrained-seed{DEMO_SEED}-v2"
 
 
 def ensure_demo_checkpoint(directory: str | Path | None = None) -> Path:

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Set up .venv (scripts/setup.sh) and run the demo: encode a bundled sample and print a summary.
-# Extra arguments go to `aion-fast demo`.
+# Set up .venv (scripts/setup.sh) and run the main job on the bundled Multimodal Universe sample: `aion-fast encode`
+# of its DESI (real EDR spectra), Legacy Survey and Gaia (synthetic) files into ./aion-fast-embeddings/.
+# Without --model it uses the small UNTRAINED demo checkpoint (seed 0) and says so. Extra arguments go to
+# `aion-fast encode` (e.g. --model DIR, --device cuda, --loader dali).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
 VENV="${AION_FAST_VENV:-.venv}"
-export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"  # the demo runs on bundled data; never reach a hub
-echo "+ $VENV/bin/aion-fast demo $*" >&2
-exec "$VENV/bin/aion-fast" demo "$@"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"  # the sample is bundled; never reach a hub
+SAMPLE=aion_fast/data/sample/mmu
+set -- "$SAMPLE"/legacysurvey/healpix=*/001-of-001.hdf5 "$SAMPLE"/desi/healpix=*/001-of-001.hdf5 \
+    "$SAMPLE"/gaia/healpix=*/001-of-001.hdf5 --output aion-fast-embeddings \
+    --modalities image,spectrum,photometry,gaia --batch-size 64 "$@"
+echo "+ $VENV/bin/aion-fast encode $*" >&2
+exec "$VENV/bin/aion-fast" encode "$@"

@@ -15,7 +15,7 @@ def test_demo_checkpoint_is_reproducible(tmp_path):
     first = build_untrained_checkpoint(tmp_path / "a")
     second = build_untrained_checkpoint(tmp_path / "b")
     configs = sorted(p.relative_to(first) for p in first.rglob("config.json"))
-    assert len(configs) == 12  # transformer + spectrum + 10 scalar codecs
+    assert len(configs) == 22  # transformer + spectrum + image + 19 scalar codecs
     for relative in configs:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
     assert checkpoint_digest(first) == checkpoint_digest(second)

@@ -1,0 +1,158 @@
+"""Writes the bundled Multimodal Universe (MMU)-layout sample under ``aion_fast/data/sample/mmu/``.
+
+* ``desi/healpix=0/001-of-001.hdf5``: the 3 real DESI EDR spectra of ``desi_edr_sample.npz`` (CC BY 4.0, DESI
+  Collaboration, Early Data Release), in MMU's DESI columns.
+* ``legacysurvey/healpix=0/001-of-001.hdf5``: 8 SYNTHETIC Legacy Survey objects (see :func:`legacysurvey_columns`).
+* ``gaia/healpix=0/001-of-001.hdf5``: 16 SYNTHETIC Gaia sources (see :func:`gaia_columns`).
+
+Run ``python -m aion_fast.data.make_sample [OUTPUT_DIR]``; the same numpy seed gives the same arrays.
+The tests use :func:`write_mmu` and the column builders to write deliberately broken files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SAMPLE_SEED", "desi_columns", "gaia_columns", "legacysurvey_columns", "write_mmu", "write_sample"]
+
+SAMPLE_SEED = 2025
+LEGACY_BANDS = ("des-g", "des-r", "des-i", "des-z")
+
+
+def write_mmu(path: str | os.PathLike, columns: dict[str, Any], chunk_rows: int = 4) -> Path:
+    """Writes parallel columns (first axis = objects) as an HDF5 file in the MMU layout, gzip-compressed and
+    chunked along the object axis.
+
+    Args:
+        path: output ``.hdf5`` (parent folders created).
+        columns: name -> array of N rows (strings are stored as fixed-length bytes, as MMU does).
+        chunk_rows: rows per HDF5 chunk.
+    """
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        for name, values in columns.items():
+            array = np.asarray(values)
+            if array.dtype.kind == "U":
+                array = array.astype("S")
+            chunks = (min(chunk_rows, array.shape[0]), *array.shape[1:]) if array.ndim else None
+            handle.create_dataset(name, data=array, chunks=chunks, compression="gzip", shuffle=True)
+    return path
+
+
+def legacysurvey_columns(n: int = 8, seed: int = SAMPLE_SEED) -> dict[str, np.ndarray]:
+    """Synthetic Legacy Survey cut-outs and catalogue columns, in MMU's legacysurvey schema.
+
+    Each object is an elliptical exponential disc (half-light radius 0.5-3 arcsec at 0.262 arcsec/pixel, random
+    axis ratio and angle, g-r-i-z colours of a red or blue galaxy) plus a faint neighbour, convolved with nothing,
+    plus Gaussian sky noise of 0.003-0.008 nanomaggies/pixel; values are rounded to 2**-12 so the file compresses.
+    ``FLUX_*`` are the noiseless model fluxes, ``SHAPE_R/E1/E2`` the model shape; ``image_mask`` is True (good)
+    except a random 4-pixel-wide bad column in some objects. These are not real observations.
+    """
+    rng = np.random.default_rng(seed)
+    size, pixel = 160, 0.262
+    y, x = np.mgrid[:size, :size].astype(np.float64) - (size - 1) / 2
+    images = np.zeros((n, 4, size, size), dtype=np.float32)
+    masks = np.ones((n, size, size), dtype=bool)
+    flux = np.zeros((n, 8))
+    shape = np.zeros((n, 3))
+    for i in range(n):
+        r_half = rng.uniform(0.5, 3.0) / pixel
+        q, angle = rng.uniform(0.3, 1.0), rng.uniform(0, np.pi)
+        e = (1 - q) / (1 + q)
+        u = x * np.cos(angle) + y * np.sin(angle)
+        v = (-x * np.sin(angle) + y * np.cos(angle)) / q
+        profile = np.exp(-1.678 * np.hypot(u, v) / r_half)
+        profile /= profile.sum()
+        total_r = 10 ** rng.uniform(0.3, 1.8)
+        colours = np.array([0.45, 1.0, 1.5, 1.9]) if rng.random() < 0.5 else np.array([0.8, 1.0, 1.1, 1.2])
+        neighbour = np.exp(-np.hypot(x - rng.uniform(-60, 60), y - rng.uniform(-60, 60)) / 3.0)
+        neighbour *= rng.uniform(0.5, 3.0) / neighbour.sum()
+        for band in range(4):
+            noise = rng.normal(0, rng.uniform(0.003, 0.008), (size, size))
+            images[i, band] = total_r * colours[band] * profile + neighbour + noise
+        if rng.random() < 0.4:
+            column = rng.integers(10, size - 14)
+            masks[i, :, column : column + 4] = False
+        flux[i, :4] = total_r * colours
+        flux[i, 4:] = total_r * np.array([2.0, 1.6, 3.0, 4.0]) * rng.uniform(0.5, 1.5)
+        shape[i] = (r_half * pixel, e * np.cos(2 * angle), e * np.sin(2 * angle))
+    images = np.round(images * 4096) / 4096
+    ivar = np.broadcast_to(np.array([1 / 0.005**2] * 4, dtype=np.float32)[None, :, None, None], images.shape)
+    columns: dict[str, Any] = {
+        "image_array": images,
+        "image_ivar": np.ascontiguousarray(ivar),
+        "image_mask": masks,
+        "image_band": np.array([LEGACY_BANDS] * n),
+        "object_id": np.array([f"ls-synthetic-{i:04d}" for i in range(n)]),
+        "RA": rng.uniform(150.0, 151.0, n),
+        "DEC": rng.uniform(2.0, 3.0, n),
+        "EBV": rng.uniform(0.01, 0.08, n).astype(np.float32),
+    }
+    for k, name in enumerate(("FLUX_G", "FLUX_R", "FLUX_I", "FLUX_Z", "FLUX_W1", "FLUX_W2", "FLUX_W3", "FLUX_W4")):
+        columns[name] = flux[:, k].astype(np.float32)
+    for k, name in enumerate(("SHAPE_R", "SHAPE_E1", "SHAPE_E2")):
+        columns[name] = shape[:, k].astype(np.float32)
+    return columns
+
+
+def gaia_columns(n: int = 16, seed: int = SAMPLE_SEED) -> dict[str, np.ndarray]:
+    """Synthetic Gaia sources in MMU's gaia schema: ``coeff`` (N, 110) = 55 BP then 55 RP XP coefficients with
+    amplitudes falling off as 10**(-k/20) and signs alternating, G/BP/RP fluxes of a star of magnitude 12-18 and
+    colour BP-RP 0.5-2.5, parallax 0.1-5 mas, and positions. These are not real observations."""
+    rng = np.random.default_rng(seed + 1)
+    g_mag = rng.uniform(12, 18, n)
+    colour = rng.uniform(0.5, 2.5, n)
+    g_flux = 10 ** (-0.4 * (g_mag - 25.69))
+    decay = 10 ** (-np.arange(55) / 20) * (-1.0) ** np.arange(55)
+    bp = g_flux[:, None] * 0.4 * (1 + 0.1 * rng.normal(size=(n, 55))) * decay / (1 + colour[:, None] / 3)
+    rp = g_flux[:, None] * 0.6 * (1 + 0.1 * rng.normal(size=(n, 55))) * decay * (1 + colour[:, None] / 3)
+    return {
+        "coeff": np.concatenate([bp, rp], axis=1).astype(np.float32),
+        "phot_g_mean_flux": g_flux.astype(np.float32),
+        "phot_bp_mean_flux": (g_flux * 10 ** (-0.4 * (colour / 2 - 0.3))).astype(np.float32),
+        "phot_rp_mean_flux": (g_flux * 10 ** (0.4 * (colour / 2 + 0.3))).astype(np.float32),
+        "parallax": rng.uniform(0.1, 5.0, n).astype(np.float32),
+        "ra": rng.uniform(150.0, 151.0, n),
+        "dec": rng.uniform(2.0, 3.0, n),
+        "object_id": np.arange(4_000_000_000_000_000, 4_000_000_000_000_000 + n, dtype=np.int64),
+    }
+
+
+def desi_columns() -> dict[str, np.ndarray]:
+    """The bundled real DESI EDR spectra (``load_desi_sample``) in MMU's desi schema (mask True = bad pixel)."""
+    from aion_fast.data.desi import load_desi_sample
+
+    spectrum, meta = load_desi_sample()
+    return {
+        "spectrum_flux": spectrum.flux.numpy(),
+        "spectrum_ivar": spectrum.ivar.numpy(),
+        "spectrum_lambda": spectrum.wavelength.numpy(),
+        "spectrum_mask": spectrum.mask.numpy(),
+        "object_id": np.asarray(meta["TARGETID"], dtype=np.int64),
+        "ra": np.asarray(meta["TARGET_RA"], dtype=np.float64),
+        "dec": np.asarray(meta["TARGET_DEC"], dtype=np.float64),
+    }
+
+
+def write_sample(output: str | os.PathLike) -> list[Path]:
+    """Writes the three sample files under ``output`` (see the module docstring)."""
+    output = Path(output)
+    return [
+        write_mmu(output / "desi" / "healpix=0" / "001-of-001.hdf5", desi_columns(), chunk_rows=2),
+        write_mmu(output / "legacysurvey" / "healpix=0" / "001-of-001.hdf5", legacysurvey_columns()),
+        write_mmu(output / "gaia" / "healpix=0" / "001-of-001.hdf5", gaia_columns()),
+    ]
+
+
+if __name__ == "__main__":
+    default = Path(__file__).parent / "sample" / "mmu"
+    for written in write_sample(sys.argv[1] if len(sys.argv) > 1 else default):
+        print(written, written.stat().st_size)

@@ -1,0 +1,148 @@
+"""Job bookkeeping: shard names, rank assignment, per-shard records and the merged ``manifest.json``.
+
+Output directory layout::
+
+    <output>/<shard>.parquet             embeddings of one input file (renamed into place when complete)
+    <output>/_parts/<shard>.errors.parquet   that shard's ledger of unusable modalities / failed objects
+    <output>/_parts/<shard>.json         that shard's record (written last: its presence marks the shard done)
+    <output>/manifest.json               the merged manifest (``merge_manifest``)
+    <output>/errors.parquet              every shard's ledger, in shard order
+
+Every file is written to a ``.tmp`` name and renamed, so a crash leaves either the old state or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ERROR_COLUMNS",
+    "atomic_write_text",
+    "distributed_rank",
+    "file_sha256",
+    "merge_manifest",
+    "shard_names",
+    "shards_of_rank",
+]
+
+#: Columns of ``errors.parquet``.
+ERROR_COLUMNS = ("object_id", "file", "row", "modality", "reason", "object_encoded")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def shard_names(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """One output name per input: its path relative to the inputs' common folder, ``/`` replaced by ``__``.
+
+    ``legacysurvey/healpix=1/001-of-001.hdf5`` -> ``legacysurvey__healpix=1__001-of-001``.
+
+    Raises:
+        ValueError: two inputs map to one name (the same file given twice).
+    """
+    paths = [Path(p).resolve() for p in inputs]
+    if not paths:
+        raise ValueError("no input files given; pass MMU .hdf5 files (shell globs are expanded by the shell).")
+    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    names = ["__".join(p.relative_to(root).with_suffix("").parts) for p in paths]
+    if len(set(names)) != len(names):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"inputs give duplicate shard names {duplicates}: the same file was passed twice.")
+    return names
+
+
+def distributed_rank(environ: dict[str, str] | None = None) -> tuple[int, int, str]:
+    """``(rank, world_size, source)`` from torchrun (``RANK``/``WORLD_SIZE``) or SLURM, else ``(0, 1, "single")``.
+
+    SLURM arrays use ``SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT``; plain SLURM job
+    steps use ``SLURM_PROCID`` of ``SLURM_NTASKS``.
+    """
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), "torchrun"
+    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+        offset = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        return int(env["SLURM_ARRAY_TASK_ID"]) - offset, int(env["SLURM_ARRAY_TASK_COUNT"]), "slurm-array"
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), "slurm"
+    return 0, 1, "single"
+
+
+def shards_of_rank(names: Sequence[str], rank: int, world_size: int) -> list[int]:
+    """Indices of the shards rank ``rank`` encodes: every ``world_size``-th one of the names sorted.
+
+    Deterministic and disjoint: the union over ranks is every shard exactly once, whatever the input order.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside [0, {world_size}); check RANK/WORLD_SIZE or the SLURM variables.")
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    return sorted(order[rank::world_size])
+
+
+def merge_manifest(output: str | os.PathLike, job: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Joins the shard records under ``<output>/_parts`` into ``manifest.json`` and their ledgers into
+    ``errors.parquet``.
+
+    Args:
+        output: the job's output directory.
+        job: the job description to check records against (model hash, modalities, ...); default: the one the
+            records carry (they must all agree).
+
+    Returns:
+        The manifest dict.
+
+    Raises:
+        ValueError: records of different jobs (another model or options) share the directory.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = Path(output) / "_parts"
+    records = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))]
+    jobs = {json.dumps(r["job"], sort_keys=True) for r in records}
+    if job is not None:
+        records = [r for r in records if r["job"] == job]
+    elif len(jobs) > 1:
+        raise ValueError(
+            f"{parts} holds shard records of {len(jobs)} different jobs (model or options differ); "
+            f"write each job to its own --output directory."
+        )
+    records.sort(key=lambda r: r["shard"])
+    ledgers = [pq.read_table(parts / f"{r['shard']}.errors.parquet") for r in records]
+    schema = pa.schema(
+        [("object_id", pa.string()), ("file", pa.string()), ("row", pa.int64()), ("modality", pa.string()),
+         ("reason", pa.string()), ("object_encoded", pa.bool_())]
+    )  # fmt: skip
+    errors = pa.concat_tables(ledgers) if ledgers else schema.empty_table()
+    tmp = Path(output) / "errors.parquet.tmp"
+    pq.write_table(errors, tmp)
+    os.replace(tmp, Path(output) / "errors.parquet")
+    manifest = {
+        "job": records[0]["job"] if records else job,
+        "shards": records,
+        "inputs": [{k: r[k] for k in ("input", "size", "sha256")} for r in records],
+        "rows_written": sum(r["rows_written"] for r in records),
+        "objects_failed": sum(r["objects_failed"] for r in records),
+        "modality_issues": sum(r["modality_issues"] for r in records),
+        "errors": "errors.parquet",
+    }
+    atomic_write_text(Path(output) / "manifest.json", json.dumps(manifest, indent=2))
+    return manifest

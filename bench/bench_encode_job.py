@@ -1,0 +1,112 @@
+"""Objects/s of ``aion-fast encode`` on the bundled MMU sample vs the reference README's loop, same weights.
+
+The reference loop is written the way polymathic-aion's README does it: per batch, ``CodecManager``-style codec
+encodes of every modality, ``AION.encode(tokens, num_encoder_tokens=...)`` and ``.mean(1)``. The reference cannot
+load codecs from a local directory (a defect of 0.0.2), so its codec objects are built from the checkpoint's
+``config.json`` and loaded with the same safetensors weights. Both sides read the same HDF5 files; the sample has no
+missing modality, so the reference's mean is not skewed by padding here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+from conftest import run_timed
+
+from aion_fast.data.mmu import SCALAR_COLUMNS
+from aion_fast.demo import build_untrained_checkpoint
+from aion_fast.jobs.encode import EncodeOptions, run_encode
+
+SAMPLE = Path(__file__).resolve().parents[1] / "aion_fast" / "data" / "sample" / "mmu"
+FILES = [f"{SAMPLE}/legacysurvey/healpix=0/001-of-001.hdf5", f"{SAMPLE}/desi/healpix=0/001-of-001.hdf5",
+         f"{SAMPLE}/gaia/healpix=0/001-of-001.hdf5"]  # fmt: skip
+BATCH = 64
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return build_untrained_checkpoint(tmp_path_factory.mktemp("demo"))
+
+
+def _reference_models(checkpoint):
+    from aion import AION as RefAION
+    from aion import codecs as ref_codecs
+    from aion import modalities as ref_m
+    from safetensors.torch import load_file
+
+    model = RefAION.from_pretrained(str(checkpoint)).eval()
+    codecs = {}
+    for folder in sorted((checkpoint / "codecs").iterdir()):
+        config = json.loads((folder / "config.json").read_text())
+        name = config.pop("codec_class", None) or config.pop("_class_name", None)
+        classes = {"image": "ImageCodec", "spectrum": "SpectrumCodec"}
+        cls_name = name or classes.get(folder.name)
+        if cls_name is None:
+            from aion_fast.codecs.registry import codec_class_name
+            from aion_fast.modalities import ScalarModalities
+
+            cls_name = codec_class_name(ScalarModalities[folder.name])
+        codec = getattr(ref_codecs, cls_name)(**config)
+        weights = load_file(folder / "model.safetensors")
+        codec.load_state_dict(weights, strict=False)
+        codecs[folder.name] = codec.eval()
+    return model, codecs, ref_m
+
+
+def _reference_loop(model, codecs, ref_m):
+    """The README recipe over every file, BATCH objects at a time."""
+    vectors = []
+    for path in FILES:
+        with h5py.File(path, "r") as f:
+            n = f[next(iter(f.keys()))].shape[0]
+            for start in range(0, n, BATCH):
+                rows = slice(start, min(start + BATCH, n))
+                inputs = []
+                if "image_array" in f:
+                    flux = torch.from_numpy(f["image_array"][rows])
+                    inputs.append(
+                        ("image", ref_m.LegacySurveyImage(flux=flux, bands=["DES-G", "DES-R", "DES-I", "DES-Z"]))
+                    )
+                if "spectrum_flux" in f:
+                    names = {"flux": "flux", "ivar": "ivar", "mask": "mask", "wavelength": "lambda"}
+                    spec = {k: torch.from_numpy(f[f"spectrum_{c}"][rows]) for k, c in names.items()}
+                    inputs.append(("spectrum", ref_m.DESISpectrum(**spec)))
+                for column in SCALAR_COLUMNS:
+                    if column in f and column in codecs:
+                        cls = getattr(ref_m, SCALAR_COLUMNS[column][0].__name__)
+                        inputs.append((column, cls(value=torch.from_numpy(f[column][rows]))))
+                if "coeff" in f:
+                    coeff = torch.from_numpy(f["coeff"][rows])
+                    inputs += [("bp_coefficients", ref_m.GaiaXpBp(value=coeff[:, :55])),
+                               ("rp_coefficients", ref_m.GaiaXpRp(value=coeff[:, 55:]))]  # fmt: skip
+                tokens = {m.token_key: codecs[name].encode(m) for name, m in inputs}
+                n_tokens = sum(t.reshape(t.shape[0], -1).shape[1] for t in tokens.values())
+                vectors.append(model.encode(tokens, num_encoder_tokens=n_tokens).mean(dim=1))
+    return torch.cat(vectors)
+
+
+@pytest.mark.parametrize("impl", ["reference", "aion_fast"])
+def test_encode_job_sample(benchmark, record, bench_device, checkpoint, tmp_path, impl):
+    if impl == "reference":
+        model, codecs, ref_m = _reference_models(checkpoint)
+
+        def fn():
+            with torch.no_grad():  # the reference README runs its loop without inference mode
+                return _reference_loop(model, codecs, ref_m)
+    else:
+        options = EncodeOptions(model=str(checkpoint), batch_size=BATCH, device=bench_device, workers=1, progress=False)
+
+        def fn():
+            shutil.rmtree(tmp_path / "out", ignore_errors=True)
+            return run_encode(FILES, tmp_path / "out", options)
+
+    out = run_timed(benchmark, fn, bench_device, rounds=3)
+    objects = out.shape[0] if impl == "reference" else out["objects_encoded"]
+    assert objects == 27
+    record(impl, objects)
+    benchmark.extra_info["objects_per_s"] = objects / benchmark.stats.stats.median
