@@ -1,7 +1,8 @@
 """Objects/s of ``aion-fast encode`` on the bundled MMU sample vs the reference README's loop, same weights.
 
-The reference loop is written the way polymathic-aion's README does it: per batch, ``CodecManager``-style codec
-encodes of every modality, ``AION.encode(tokens, num_encoder_tokens=...)`` and ``.mean(1)``. The reference cannot
+The reference loop is written the way polymathic-aion's README does it: load the model and codecs, then per batch,
+``CodecManager``-style codec encodes of every modality, ``AION.encode(tokens, num_encoder_tokens=...)`` and
+``.mean(1)``. Both timed calls include loading the checkpoint, as a command run does. The reference cannot
 load codecs from a local directory (a defect of 0.0.2), so its codec objects are built from the checkpoint's
 ``config.json`` and loaded with the same safetensors weights. Both sides read the same HDF5 files; the sample has no
 missing modality, so the reference's mean is not skewed by padding here.
@@ -93,9 +94,9 @@ def _reference_loop(model, codecs, ref_m):
 @pytest.mark.parametrize("impl", ["reference", "aion_fast"])
 def test_encode_job_sample(benchmark, record, bench_device, checkpoint, tmp_path, impl):
     if impl == "reference":
-        model, codecs, ref_m = _reference_models(checkpoint)
 
-        def fn():
+        def fn():  # like `aion-fast encode`, the timed call loads the checkpoint and then encodes every file
+            model, codecs, ref_m = _reference_models(checkpoint)
             with torch.no_grad():  # the reference README runs its loop without inference mode
                 return _reference_loop(model, codecs, ref_m)
     else:
