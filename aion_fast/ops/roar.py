@@ -1,0 +1,395 @@
+r"""ROAR sampling step: sample revealed positions from decoder logits, then choose the next positions to reveal.
+
+One call per ROAR step (AION-1 paper §7.1, after 4M, Mizrahi et al. 2023) does, for every chain ``r`` of ``R``
+(a chain is one draw ``sample_ids[r]`` for one object ``object_ids[r]``):
+
+1. sample a token for each of its ``N`` query slots from ``logits[r, n]`` (``V`` classes) and reveal it at
+   ``positions[r, n]``: ``tokens[r, p] = token``, ``input_mask[r, p] = False`` (now an input),
+   ``target_mask[r, p] = True`` (no longer a target);
+2. draw the ``next_count`` positions of the next step among those still unknown (``target_mask`` False): the first
+   ``next_count`` entries of a fresh random permutation, returned as ``(R, next_count)``.
+
+Random numbers come from Philox4x32-10 (Salmon et al. 2011), a counter-based generator: the 128-bit block of
+``(seed, step, object, sample, position)`` is ``Philox(key = seed, counter = (position | step << 16, object mod
+2^32, object div 2^32, sample))``. Words 0-1 give the position's 63-bit ordering key (the permutation sorts the
+unknown positions by (key, position)), words 2-3 the 53-bit uniform :math:`u \in [0, 1)` of its token. A chain's
+draws therefore depend only on the seed and its own identifiers: the same on any batch split, on CPU and GPU.
+
+Sampling one token from logits :math:`x \in \mathbb{R}^V` at temperature :math:`\tau > 0` (float64 throughout):
+
+.. math::
+
+    z_i = x_i / \tau, \qquad w_i = e^{z_i - \max_j z_j}
+
+then top-k (:math:`0 < k < V`) zeroes :math:`w_i` where :math:`z_i` is below the k-th largest :math:`z` (ties with
+it kept); top-p (:math:`0 < p < 1`) walks the classes in the order (:math:`z` descending, index ascending) and zeroes
+every class whose preceding mass exceeds :math:`p \sum w`, i.e. keeps the smallest prefix holding at least
+:math:`p` of the tempered probability (unlike the reference, which applies top-p to the untempered softmax). The
+token is the first :math:`i` with :math:`\sum_{j \le i} w_j > u \sum_j w_j` (left-to-right sums; the last nonzero
+class if rounding leaves none). :math:`\tau = 0` is greedy: the first index of :math:`\max x`.
+
+Backends (the same tokens for the same arguments):
+
+* ``torch``: :func:`torch_roar_step` (reference and fallback), built on :func:`torch_roar_sample`,
+  :func:`torch_roar_select` and :func:`philox4x32_10`.
+* ``cpp``: ``aion_fast._C.roar_step``, OpenMP over chains (csrc/roar/roar_cpu.cpp), and for CUDA tensors
+  ``aion_fast._C.roar_step_cuda`` (csrc/roar/roar.cu), in builds compiled with CUDA sources.
+* ``triton``: no kernel (the CUDA path above is part of the extension).
+
+The float64 ``exp`` of PyTorch (SLEEF) and of libm/CUDA may differ in the last bit, so a token could differ between
+backends only when :math:`u \sum w` lands within ~1e-16 relative of a cumulative boundary (never seen in the tests'
+10^5-draw comparisons). Logits holding NaN or +inf, or only -inf, raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from aion_fast import _backend
+from aion_fast._backend import Backend
+
+__all__ = ["philox4x32_10", "roar_step", "torch_roar_sample", "torch_roar_select", "torch_roar_step"]
+
+_MASK32 = 0xFFFFFFFF
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+#: Positions and steps share the first counter word, 16 bits each.
+MAX_POSITIONS = 1 << 16
+MAX_STEPS = 1 << 16
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PyTorch reference (oracle and fallback)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32-bit words of the 64-bit product of the constant ``a`` and uint32 values ``b`` (int64)."""
+    low_part = (b & 0xFFFF) * a  # < 2^48
+    high_part = (b >> 16) * a  # < 2^48
+    t = low_part + ((high_part & 0xFFFF) << 16)  # < 2^49
+    return ((t >> 32) + (high_part >> 16)) & _MASK32, t & _MASK32
+
+
+def philox4x32_10(counter: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    """Philox4x32-10 blocks (Salmon et al. 2011, Random123's ``philox4x32``, 10 rounds).
+
+    Args:
+        counter: ``(..., 4)`` int64 tensor of uint32 counter words.
+        key: Two uint32 key words.
+
+    Returns:
+        ``(..., 4)`` int64 tensor of uint32 output words.
+    """
+    c0, c1, c2, c3 = (counter[..., i] & _MASK32 for i in range(4))
+    k0, k1 = key[0] & _MASK32, key[1] & _MASK32
+    for round_index in range(10):
+        if round_index:
+            k0, k1 = (k0 + _PHILOX_W[0]) & _MASK32, (k1 + _PHILOX_W[1]) & _MASK32
+        hi0, lo0 = _mulhilo(_PHILOX_M[0], c0)
+        hi1, lo1 = _mulhilo(_PHILOX_M[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return torch.stack([c0, c1, c2, c3], dim=-1)
+
+
+def _chain_blocks(
+    seed: int, step: int, object_ids: torch.Tensor, sample_ids: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
+    """``(R, K, 4)`` Philox blocks of chains ``(object_ids, sample_ids)`` (R,) at ``positions`` (R, K)."""
+    obj = object_ids[:, None].expand_as(positions)
+    counter = torch.stack(
+        [positions | (step << 16), obj & _MASK32, (obj >> 32) & _MASK32, sample_ids[:, None].expand_as(positions)],
+        dim=-1,
+    )
+    return philox4x32_10(counter, (seed & _MASK32, (seed >> 32) & _MASK32))
+
+
+def _uniform53(blocks: torch.Tensor) -> torch.Tensor:
+    """Uniform float64 in [0, 1) from words 2 and 3 of Philox blocks ``(..., 4)``."""
+    return ((blocks[..., 2] >> 5).double() * 67108864.0 + (blocks[..., 3] >> 6).double()) / 9007199254740992.0
+
+
+def _invalid_rows(logits: torch.Tensor) -> torch.Tensor:
+    """``(M,)`` bool: rows of ``(M, V)`` logits with NaN or +inf, or only -inf."""
+    return torch.isnan(logits).any(-1) | (logits == float("inf")).any(-1) | (logits == float("-inf")).all(-1)
+
+
+def torch_roar_sample(
+    logits: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 0.0
+) -> torch.Tensor:
+    """Reference sampler: one token per row of logits from the given uniforms (maths in the module docstring).
+
+    Args:
+        logits: ``(M, V)`` float32.
+        uniforms: ``(M,)`` float64 in [0, 1).
+        temperature: ``>= 0``; 0 is greedy.
+        top_k: Keep the ``top_k`` largest logits (ties kept); 0 or ``>= V`` is off.
+        top_p: Nucleus mass in [0, 1]; 0 or 1 is off.
+
+    Returns:
+        ``(M,)`` int64 tokens.
+
+    Raises:
+        ValueError: A row holds NaN or +inf, or only -inf.
+    """
+    bad = _invalid_rows(logits)
+    if bool(bad.any()):
+        raise ValueError(
+            f"roar sampling: logits rows {torch.nonzero(bad).flatten()[:10].tolist()} hold NaN/+inf or only -inf; "
+            "check the model's outputs (e.g. a NaN weight or input)"
+        )
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    vocab = logits.shape[-1]
+    z = logits.double() / temperature
+    w = torch.exp(z - z.max(dim=-1, keepdim=True).values)
+    use_k, use_p = 0 < top_k < vocab, 0.0 < top_p < 1.0
+    if use_k or use_p:
+        order = torch.sort(z, dim=-1, descending=True, stable=True).indices
+        if use_k:
+            w = torch.where(z < z.gather(-1, order[:, top_k - 1 : top_k]), 0.0, w)
+        if use_p:
+            cum = w.gather(-1, order).cumsum(dim=-1)
+            mass_before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)
+            removed_sorted = mass_before > top_p * cum[:, -1:]
+            w = torch.where(torch.zeros_like(removed_sorted).scatter(-1, order, removed_sorted), 0.0, w)
+    cum = w.cumsum(dim=-1)
+    tokens = (cum <= (uniforms * cum[:, -1])[:, None]).sum(dim=-1)
+    last_nonzero = vocab - 1 - (w > 0).flip(-1).to(torch.uint8).argmax(dim=-1)
+    return torch.where(tokens >= vocab, last_nonzero, tokens)
+
+
+def torch_roar_select(
+    target_mask: torch.Tensor,
+    count: int,
+    seed: int,
+    step: int,
+    object_ids: torch.Tensor,
+    sample_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Reference reveal permutation: the first ``count`` still-unknown positions of each row's random order.
+
+    Args:
+        target_mask: ``(R, L)`` bool, True where the position is no longer a target (already revealed).
+        count: Positions to choose per row.
+        seed, step: Generator key and step index.
+        object_ids, sample_ids: ``(R,)`` int64 chain identifiers.
+
+    Returns:
+        ``(R, count)`` int64 positions, in permutation order.
+    """
+    rows, length = target_mask.shape
+    positions = torch.arange(length, device=target_mask.device).expand(rows, -1)
+    keys = _chain_blocks(seed, step, object_ids, sample_ids, positions)
+    keys = ((keys[..., 0] >> 1) << 32) | keys[..., 1]
+    by_key = torch.sort(keys, dim=-1, stable=True).indices  # ties keep position order
+    known_first_last = torch.sort(target_mask.gather(-1, by_key).to(torch.uint8), dim=-1, stable=True).indices
+    return by_key.gather(-1, known_first_last)[:, :count]
+
+
+def torch_roar_step(
+    logits: torch.Tensor,
+    positions: torch.Tensor,
+    tokens: torch.Tensor,
+    input_mask: torch.Tensor,
+    target_mask: torch.Tensor,
+    object_ids: torch.Tensor,
+    sample_ids: torch.Tensor,
+    seed: int,
+    step: int,
+    next_step: int,
+    next_count: int,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 0.0,
+) -> torch.Tensor:
+    """Reference ROAR step (arguments as :func:`roar_step`); updates the state tensors in place."""
+    rows, slots = positions.shape
+    if slots:
+        group = rows // logits.shape[0]
+        flat_logits = logits.repeat_interleave(group, dim=0).reshape(rows * slots, -1)
+        uniforms = _uniform53(_chain_blocks(seed, step, object_ids, sample_ids, positions)).reshape(-1)
+        sampled = torch_roar_sample(flat_logits, uniforms, temperature, top_k, top_p).reshape(rows, slots)
+        tokens.scatter_(1, positions, sampled)
+        input_mask.scatter_(1, positions, False)
+        target_mask.scatter_(1, positions, True)
+    return torch_roar_select(target_mask, next_count, seed, next_step, object_ids, sample_ids)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Compiled paths (aion_fast._C)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _cpp_roar_step(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, step,
+                   next_step, next_count, temperature, top_k, top_p) -> torch.Tensor:  # fmt: skip
+    ext = _backend.load_extension()
+    rows = positions.shape[0]
+    if logits.shape[0] != rows:  # logits shared by groups of consecutive chains: the kernel reads one row per chain
+        logits = logits.repeat_interleave(rows // logits.shape[0], dim=0)
+    next_positions = torch.empty((rows, next_count), dtype=torch.int64)
+    bad = ext.roar_step(
+        logits.contiguous().numpy(), positions.contiguous().numpy(), tokens.numpy(), input_mask.numpy(),
+        target_mask.numpy(), object_ids.contiguous().numpy(), sample_ids.contiguous().numpy(), next_positions.numpy(),
+        seed, step, next_step, temperature, top_k, top_p,
+    )  # fmt: skip
+    if bad:
+        raise ValueError(
+            f"roar_step: {bad} logit rows hold NaN/+inf or only -inf; check the model's outputs (e.g. a NaN weight)"
+        )
+    return next_positions
+
+
+def _cuda_roar_step(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, step,
+                    next_step, next_count, temperature, top_k, top_p) -> torch.Tensor:  # fmt: skip
+    ext = _backend.load_extension()
+    rows = positions.shape[0]
+    if logits.shape[0] != rows:
+        logits = logits.repeat_interleave(rows // logits.shape[0], dim=0)
+    logits, positions = logits.contiguous(), positions.contiguous()
+    object_ids, sample_ids = object_ids.contiguous(), sample_ids.contiguous()
+    next_positions = torch.empty((rows, next_count), dtype=torch.int64, device=tokens.device)
+    bad = torch.zeros(1, dtype=torch.int64, device=tokens.device)
+    ext.roar_step_cuda(
+        logits.data_ptr(), positions.data_ptr(), tokens.data_ptr(), input_mask.data_ptr(), target_mask.data_ptr(),
+        object_ids.data_ptr(), sample_ids.data_ptr(), next_positions.data_ptr(), bad.data_ptr(), rows,
+        positions.shape[1], logits.shape[-1], tokens.shape[1], next_count, seed, step, next_step, temperature, top_k,
+        top_p, torch.cuda.current_stream(tokens.device).cuda_stream,
+    )  # fmt: skip
+    if int(bad):
+        raise ValueError(f"roar_step: {int(bad)} logit rows hold NaN/+inf or only -inf; check the model's outputs")
+    return next_positions
+
+
+def _cpp_reasons(logits: torch.Tensor, *_: object) -> list[str]:
+    """Why ``aion_fast._C`` cannot run this step: CPU tensors need the extension, CUDA tensors its CUDA kernel."""
+    if logits.device.type not in ("cpu", "cuda"):
+        return [f"tensor on {logits.device.type}; the extension has CPU and CUDA kernels only"]
+    ext = _backend.load_extension()
+    if ext is None:
+        return [f"the C++ extension is not available ({_backend.extension_error()})"]
+    if not hasattr(ext, "roar_step"):
+        return ["aion_fast._C was built before the ROAR op existed; rebuild it"]
+    if logits.device.type == "cuda" and not ext.roar_has_cuda():
+        return ["aion_fast._C was built without CUDA sources (no nvcc at build time)"]
+    return []
+
+
+def _run_cpp(logits: torch.Tensor, *args: object) -> torch.Tensor:
+    return (_cuda_roar_step if logits.device.type == "cuda" else _cpp_roar_step)(logits, *args)
+
+
+_STEP_BACKENDS = (
+    Backend("triton", _backend.triton_kernel_missing, _backend.no_kernel),
+    Backend("cpp", _cpp_reasons, _run_cpp),
+    Backend("torch", _backend.no_reasons, torch_roar_step),
+)
+
+
+def _check_state(name: str, tensor: torch.Tensor, dtype: torch.dtype, shape: tuple[int, ...], device) -> None:
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype or tuple(tensor.shape) != shape:
+        got = f"{tensor.dtype} {tuple(tensor.shape)}" if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise ValueError(f"roar_step: {name} must be a {dtype} tensor of shape {shape}, got {got}")
+    if tensor.device != device:
+        raise ValueError(f"roar_step: {name} is on {tensor.device} but logits are on {device}; move it there")
+
+
+def roar_step(
+    logits: torch.Tensor,
+    positions: torch.Tensor,
+    tokens: torch.Tensor,
+    input_mask: torch.Tensor,
+    target_mask: torch.Tensor,
+    object_ids: torch.Tensor,
+    sample_ids: torch.Tensor,
+    *,
+    seed: int,
+    step: int,
+    next_step: int,
+    next_count: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.0,
+) -> torch.Tensor:
+    """One fused ROAR step: sample and reveal ``positions``, then draw the next step's positions.
+
+    The state tensors ``tokens``, ``input_mask`` and ``target_mask`` belong to the generation loop and are updated
+    in place (they must be contiguous); every other argument is read only.
+
+    Args:
+        logits: ``(G, N, V)`` float32 decoder logits of the ``N`` query slots, ``G`` dividing ``R``: chain ``r``
+            reads ``logits[r // (R // G)]`` (``G = R`` is one row per chain; ``G < R`` shares the logits of
+            consecutive chains, e.g. every sample of an object before anything is revealed). ``N`` may be 0.
+        positions: ``(R, N)`` int64 target position of each slot; distinct and still unknown in their row.
+        tokens: ``(R, L)`` int64 target tokens (revealed ones are written).
+        input_mask: ``(R, L)`` bool, True where the target token is not yet an input.
+        target_mask: ``(R, L)`` bool, True where the position is no longer a target.
+        object_ids: ``(R,)`` int64 object identifier of each chain (any 64-bit value).
+        sample_ids: ``(R,)`` int64 draw index of each chain, in [0, 2^32).
+        seed: Generator key, in [0, 2^64).
+        step: Index of this step (keys the uniforms of its tokens), in [0, 65536).
+        next_step: Index of the next step (keys its permutation), in [0, 65536).
+        next_count: Positions to choose for the next step (0 after the last step).
+        temperature: ``>= 0``; 0 is greedy (argmax).
+        top_k: Keep the ``top_k`` largest logits; 0 is off.
+        top_p: Nucleus mass in [0, 1]; 0 (or 1) is off.
+
+    Returns:
+        ``(R, next_count)`` int64 positions of the next step.
+
+    Raises:
+        ValueError: Shapes, dtypes or ranges above are violated (the message names the argument), or logits hold
+            NaN/+inf or only -inf.
+        BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or logits.dtype != torch.float32:
+        raise ValueError("roar_step: logits must be a float32 tensor of shape (G, N, V); cast with .float()")
+    if tokens.ndim != 2:
+        raise ValueError(f"roar_step: tokens must have shape (R, L), got {tuple(tokens.shape)}")
+    rows, length = tokens.shape
+    slots = logits.shape[1]
+    device = logits.device
+    if logits.shape[0] < 1 or rows % logits.shape[0]:
+        raise ValueError(f"roar_step: logits has {logits.shape[0]} rows, which must divide the R = {rows} chains")
+    _check_state("positions", positions, torch.int64, (rows, slots), device)
+    _check_state("tokens", tokens, torch.int64, (rows, length), device)
+    _check_state("input_mask", input_mask, torch.bool, (rows, length), device)
+    _check_state("target_mask", target_mask, torch.bool, (rows, length), device)
+    _check_state("object_ids", object_ids, torch.int64, (rows,), device)
+    _check_state("sample_ids", sample_ids, torch.int64, (rows,), device)
+    for name, state in (("tokens", tokens), ("input_mask", input_mask), ("target_mask", target_mask)):
+        if not state.is_contiguous():
+            raise ValueError(f"roar_step: {name} is updated in place and must be contiguous; pass .contiguous()")
+    if not 1 <= length <= MAX_POSITIONS:
+        raise ValueError(f"roar_step: tokens has L = {length} positions; must lie in [1, {MAX_POSITIONS}]")
+    if not (0 <= step < MAX_STEPS and 0 <= next_step < MAX_STEPS):
+        raise ValueError(f"roar_step: step={step} and next_step={next_step} must lie in [0, {MAX_STEPS})")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"roar_step: seed={seed} must lie in [0, 2^64)")
+    if not temperature >= 0:
+        raise ValueError(f"roar_step: temperature={temperature} must be >= 0 (0 = greedy)")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"roar_step: top_k={top_k!r} must be an integer >= 0 (0 = off)")
+    if not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"roar_step: top_p={top_p} must lie in [0, 1] (0 = off)")
+    if sample_ids.numel() and (int(sample_ids.min()) < 0 or int(sample_ids.max()) >= 2**32):
+        raise ValueError("roar_step: sample_ids must lie in [0, 2^32)")
+    if slots:
+        if int(positions.min()) < 0 or int(positions.max()) >= length:
+            raise ValueError(f"roar_step: positions must lie in [0, L = {length})")
+        sorted_positions = positions.sort(dim=-1).values
+        if bool((sorted_positions[:, 1:] == sorted_positions[:, :-1]).any()) or bool(
+            target_mask.gather(1, positions).any()
+        ):
+            raise ValueError("roar_step: positions must be distinct and still unknown (target_mask False) per row")
+    unknown_after = length - slots - int(target_mask.sum(dim=-1).max()) if rows else 0
+    if next_count < 0 or (rows and next_count > unknown_after):
+        raise ValueError(
+            f"roar_step: next_count={next_count} must lie in [0, {unknown_after}] (positions still unknown after "
+            "this step)"
+        )
+    backend = _backend.select("roar_step", _STEP_BACKENDS, logits)
+    return backend.run(
+        logits.detach(), positions, tokens, input_mask, target_mask, object_ids, sample_ids, int(seed), step,
+        next_step, next_count, float(temperature), top_k, float(top_p),
+    )  # fmt: skip
