@@ -15,6 +15,8 @@ import sys
 #: Modules that register a sub-command, in the order ``aion-fast --help`` lists them.
 COMMAND_MODULES: list[str] = [
     "aion_fast.cli",
+    "aion_fast.jobs.encode",
+    "aion_fast.downstream.cli",
 ]
 
 
