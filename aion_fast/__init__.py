@@ -23,17 +23,19 @@ __version__ = "0.1.0"
 _LAZY = {
     "AION": ("aion_fast.model", "AION"),
     "embed": ("aion_fast.embedding", "embed"),
+    "generate": ("aion_fast.generate.api", "generate"),
     "CodecManager": ("aion_fast.codecs.manager", "CodecManager"),
     "modalities": ("aion_fast.modalities", None),
     "codecs": ("aion_fast.codecs", None),
 }
 
-__all__ = ["AION", "CodecManager", "embed", "modalities", "codecs", "__version__"]
+__all__ = ["AION", "CodecManager", "embed", "generate", "modalities", "codecs", "__version__"]
 
 if TYPE_CHECKING:
     from aion_fast import codecs, modalities
     from aion_fast.codecs.manager import CodecManager
     from aion_fast.embedding import embed
+    from aion_fast.generate.api import generate
     from aion_fast.model import AION
 
 

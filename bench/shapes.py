@@ -62,3 +62,10 @@ def random_tokens(domains: dict[str, tuple[int, int]], batch: int, seed: int = 0
 
 def tokens_per_object(domains: dict[str, tuple[int, int]]) -> int:
     return int(math.fsum(n for n, _ in domains.values()))
+
+
+#: Latent grid of the spectrum codec (AION-1: 3500 A + 0.8 A k, k < 8704).
+SPECTRUM_GRID = {"lambda_min": 3500.0, "resolution": 0.8, "num_pixels": 8704}
+#: FSQ / LFQ latent widths of the image and spectrum codecs.
+FSQ_LEVELS = [7, 5, 5, 5, 5]
+LFQ_DIM = 10

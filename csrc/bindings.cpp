@@ -13,7 +13,7 @@ void check_cpu_support();
 }
 
 // Bumped whenever a signature below changes; aion_fast/_backend.py refuses a stale build with another number.
-constexpr int kApiVersion = 1;
+constexpr int kApiVersion = 3;
 
 PYBIND11_MODULE(_C, m) {
   aion_fast::check_cpu_support();
@@ -27,4 +27,23 @@ PYBIND11_MODULE(_C, m) {
   m.def("lfq_encode", &aion_fast::lfq_encode, "z"_a, "out"_a, "LFQ: z (M, D) f32 -> index (M,) i32 into out.");
   m.def("lfq_decode", &aion_fast::lfq_decode, "index"_a, "scale"_a, "out"_a,
         "LFQ: index (M,) i32 -> +-scale codes (M, D) f32 into out; returns the number of out-of-range indices.");
+  m.def("image_preprocess", &aion_fast::image_preprocess, "flux"_a, "top"_a, "left"_a, "crop_size"_a, "channel"_a,
+        "clamp_max"_a, "zeropoint_scale"_a, "range_compression_factor"_a, "mult_factor"_a, "out"_a, "nonfinite"_a,
+        "Image: crop, clip, rescale, arcsinh, place (B, C, H, W) f32 -> (B, S, S, NB) f32 into out; returns the "
+        "number of window rows with NaN/inf (per image in nonfinite).");
+  m.def("spectrum_to_latent", &aion_fast::spectrum_to_latent, "flux"_a, "istd"_a, "wavelength"_a, "scale"_a,
+        "grid"_a, "input_scaling"_a, "has_clip_flux"_a, "clip_flux"_a, "out"_a,
+        "Spectrum: clean, normalise, interpolate onto the grid, arcsinh (B, L) f32 -> (B, 2, G) f32 into out.");
+  m.def("roar_step", &aion_fast::roar_step, "logits"_a, "positions"_a, "tokens"_a, "input_mask"_a, "target_mask"_a,
+        "object_ids"_a, "sample_ids"_a, "next_positions"_a, "seed"_a, "step"_a, "next_step"_a, "temperature"_a,
+        "top_k"_a, "top_p"_a,
+        "ROAR: sample and reveal logits (R, N, V) f32 at positions (R, N), then draw next_positions (R, K); "
+        "returns the number of invalid rows.");
+  m.def("roar_step_cuda", &aion_fast::roar_step_cuda, "logits"_a, "positions"_a, "tokens"_a, "input_mask"_a,
+        "target_mask"_a, "object_ids"_a, "sample_ids"_a, "next_positions"_a, "bad_count"_a, "R"_a, "N"_a, "V"_a,
+        "L"_a, "next_count"_a, "seed"_a, "step"_a, "next_step"_a, "temperature"_a, "top_k"_a, "top_p"_a, "stream"_a,
+        "ROAR step on CUDA device pointers (same contract as roar_step).");
+  m.def("roar_has_cuda", &aion_fast::roar_has_cuda, "Whether roar_step_cuda has a kernel in this build.");
+  m.def("philox4x32_10", &aion_fast::philox4x32_10, "c0"_a, "c1"_a, "c2"_a, "c3"_a, "k0"_a, "k1"_a,
+        "One Philox4x32-10 block: counter (c0..c3), key (k0, k1) -> 4 uint32 words.");
 }

@@ -2,11 +2,12 @@ r"""The multi-survey image codec: Legacy Survey and HSC cut-outs <-> 576 FSQ tok
 
 Encoding a batch of one survey's images (B, C, H, W):
 
-1. :func:`~aion_fast.codecs.preprocessing.preprocess_flux`: central 96x96 crop, per-band clip, HSC zero-point
-   rescale, arcsinh range compression (float32, never touching the caller's tensor).
-2. :class:`SubsampledLinear`: place the C bands in the fixed 9-band layout (``BAND_TO_INDEX``, absent bands 0) and
-   project each pixel to 54 channels, :math:`\hat x = \sqrt{9 / C}\,(\tilde x W^\top + b)`, the factor keeping the
-   feature norm independent of how many bands are present.
+1. :func:`~aion_fast.ops.image_preprocess` (C++ on CPU, dispatched; the PyTorch fallback is the crop, clip and
+   compression of :mod:`~aion_fast.codecs.preprocessing` + placement): central 96x96 crop, per-band clip, HSC
+   zero-point rescale, arcsinh range compression and placement of the C bands in the fixed 9-band layout
+   (``BAND_TO_INDEX``, absent bands 0), in one pass (float32, never touching the caller's tensor).
+2. :class:`SubsampledLinear`: project each pixel to 54 channels, :math:`\hat x = \sqrt{9 / C}\,(\tilde x W^\top + b)`,
+   the factor keeping the feature norm independent of how many bands are present.
 3. :class:`~aion_fast.codecs.nn.magvit.MagVitAE` encoder to (B, 512, 24, 24), 1x1 convolution to the 5 FSQ
    channels, flatten to (B, 5, 576), FSQ with levels [7, 5, 5, 5, 5] -> int64 tokens (B, 576).
 
@@ -39,11 +40,11 @@ from aion_fast.codecs.preprocessing import (
     CROP_SIZE,
     band_indices,
     inverse_range_compress_,
-    preprocess_flux,
     survey_bands,
     zeropoint_scale,
 )
-from aion_fast.modalities import BAND_TO_INDEX, HSCImage, Image, LegacySurveyImage
+from aion_fast.modalities import BAND_CLAMP_MAX, BAND_TO_INDEX, HSCImage, Image, LegacySurveyImage
+from aion_fast.ops.image_preprocess import image_preprocess
 from aion_fast.quantizers import FiniteScalarQuantizer
 
 __all__ = ["ImageCodec", "SubsampledLinear", "NUM_BANDS"]
@@ -95,7 +96,20 @@ class SubsampledLinear(nn.Module):
         b, c, height, width = x.shape
         padded = x.new_zeros(b, height, width, self.dim_in)
         padded[..., list(channels)] = x.permute(0, 2, 3, 1)
-        scale = (torch.tensor(float(self.dim_in), dtype=torch.float32, device=x.device) / len(channels)) ** 0.5
+        return self.embed_padded(padded, len(channels))
+
+    def embed_padded(self, padded: Tensor, num_present: int) -> Tensor:
+        r"""Projects inputs already placed in the ``dim_in`` layout (what :func:`aion_fast.ops.image_preprocess`
+        returns): :math:`y = \sqrt{d_{in} / C}\, (x W^\top + b)` with ``C = num_present``.
+
+        Args:
+            padded: (B, H, W, dim_in) float32, channels last, absent channels 0.
+            num_present: number of bands present, C.
+
+        Returns:
+            (B, dim_out, H, W), a channels-last view.
+        """
+        scale = (torch.tensor(float(self.dim_in), dtype=torch.float32, device=padded.device) / num_present) ** 0.5
         out = torch.matmul(padded, self.weight.t()).add_(self.bias).mul_(scale)
         return out.permute(0, 3, 1, 2)
 
@@ -183,15 +197,19 @@ class ImageCodec(Codec):
 
     def _encode(self, x: Image) -> Tensor:
         """Image batch (B, C, H, W) -> latents (B, embedding_dim, num_tokens) before quantization."""
-        flux = preprocess_flux(
+        padded = image_preprocess(
             x.flux,
-            x.bands,
+            band_indices(x.bands),
+            [BAND_CLAMP_MAX[band] for band in x.bands],
+            zeropoint_scale(x.bands[0].split("-")[0]),
             self.range_compression_factor,
             self.mult_factor,
+            crop_size=CROP_SIZE,
+            num_bands=NUM_BANDS,
             device=self.device,
             what=f"{type(x).__name__}.flux",
         )
-        h = self.subsample_in.embed(flux, band_indices(x.bands))
+        h = self.subsample_in.embed_padded(padded, len(x.bands))
         h = self.pre_quant_proj(self.model.encode(h))
         return h.flatten(2)
 

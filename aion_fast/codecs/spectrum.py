@@ -13,7 +13,8 @@ wavelengths :math:`\lambda`), in float32:
    :math:`\tilde s = a\, s / n` (:math:`a` = ``input_scaling``).
 4. Both channels are linearly interpolated onto the latent grid :math:`3500 + 0.8\,k` Å, :math:`k < 8704`
    (zero outside each spectrum's range; :mod:`aion_fast.codecs.spectral_grid`), range-compressed with ``arcsinh``
-   and stacked as a (B, 2, 8704) input.
+   and stacked as a (B, 2, 8704) input. Steps 3-4 (and the cleaning of step 1) run as one dispatched op,
+   :func:`aion_fast.ops.spectrum_to_latent` (one C++ merge pass per row on CPU).
 5. ConvNeXt-V2 encoder (:mod:`aion_fast.codecs.nn.convnext`) to (B, C, 272), LayerNorm over C, a 1x1 convolution
    to ``embedding_dim`` = 10 channels, and lookup-free quantization (sign bits, 1024 codes): tokens 1..272.
 
@@ -46,6 +47,7 @@ from aion_fast.codecs.base import Codec
 from aion_fast.codecs.nn.convnext import ConvNeXtDecoder1d, ConvNeXtEncoder1d
 from aion_fast.codecs.spectral_grid import LatentSpectralGrid, rows_without_overlap
 from aion_fast.modalities import DESISpectrum, Spectrum
+from aion_fast.ops.spectrum_grid import spectrum_to_latent
 from aion_fast.quantizers import LookupFreeQuantizer, Quantizer, ScalarLinearQuantizer
 
 __all__ = ["SpectrumCodec"]
@@ -264,15 +266,15 @@ class SpectrumCodec(Codec):
             (B, 2, G) float32 network input and (B,) int64 normalisation tokens.
         """
         flux, ivar, mask, wavelength = self._validated_inputs(x)
-        flux = torch.nan_to_num(flux)
+        clean_flux = torch.nan_to_num(flux)
         if self.clip_flux is not None:
-            flux = torch.clamp(flux, -self.clip_flux, self.clip_flux)
-        ivar = torch.clamp(torch.nan_to_num(ivar), min=0.0, max=self.clip_ivar)
-        norm_codes = self._normalization_codes(flux.contiguous(), mask)
+            clean_flux = torch.clamp(clean_flux, -self.clip_flux, self.clip_flux)
+        norm_codes = self._normalization_codes(clean_flux.contiguous(), mask)
         n = self._scale(norm_codes)
-        channels = torch.stack([(flux / n - 1.0) * self.input_scaling, (torch.sqrt(ivar) / n) * self.input_scaling], 1)
-        on_grid = self.latent_grid.to_latent(channels, wavelength)
-        return torch.arcsinh_(on_grid) if not torch.is_grad_enabled() else torch.arcsinh(on_grid), norm_codes
+        grid_input = spectrum_to_latent(
+            flux, ivar, wavelength, n, self.latent_grid.wavelength, self.input_scaling, self.clip_flux, self.clip_ivar
+        )
+        return grid_input, norm_codes
 
     def _embed(self, grid_input: Tensor) -> Tensor:
         """(B, 2, G) network input -> (B, embedding_dim, G / 32) continuous latents."""

@@ -7,6 +7,11 @@ namespace (so ``torch.compile`` traces them), and the public dispatching functio
 
 * :mod:`aion_fast.ops.fsq`: :func:`fsq_encode`, :func:`fsq_decode` (finite scalar quantisation).
 * :mod:`aion_fast.ops.lfq`: :func:`lfq_encode`, :func:`lfq_decode` (lookup-free quantisation).
+* :mod:`aion_fast.ops.image_preprocess`: :func:`image_preprocess` (the image codec's fused crop, clip, rescale,
+  arcsinh and band placement).
+* :mod:`aion_fast.ops.spectrum_grid`: :func:`spectrum_to_latent` (the spectrum codec's cleaning, normalisation,
+  interpolation onto the latent grid and arcsinh).
+* :mod:`aion_fast.ops.roar`: :func:`roar_step` (fused ROAR sampling step, Philox4x32-10 random numbers).
 
 All ops compute in float32 whatever the autocast state, return int32 indices, accept non-contiguous inputs and never
 modify their arguments.
@@ -15,15 +20,25 @@ modify their arguments.
 from __future__ import annotations
 
 from aion_fast.ops.fsq import fsq_decode, fsq_encode, torch_fsq_decode, torch_fsq_encode
+from aion_fast.ops.image_preprocess import image_preprocess, torch_image_preprocess
 from aion_fast.ops.lfq import lfq_decode, lfq_encode, torch_lfq_decode, torch_lfq_encode
+from aion_fast.ops.roar import roar_step, torch_roar_sample, torch_roar_step
+from aion_fast.ops.spectrum_grid import spectrum_to_latent, torch_spectrum_to_latent
 
 __all__ = [
     "fsq_decode",
     "fsq_encode",
+    "image_preprocess",
     "lfq_decode",
     "lfq_encode",
+    "roar_step",
+    "spectrum_to_latent",
     "torch_fsq_decode",
     "torch_fsq_encode",
+    "torch_image_preprocess",
     "torch_lfq_decode",
     "torch_lfq_encode",
+    "torch_roar_sample",
+    "torch_roar_step",
+    "torch_spectrum_to_latent",
 ]

@@ -31,6 +31,47 @@ void lfq_encode(const py::array& z, py::array& out);
 // Returns the number of indices outside [0, 2**D) (their rows are written as NaN).
 std::int64_t lfq_decode(const py::array& index, double scale, py::array& out);
 
+// Fused image preprocessing (csrc/image_preprocess/): crop window [top, top + S) x [left, left + S) of
+// flux (B, C, H, W) float32 -> clip, rescale, arcsinh -> out (B, S, S, NB) float32 channels-last at channel (C,)
+// int32 (absent channels 0); clamp_max: (C,) float32; nonfinite: (B,) int32 counts of window rows with NaN/inf.
+// Returns the total number of window rows with NaN/inf.
+std::int64_t image_preprocess(const py::array& flux, std::int64_t top, std::int64_t left, std::int64_t crop_size,
+                              const py::array& channel, const py::array& clamp_max, double zeropoint_scale,
+                              double range_compression_factor, double mult_factor, py::array& out,
+                              py::array& nonfinite);
+
+// Spectrum -> latent grid (csrc/spectrum_grid/): flux, istd (sqrt of the cleaned ivar), wavelength (B, L) float32,
+// scale (B,) float32, grid (G,) float32 -> out (B, 2, G) float32 (cleaned, normalised, interpolated, arcsinh).
+void spectrum_to_latent(const py::array& flux, const py::array& istd, const py::array& wavelength,
+                        const py::array& scale, const py::array& grid, double input_scaling, bool has_clip_flux,
+                        double clip_flux, py::array& out);
+
+// ROAR sampling step (csrc/roar/): sample the N query slots of R chains from logits (R, N, V) float32 at
+// positions (R, N) int64, reveal them in tokens (R, L) int64 / input_mask, target_mask (R, L) bool, then choose the
+// next step's positions (R, next_count) int64 into next_positions; random numbers from Philox4x32-10 keyed by
+// (seed, step, object_ids[r], sample_ids[r], position). Returns the number of invalid logit rows plus rows short of
+// unknown positions (0 on success).
+std::int64_t roar_step(const py::array& logits, const py::array& positions, py::array& tokens, py::array& input_mask,
+                       py::array& target_mask, const py::array& object_ids, const py::array& sample_ids,
+                       py::array& next_positions, std::uint64_t seed, std::int64_t step, std::int64_t next_step,
+                       double temperature, std::int64_t top_k, double top_p);
+
+// The same step on CUDA device pointers (R, N, V, L, next_count give the shapes above; bad_count: one zeroed device
+// int64 that receives the error count; stream: a cudaStream_t). Raises ValueError in builds without CUDA.
+std::int64_t roar_step_cuda(std::uintptr_t logits, std::uintptr_t positions, std::uintptr_t tokens,
+                            std::uintptr_t input_mask, std::uintptr_t target_mask, std::uintptr_t object_ids,
+                            std::uintptr_t sample_ids, std::uintptr_t next_positions, std::uintptr_t bad_count,
+                            std::int64_t R, std::int64_t N, std::int64_t V, std::int64_t L, std::int64_t next_count,
+                            std::uint64_t seed, std::int64_t step, std::int64_t next_step, double temperature,
+                            std::int64_t top_k, double top_p, std::uintptr_t stream);
+
+// Whether roar_step_cuda has a kernel in this build.
+bool roar_has_cuda();
+
+// One Philox4x32-10 block (the generator of roar_step), for known-answer tests.
+py::tuple philox4x32_10(std::uint32_t c0, std::uint32_t c1, std::uint32_t c2, std::uint32_t c3, std::uint32_t k0,
+                        std::uint32_t k1);
+
 // Compile-time facts about this build (compiler, flags, OpenMP, CUDA), for diagnostics.
 py::dict build_info();
 

@@ -1,0 +1,301 @@
+r"""Fused image preprocessing of the image codec: crop, clip, rescale, arcsinh and band placement in one pass.
+
+For a batch of one survey's images (B, C, H, W) whose band :math:`i` goes to channel :math:`c_i` of the
+``num_bands``-channel multi-survey layout (AION-1 paper §4.1.1), every pixel of the central ``S`` x ``S`` window
+(top-left corner at ``((H - S) // 2, (W - S) // 2)``) becomes
+
+.. math::
+
+    v = \min(\max(x, -m_i), m_i) / s, \qquad
+    \text{out}[b, y, x, c_i] = \kappa\,\bigl(\alpha \operatorname{arcsinh}(v / \alpha)\bigr)
+
+with the per-band clip :math:`m_i`, the zero-point divisor :math:`s` (:math:`10^{1.8}` for HSC, 1 otherwise), the
+range compression factor :math:`\alpha` and multiplier :math:`\kappa`; absent channels are 0. Each step is one
+float32 operation in exactly this order (clip, divide by :math:`s`, divide by :math:`\alpha`, arcsinh, multiply by
+:math:`\alpha`, multiply by :math:`\kappa`), the order of :func:`aion_fast.codecs.preprocessing.preprocess_flux`,
+which reproduces the reference codec's tokens. The output is channels-last, (B, S, S, num_bands), the layout the
+9 -> 54 projection (:class:`aion_fast.codecs.image.SubsampledLinear`) multiplies.
+
+The projection itself is NOT fused: the reference's tokens depend on the float32 sums of its BLAS matrix product
+(the codec docstring records that even dropping the zero columns changes roundings), which a hand-written kernel
+does not reproduce, so it stays a ``torch.matmul`` on this op's output.
+
+Backends (every one returns the reference's values bit for bit where stated):
+
+* ``torch``: :func:`torch_image_preprocess`, the codec's PyTorch code (oracle and fallback).
+* ``cpp``: ``aion_fast._C``, CPU float32 images. One OpenMP task per output row reads the window once and writes
+  the output once; arcsinh is libm's ``asinhf``, the function PyTorch's CPU ``asinh`` calls, so the values are
+  bit-identical (tested).
+* ``triton``: :mod:`aion_fast.kernels.image_preprocess` for CUDA tensors. It is used only when forced with
+  ``AION_FAST_BACKEND=triton``: its arcsinh (libdevice on a GPU, a log/sqrt formula under ``TRITON_INTERPRET=1``)
+  has not been compared bit for bit with PyTorch's CUDA ``asinh`` on a device, and these values decide tokens.
+
+NaN/inf policy: a window holding NaN or inf raises ``ValueError`` naming the batch rows (the tokens of such an image
+would be meaningless), on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from aion_fast import _backend
+from aion_fast._backend import Backend
+
+__all__ = ["image_preprocess", "torch_image_preprocess"]
+
+
+def _window_origin(height: int, width: int, crop_size: int) -> tuple[int, int]:
+    return (height - crop_size) // 2, (width - crop_size) // 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PyTorch reference (oracle and fallback)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def torch_image_preprocess(
+    flux: torch.Tensor,
+    channels: Sequence[int],
+    clamp_max: Sequence[float],
+    zeropoint_scale: float = 1.0,
+    range_compression_factor: float = 0.01,
+    mult_factor: float = 10.0,
+    crop_size: int = 96,
+    num_bands: int = 9,
+    what: str = "flux",
+) -> torch.Tensor:
+    """Reference fused preprocessing (maths in the module docstring), the image codec's PyTorch code.
+
+    Args:
+        flux: (B, C, H, W) floating images, H, W >= ``crop_size``; computed in float32; never modified.
+        channels: the C target channels in ``[0, num_bands)``, distinct.
+        clamp_max: the C per-band clip bounds :math:`m_i`.
+        zeropoint_scale: the divisor :math:`s`.
+        range_compression_factor: :math:`\\alpha`.
+        mult_factor: :math:`\\kappa`.
+        crop_size: side ``S`` of the central window.
+        num_bands: channels of the output layout.
+        what: name of ``flux`` in error messages.
+
+    Returns:
+        (B, S, S, num_bands) float32, contiguous, absent channels 0.
+    """
+    from aion_fast.codecs.preprocessing import center_crop, range_compress_, require_finite
+
+    window = center_crop(flux, crop_size, what).to(torch.float32)
+    require_finite(window, what)
+    bounds = torch.tensor(list(clamp_max), dtype=torch.float32, device=window.device).view(-1, 1, 1)
+    x = torch.clamp(window, -bounds, bounds)
+    if zeropoint_scale != 1.0:
+        x.div_(zeropoint_scale)
+    range_compress_(x, range_compression_factor, mult_factor)
+    b, _, height, width = x.shape
+    out = x.new_zeros(b, height, width, num_bands)
+    out[..., list(channels)] = x.permute(0, 2, 3, 1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
+# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatcher calls the registered op instead.
+
+
+def _image_preprocess_cpp_impl(
+    flux: torch.Tensor,
+    channels: list[int],
+    clamp_max: list[float],
+    zeropoint_scale: float,
+    range_compression_factor: float,
+    mult_factor: float,
+    crop_size: int,
+    num_bands: int,
+    what: str,
+) -> torch.Tensor:
+    """(B, C, H, W) float32 CPU images -> (B, S, S, num_bands) float32 via aion_fast._C; ValueError on NaN/inf."""
+    ext = _backend.load_extension()
+    batch, _, height, width = flux.shape
+    top, left = _window_origin(height, width, crop_size)
+    if not flux.is_contiguous():  # copy only the window
+        flux = flux[..., top : top + crop_size, left : left + crop_size].contiguous()
+        top = left = 0
+    out = torch.empty((batch, crop_size, crop_size, num_bands), dtype=torch.float32)
+    nonfinite = torch.empty(batch, dtype=torch.int32)
+    n_bad = ext.image_preprocess(
+        flux.numpy(),
+        top,
+        left,
+        crop_size,
+        torch.tensor(channels, dtype=torch.int32).numpy(),
+        torch.tensor(clamp_max, dtype=torch.float32).numpy(),
+        zeropoint_scale,
+        range_compression_factor,
+        mult_factor,
+        out.numpy(),
+        nonfinite.numpy(),
+    )
+    if n_bad:
+        from aion_fast.codecs.preprocessing import require_finite
+
+        window = flux[..., top : top + crop_size, left : left + crop_size]
+        require_finite(window, what)  # raises, naming the rows
+        raise AssertionError("aion_fast._C.image_preprocess reported non-finite rows that torch does not see")
+    return out
+
+
+@torch.library.custom_op("aion_fast::image_preprocess_cpp", mutates_args=())
+def _image_preprocess_cpp(
+    flux: torch.Tensor,
+    channels: list[int],
+    clamp_max: list[float],
+    zeropoint_scale: float,
+    range_compression_factor: float,
+    mult_factor: float,
+    crop_size: int,
+    num_bands: int,
+    what: str,
+) -> torch.Tensor:
+    return _image_preprocess_cpp_impl(
+        flux, channels, clamp_max, zeropoint_scale, range_compression_factor, mult_factor, crop_size, num_bands, what
+    )
+
+
+@_image_preprocess_cpp.register_fake
+def _(
+    flux: torch.Tensor,
+    channels: list[int],
+    clamp_max: list[float],
+    zeropoint_scale: float,
+    range_compression_factor: float,
+    mult_factor: float,
+    crop_size: int,
+    num_bands: int,
+    what: str,
+) -> torch.Tensor:
+    return flux.new_empty((flux.shape[0], crop_size, crop_size, num_bands), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Triton path (aion_fast.kernels.image_preprocess), CUDA tensors
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _run_triton(flux: torch.Tensor, *args) -> torch.Tensor:
+    from aion_fast.kernels.image_preprocess import image_preprocess_fwd
+
+    return image_preprocess_fwd(flux, *args)
+
+
+def _triton_reasons(flux: torch.Tensor, *_) -> list[str]:
+    reasons = _backend.triton_reasons(flux)
+    if _backend.forced_backend() != "triton":
+        reasons.append("Triton arcsinh not yet validated bit for bit on a GPU (force it with AION_FAST_BACKEND=triton)")
+    return reasons
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Backends and dispatch
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _cpp_reasons(flux: torch.Tensor, *_) -> list[str]:
+    reasons = _backend.cpp_reasons(flux)
+    ext = _backend.load_extension()
+    if ext is not None and not hasattr(ext, "image_preprocess"):
+        reasons.append("aion_fast._C was built without image_preprocess (stale build: rebuild it)")
+    return reasons
+
+
+def _run_cpp(flux: torch.Tensor, *args) -> torch.Tensor:
+    op = _image_preprocess_cpp if torch.compiler.is_compiling() else _image_preprocess_cpp_impl
+    return op(flux, *args)
+
+
+_BACKENDS = (
+    Backend("triton", _triton_reasons, _run_triton),
+    Backend("cpp", _cpp_reasons, _run_cpp),
+    Backend("torch", _backend.no_reasons, torch_image_preprocess),
+)
+
+
+def image_preprocess(
+    flux: torch.Tensor,
+    channels: Sequence[int],
+    clamp_max: Sequence[float],
+    zeropoint_scale: float = 1.0,
+    range_compression_factor: float = 0.01,
+    mult_factor: float = 10.0,
+    crop_size: int = 96,
+    num_bands: int = 9,
+    device: torch.device | str | None = None,
+    what: str = "flux",
+) -> torch.Tensor:
+    """Crop, clip, rescale, range-compress and place a batch of images (maths in the module docstring).
+
+    Args:
+        flux: (B, C, H, W) floating images of one survey, H, W >= ``crop_size``; any float dtype (computed in
+            float32); may be non-contiguous; never modified.
+        channels: the C target channels in ``[0, num_bands)``, distinct (``BAND_TO_INDEX`` of the bands).
+        clamp_max: the C per-band clip bounds (``BAND_CLAMP_MAX`` of the bands), positive.
+        zeropoint_scale: flux divisor :math:`s` (see :func:`aion_fast.codecs.preprocessing.zeropoint_scale`).
+        range_compression_factor: :math:`\\alpha` (> 0).
+        mult_factor: :math:`\\kappa`.
+        crop_size: side ``S`` of the central window.
+        num_bands: channels of the output layout (9 for AION-1).
+        device: where to compute (default: the device of ``flux``); only the window is moved.
+        what: name of ``flux`` in error messages, e.g. ``"LegacySurveyImage.flux"``.
+
+    Returns:
+        (B, S, S, num_bands) float32, contiguous (channels last), absent channels 0.
+
+    Raises:
+        ValueError: a shape, channel or parameter is invalid, the image is smaller than ``crop_size``, or the
+            window holds NaN/inf (the batch rows are named).
+        BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
+    """
+    from aion_fast.codecs.preprocessing import center_crop
+
+    if flux.ndim != 4:
+        raise ValueError(f"image_preprocess: {what} must have shape (B, C, H, W), got {tuple(flux.shape)}")
+    if not flux.is_floating_point():
+        raise ValueError(f"image_preprocess: {what} must be a floating tensor, got {flux.dtype}; cast it to float32")
+    channels = [int(c) for c in channels]
+    clamp_max = [float(m) for m in clamp_max]
+    n_bands_in = flux.shape[1]
+    if len(channels) != n_bands_in or len(clamp_max) != n_bands_in:
+        raise ValueError(
+            f"image_preprocess: {what} has {n_bands_in} bands but got {len(channels)} channels and {len(clamp_max)} "
+            f"clamp bounds; pass one of each per band."
+        )
+    if len(set(channels)) != len(channels) or any(not 0 <= c < num_bands for c in channels):
+        raise ValueError(f"image_preprocess: channels must be distinct values in [0, {num_bands}), got {channels}")
+    if any(not m > 0 for m in clamp_max):
+        raise ValueError(f"image_preprocess: clamp_max must be positive, got {clamp_max}")
+    if not range_compression_factor > 0 or not zeropoint_scale > 0:
+        raise ValueError(
+            f"image_preprocess: range_compression_factor ({range_compression_factor}) and zeropoint_scale "
+            f"({zeropoint_scale}) must be positive"
+        )
+    target = torch.device(device) if device is not None else flux.device
+    flux = flux.detach()
+    if flux.device != target or flux.dtype != torch.float32:  # move / cast the window only
+        flux = center_crop(flux, crop_size, what).to(device=target, dtype=torch.float32)
+    else:
+        center_crop(flux, crop_size, what)  # size check with the codec's message
+    args = (
+        channels,
+        clamp_max,
+        float(zeropoint_scale),
+        float(range_compression_factor),
+        float(mult_factor),
+        int(crop_size),
+        int(num_bands),
+        what,
+    )
+    with _backend.no_autocast(flux.device):
+        backend = _backend.select("image_preprocess", _BACKENDS, flux, *args)
+        return backend.run(flux, *args)

@@ -1,0 +1,254 @@
+r"""Spectrum to latent grid: cleaning, normalisation, linear interpolation onto the uniform grid and arcsinh, fused.
+
+For a batch of B spectra with L pixels (flux :math:`f`, inverse variance :math:`v`, wavelengths :math:`x`, strictly
+increasing per row), a per-row flux scale :math:`n_b` (from the normalisation token, computed by the codec) and the
+latent grid :math:`u_k` (AION-1 paper §4.2.1), the spectrum codec's network input is, with :math:`a` =
+``input_scaling``:
+
+.. math::
+
+    y^{(0)}_j = \Bigl(\frac{\operatorname{clip}(\operatorname{nan\_to\_num}(f_j))}{n_b} - 1\Bigr) a, \qquad
+    y^{(1)}_j = \frac{\sqrt{\operatorname{clip}(\operatorname{nan\_to\_num}(v_j), 0, v_\text{max})}}{n_b}\, a
+
+    \text{out}[b, c, k] = \operatorname{arcsinh}\Bigl(y^{(c)}_j + (u_k - x_j)
+        \frac{y^{(c)}_j - y^{(c)}_{j+1}}{x_j - x_{j+1}}\Bigr), \qquad
+    j = \operatorname{clip}(\#\{j : x_j < u_k\} - 1, 0, L - 2)
+
+and 0 where :math:`u_k` lies outside :math:`[x_0, x_{L-1}]` (see :mod:`aion_fast.codecs.spectral_grid`). The flux
+clip to :math:`[-f_\text{max}, f_\text{max}]` applies when ``clip_flux`` is given, the upper ivar clip when
+``clip_ivar`` is given. Every step is one float32 operation in this order, the order of the codec's PyTorch code
+(which reproduces the reference's tokens).
+
+Backends:
+
+* ``torch``: :func:`torch_spectrum_to_latent`, the codec's PyTorch code (oracle and fallback): cleans and scales
+  every pixel, then one batched ``searchsorted`` places the grid in each row.
+* ``cpp``: ``aion_fast._C``, CPU. One OpenMP task per row; the segment of each grid point is found by one merge pass
+  over the sorted row and the sorted grid (O(L + G), no binary search), only the two samples around each grid point
+  are cleaned and scaled (no (B, 2, L) intermediate), arcsinh is libm's ``asinhf`` like PyTorch's CPU ``asinh``:
+  bit-identical to the reference for rows sorted as the ``Spectrum`` modality requires (tested). The inverse
+  standard deviation :math:`\sqrt{v}` is computed by PyTorch first (one fused-in-place pass): PyTorch's CPU sqrt is
+  not correctly rounded, so no compiled ``sqrtf`` reproduces it.
+* ``triton``: :mod:`aion_fast.kernels.spectrum_grid` for CUDA tensors (binary search per grid point, the parallel
+  form of the same count). Used only when forced with ``AION_FAST_BACKEND=triton``: its arcsinh has not been
+  compared bit for bit with PyTorch's CUDA ``asinh`` on a device, and these values decide tokens.
+
+Inputs must be validated by the caller as the codec does (finite wavelengths, strictly increasing rows); NaN/inf
+flux and ivar are cleaned as above, never an error here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from aion_fast import _backend
+from aion_fast._backend import Backend
+
+__all__ = ["spectrum_to_latent", "torch_spectrum_to_latent"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PyTorch reference (oracle and fallback)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def torch_spectrum_to_latent(
+    flux: torch.Tensor,
+    ivar: torch.Tensor,
+    wavelength: torch.Tensor,
+    scale: torch.Tensor,
+    grid: torch.Tensor,
+    input_scaling: float = 0.2,
+    clip_flux: float | None = None,
+    clip_ivar: float | None = 100.0,
+) -> torch.Tensor:
+    """Reference spectrum-to-latent resampling (maths in the module docstring), the spectrum codec's PyTorch code.
+
+    Args:
+        flux: (B, L) float32.
+        ivar: (B, L) float32 inverse variances.
+        wavelength: (B, L) float32, strictly increasing per row, L >= 2.
+        scale: (B,) float32 flux scale :math:`n_b`.
+        grid: (G,) float32 latent grid, increasing.
+        input_scaling: :math:`a`.
+        clip_flux: :math:`f_\\text{max}`, or None for no flux clip.
+        clip_ivar: :math:`v_\\text{max}`, or None for no upper ivar clip.
+
+    Returns:
+        (B, 2, G) float32: arcsinh of the interpolated normalised flux (channel 0) and inverse standard deviation
+        (channel 1).
+    """
+    from aion_fast.codecs.spectral_grid import interp_to_grid
+
+    flux = torch.nan_to_num(flux)
+    if clip_flux is not None:
+        flux = torch.clamp(flux, -clip_flux, clip_flux)
+    ivar = torch.clamp(torch.nan_to_num(ivar), min=0.0, max=clip_ivar)
+    n = scale[:, None]
+    channels = torch.stack([(flux / n - 1.0) * input_scaling, (torch.sqrt(ivar) / n) * input_scaling], 1)
+    return torch.arcsinh_(interp_to_grid(channels, wavelength, grid))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _istd(ivar: torch.Tensor, clip_ivar: float | None) -> torch.Tensor:
+    """(B, L) contiguous sqrt of the cleaned, clipped ivar, by PyTorch on a tensor of the reference's shape.
+
+    PyTorch's CPU float32 sqrt is not the correctly rounded one (measured on the 2.13 CPU wheel: ~17% of results an
+    ulp away from ``sqrtf``, and its scalar and vectorised paths disagree), so the compiled kernels take its values.
+    """
+    return torch.clamp(torch.nan_to_num(ivar), min=0.0, max=clip_ivar).sqrt_().contiguous()
+
+
+# Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
+# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatcher calls the registered op instead.
+
+
+def _spectrum_to_latent_cpp_impl(
+    flux: torch.Tensor,
+    ivar: torch.Tensor,
+    wavelength: torch.Tensor,
+    scale: torch.Tensor,
+    grid: torch.Tensor,
+    input_scaling: float,
+    clip_flux: float | None,
+    clip_ivar: float | None,
+) -> torch.Tensor:
+    """(B, L) float32 CPU spectra -> (B, 2, G) float32 via aion_fast._C (the square root taken by PyTorch)."""
+    ext = _backend.load_extension()
+    out = torch.empty((flux.shape[0], 2, grid.shape[0]), dtype=torch.float32)
+    ext.spectrum_to_latent(
+        flux.contiguous().numpy(),
+        _istd(ivar, clip_ivar).numpy(),
+        wavelength.contiguous().numpy(),
+        scale.contiguous().numpy(),
+        grid.contiguous().numpy(),
+        input_scaling,
+        clip_flux is not None,
+        0.0 if clip_flux is None else clip_flux,
+        out.numpy(),
+    )
+    return out
+
+
+@torch.library.custom_op("aion_fast::spectrum_to_latent_cpp", mutates_args=())
+def _spectrum_to_latent_cpp(
+    flux: torch.Tensor,
+    ivar: torch.Tensor,
+    wavelength: torch.Tensor,
+    scale: torch.Tensor,
+    grid: torch.Tensor,
+    input_scaling: float,
+    clip_flux: float | None,
+    clip_ivar: float | None,
+) -> torch.Tensor:
+    return _spectrum_to_latent_cpp_impl(flux, ivar, wavelength, scale, grid, input_scaling, clip_flux, clip_ivar)
+
+
+@_spectrum_to_latent_cpp.register_fake
+def _(
+    flux: torch.Tensor,
+    ivar: torch.Tensor,
+    wavelength: torch.Tensor,
+    scale: torch.Tensor,
+    grid: torch.Tensor,
+    input_scaling: float,
+    clip_flux: float | None,
+    clip_ivar: float | None,
+) -> torch.Tensor:
+    return flux.new_empty((flux.shape[0], 2, grid.shape[0]), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Backends and dispatch
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _cpp_reasons(flux: torch.Tensor, *_) -> list[str]:
+    reasons = _backend.cpp_reasons(flux)
+    ext = _backend.load_extension()
+    if ext is not None and not hasattr(ext, "spectrum_to_latent"):
+        reasons.append("aion_fast._C was built without spectrum_to_latent (stale build: rebuild it)")
+    return reasons
+
+
+def _run_cpp(*args) -> torch.Tensor:
+    op = _spectrum_to_latent_cpp if torch.compiler.is_compiling() else _spectrum_to_latent_cpp_impl
+    return op(*args)
+
+
+def _triton_reasons(flux: torch.Tensor, *_) -> list[str]:
+    reasons = _backend.triton_reasons(flux)
+    if _backend.forced_backend() != "triton":
+        reasons.append("Triton arcsinh not yet validated bit for bit on a GPU (force it with AION_FAST_BACKEND=triton)")
+    return reasons
+
+
+def _run_triton(flux, ivar, wavelength, scale, grid, input_scaling, clip_flux, clip_ivar) -> torch.Tensor:
+    from aion_fast.kernels.spectrum_grid import spectrum_to_latent_fwd
+
+    return spectrum_to_latent_fwd(flux, _istd(ivar, clip_ivar), wavelength, scale, grid, input_scaling, clip_flux)
+
+
+_BACKENDS = (
+    Backend("triton", _triton_reasons, _run_triton),
+    Backend("cpp", _cpp_reasons, _run_cpp),
+    Backend("torch", _backend.no_reasons, torch_spectrum_to_latent),
+)
+
+
+def spectrum_to_latent(
+    flux: torch.Tensor,
+    ivar: torch.Tensor,
+    wavelength: torch.Tensor,
+    scale: torch.Tensor,
+    grid: torch.Tensor,
+    input_scaling: float = 0.2,
+    clip_flux: float | None = None,
+    clip_ivar: float | None = 100.0,
+) -> torch.Tensor:
+    """Cleans, normalises, resamples onto the latent grid and range-compresses spectra (module docstring).
+
+    Args:
+        flux: (B, L) flux; any float dtype (computed in float32); may be non-contiguous; never modified.
+        ivar: (B, L) inverse variances.
+        wavelength: (B, L) wavelengths (Å), finite and strictly increasing per row (the ``Spectrum`` modality
+            checks this), L >= 2.
+        scale: (B,) or (B, 1) positive flux scale :math:`n_b` (the codec's ``max(10**bin - 1, 0.1)``).
+        grid: (G,) latent grid, increasing.
+        input_scaling: :math:`a`.
+        clip_flux: :math:`f_\\text{max}` or None.
+        clip_ivar: :math:`v_\\text{max}` or None.
+
+    Returns:
+        (B, 2, G) float32 network input.
+
+    Raises:
+        ValueError: shapes disagree, L < 2, or the tensors are on different devices.
+        BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
+    """
+    if flux.ndim != 2 or ivar.shape != flux.shape or wavelength.shape != flux.shape:
+        raise ValueError(
+            f"spectrum_to_latent: flux, ivar and wavelength must share one (B, L) shape, got {tuple(flux.shape)}, "
+            f"{tuple(ivar.shape)} and {tuple(wavelength.shape)}"
+        )
+    if flux.shape[1] < 2:
+        raise ValueError(f"spectrum_to_latent: flux needs L >= 2 pixels to interpolate, got shape {tuple(flux.shape)}")
+    scale = scale.reshape(-1)
+    if scale.shape[0] != flux.shape[0]:
+        raise ValueError(f"spectrum_to_latent: scale must have shape ({flux.shape[0]},), got {tuple(scale.shape)}")
+    if grid.ndim != 1:
+        raise ValueError(f"spectrum_to_latent: grid must have shape (G,), got {tuple(grid.shape)}")
+    tensors = [t.detach().to(torch.float32) for t in (flux, ivar, wavelength, scale, grid)]
+    if len({t.device for t in tensors}) != 1:
+        raise ValueError(
+            "spectrum_to_latent: flux, ivar, wavelength, scale and grid must be on one device, got "
+            f"{[str(t.device) for t in tensors]}; move them with .to(device)"
+        )
+    args = (*tensors, float(input_scaling), None if clip_flux is None else float(clip_flux))
+    args = (*args, None if clip_ivar is None else float(clip_ivar))
+    with _backend.no_autocast(tensors[0].device):
+        return _backend.select("spectrum_to_latent", _BACKENDS, *args).run(*args)

@@ -1,0 +1,119 @@
+"""Triton kernel of the fused image preprocessing (maths: :mod:`aion_fast.ops.image_preprocess`).
+
+One program per (image, band): the S x S window of that band is read once (rows of ``W`` apart) and written once
+into the channels-last (B, S, S, NB) output at the band's channel; the output is zero-initialised for the absent
+channels. Each float32 step is one rounded operation in the reference's order (clip, ``/ s``, ``/ alpha``,
+arcsinh, ``* alpha``, ``* kappa``), divisions IEEE-rounded (``div_rn``) and FMA fusion disabled at launch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from aion_fast.kernels._math import asinh_f32
+from aion_fast.kernels.utils import next_power_of_2
+
+__all__ = ["image_preprocess_fwd"]
+
+
+@triton.jit
+def _image_preprocess_fwd_kernel(
+    flux_ptr,  # (B, C, H, W) float32, contiguous
+    channel_ptr,  # (C,) int32
+    clamp_ptr,  # (C,) float32
+    out_ptr,  # (B, S, S, NB) float32, zero-initialised
+    nonfinite_ptr,  # (B * C,) int32
+    C,
+    H,
+    W,
+    top,
+    left,
+    zeropoint_scale,
+    alpha,
+    kappa,
+    S: tl.constexpr,
+    NB: tl.constexpr,
+    BLOCK: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr,
+):
+    pid = tl.program_id(0)  # b * C + i
+    b = pid // C
+    i = pid % C
+    ch = tl.load(channel_ptr + i)
+    hi = tl.load(clamp_ptr + i)
+    offs = tl.arange(0, BLOCK)
+    inside = offs < S * S
+    y = offs // S
+    x = offs % S
+    src = flux_ptr + pid.to(tl.int64) * H * W + (top + y) * W + left + x
+    v = tl.load(src, mask=inside, other=0.0)
+    bad = tl.sum(((v != v) | (tl.abs(v) == float("inf"))).to(tl.int32), axis=0)
+    tl.store(nonfinite_ptr + pid, bad)
+    v = tl.where(v < -hi, -hi, v)
+    v = tl.where(v > hi, hi, v)
+    v = tl.math.div_rn(v, zeropoint_scale)
+    v = tl.math.div_rn(v, alpha)
+    v = asinh_f32(v, USE_LIBDEVICE)
+    v = v * alpha
+    v = v * kappa
+    dst = out_ptr + b.to(tl.int64) * S * S * NB + offs * NB + ch
+    tl.store(dst, v, mask=inside)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def image_preprocess_fwd(
+    flux: torch.Tensor,
+    channels: list[int],
+    clamp_max: list[float],
+    zeropoint_scale: float,
+    range_compression_factor: float,
+    mult_factor: float,
+    crop_size: int,
+    num_bands: int,
+    what: str,
+) -> torch.Tensor:
+    """Launcher: (B, C, H, W) float32 images -> (B, S, S, num_bands) float32 (arguments as in the op).
+
+    Raises:
+        ValueError: the window holds NaN/inf (rows named by the codec's message).
+    """
+    batch, n_bands_in, height, width = flux.shape
+    top, left = (height - crop_size) // 2, (width - crop_size) // 2
+    if not flux.is_contiguous():
+        flux = flux[..., top : top + crop_size, left : left + crop_size].contiguous()
+        top = left = 0
+        height = width = crop_size
+    device = flux.device
+    out = torch.zeros((batch, crop_size, crop_size, num_bands), dtype=torch.float32, device=device)
+    nonfinite = torch.empty(batch * n_bands_in, dtype=torch.int32, device=device)
+    _image_preprocess_fwd_kernel[(batch * n_bands_in,)](
+        flux,
+        torch.tensor(channels, dtype=torch.int32, device=device),
+        torch.tensor(clamp_max, dtype=torch.float32, device=device),
+        out,
+        nonfinite,
+        n_bands_in,
+        height,
+        width,
+        top,
+        left,
+        zeropoint_scale,
+        range_compression_factor,
+        mult_factor,
+        S=crop_size,
+        NB=num_bands,
+        BLOCK=next_power_of_2(crop_size * crop_size),
+        USE_LIBDEVICE=not _interpreting(),
+        enable_fp_fusion=False,
+    )
+    if bool(nonfinite.any()):
+        from aion_fast.codecs.preprocessing import require_finite
+
+        require_finite(flux[..., top : top + crop_size, left : left + crop_size], what)
+    return out
