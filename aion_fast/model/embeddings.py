@@ -9,6 +9,8 @@ Attribute names (``token_emb``, ``mod_emb``, ``pos_emb``, ``to_logits``) match t
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
@@ -76,6 +78,21 @@ def sincos_2d(rows: int, cols: int, dim: int) -> Tensor:
     return torch.cat([slow.sin(), slow.cos(), fast.sin(), fast.cos()], dim=1)[None]
 
 
+@functools.lru_cache(maxsize=128)
+def _cpu_position_table(kind: str, shape: tuple[int, ...]) -> Tensor:
+    with torch.device("cpu"):  # also under a torch.device("meta") construction (from_pretrained)
+        return sincos_1d(*shape) if kind == "1d" else sincos_2d(*shape)
+
+
+def position_table(kind: str, *shape: int) -> Tensor:
+    """A fresh CPU copy of a cached sin-cos table (``kind`` ``"1d"``: length, dim; ``"2d"``: rows, cols, dim).
+
+    Building a model creates one table per modality; caching them keeps construction (and so ``from_pretrained``)
+    from recomputing identical tables, and computing on the CPU avoids slow per-op dispatch under a meta device.
+    """
+    return _cpu_position_table(kind, tuple(shape)).clone()
+
+
 def _sequence_positions(pos_emb: Tensor, padding: Tensor | None, length: int, max_position: int | None) -> Tensor:
     """Looks up 1-D positions that count only non-padded entries.
 
@@ -113,7 +130,7 @@ class GridTokenEncoderEmbedding(nn.Module):
         self.spec = spec
         self.num_tokens = spec.num_tokens
         rows, cols = spec.grid_shape
-        self.register_buffer("pos_emb", sincos_2d(rows, cols, dim))
+        self.register_buffer("pos_emb", position_table("2d", rows, cols, dim))
         self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim))
         self.token_emb = nn.Embedding(spec.vocab_size, dim)
 
@@ -144,7 +161,7 @@ class SequenceEncoderEmbedding(nn.Module):
     def __init__(self, spec: ModalitySpec, dim: int):
         super().__init__()
         self.spec = spec
-        self.register_buffer("pos_emb", sincos_1d(spec.position_table_length, dim))
+        self.register_buffer("pos_emb", position_table("1d", spec.position_table_length, dim))
         self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim))
         self.token_emb = nn.Embedding(spec.vocab_size, dim, padding_idx=spec.padding_idx)
 
@@ -180,7 +197,7 @@ class GridTokenDecoderEmbedding(nn.Module):
         self.spec = spec
         self.num_tokens = spec.num_tokens
         rows, cols = spec.grid_shape
-        self.register_buffer("pos_emb", sincos_2d(rows, cols, dim))
+        self.register_buffer("pos_emb", position_table("2d", rows, cols, dim))
         self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim))
         self.token_emb = nn.Embedding(spec.vocab_size, dim)
         self.to_logits = nn.Linear(dim, spec.vocab_size, bias=False)
@@ -205,7 +222,7 @@ class SequenceDecoderEmbedding(nn.Module):
     def __init__(self, spec: ModalitySpec, dim: int):
         super().__init__()
         self.spec = spec
-        self.register_buffer("pos_emb", sincos_1d(spec.position_table_length, dim))
+        self.register_buffer("pos_emb", position_table("1d", spec.position_table_length, dim))
         self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim))
         self.token_emb = nn.Embedding(spec.vocab_size, dim, padding_idx=spec.padding_idx)
         self.to_logits = nn.Linear(dim, spec.vocab_size, bias=False)

@@ -99,7 +99,7 @@ class AION(nn.Module):
         ValueError: Unknown config keys or invalid values.
     """
 
-    def __init__(self, config: Mapping[str, Any]):
+    def __init__(self, config: Mapping[str, Any], *, initialize_weights: bool = True):
         super().__init__()
         cfg = AIONConfig.from_dict(config)
         self.config = cfg
@@ -139,7 +139,8 @@ class AION(nn.Module):
         else:
             self.register_tokens = None
 
-        self.init_weights()
+        if initialize_weights:  # from_pretrained skips it: every weight is then read from the checkpoint
+            self.init_weights()
         self.tie_modality_embeddings()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -594,7 +595,7 @@ class AION(nn.Module):
         device = torch.device("cpu" if device is None else device)
         config, stored, metadata = ckpt.read_checkpoint(config_file, weights_file, device)
         with torch.device("meta"):
-            model = cls(config)
+            model = cls(config, initialize_weights=False)
         state_dict = ckpt.resolve_state_dict(model.state_dict(), stored, metadata, model.tied_parameter_groups())
         model.load_state_dict(state_dict, strict=True, assign=True)
         model.tie_modality_embeddings()
