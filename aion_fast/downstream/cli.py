@@ -7,9 +7,20 @@ import json
 
 import numpy as np
 
+from aion_fast.downstream.parquet import id_array, id_key
+
 
 def _read_labels(path: str, id_column: str, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, values)`` of a Parquet or CSV label table."""
+    """``(ids, values)`` of a Parquet, CSV or HDF5 label table (HDF5: e.g. the MMU file the objects came from)."""
+    if path.endswith((".hdf5", ".h5")):
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            columns = list(handle.keys())
+            for name in (id_column, target):
+                if name not in columns or handle[name].ndim != 1:
+                    raise ValueError(f"{path}: no 1-D dataset {name!r} (datasets: {columns}); use --id-column/--target")
+            return id_array(handle[id_column][:]), handle[target][:]
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -17,7 +28,7 @@ def _read_labels(path: str, id_column: str, target: str) -> tuple[np.ndarray, np
     for name in (id_column, target):
         if name not in table.column_names:
             raise ValueError(f"{path}: no column {name!r} (columns: {table.column_names}); use --id-column/--target")
-    return table[id_column].to_numpy().astype(np.int64), table[target].to_numpy(zero_copy_only=False)
+    return id_array(table[id_column].to_numpy(zero_copy_only=False)), table[target].to_numpy(zero_copy_only=False)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -49,8 +60,8 @@ def _probe(args: argparse.Namespace) -> int:
     if task == "regression":
         values = values.astype(np.float64)
     keep = ~np.isnan(values) if task == "regression" else np.array([v is not None for v in values])
-    label_of = dict(zip(label_ids[keep].tolist(), values[keep]))
-    rows = np.array([i for i, object_id in enumerate(ids.tolist()) if object_id in label_of], dtype=np.int64)
+    label_of = {id_key(object_id): value for object_id, value in zip(label_ids[keep].tolist(), values[keep])}
+    rows = np.array([i for i, object_id in enumerate(ids.tolist()) if id_key(object_id) in label_of], dtype=np.int64)
     print(
         f"{len(ids)} embeddings, {len(label_ids)} labels: {len(rows)} objects with both "
         f"({len(ids) - len(rows)} embeddings without a usable label are not used)"
@@ -61,7 +72,7 @@ def _probe(args: argparse.Namespace) -> int:
             "split needs at least 10"
         )
     X = vectors[rows]
-    y = np.array([label_of[i] for i in ids[rows].tolist()])
+    y = np.array([label_of[id_key(i)] for i in ids[rows].tolist()])
     train_rows, test_rows = train_test_split(
         len(rows), args.test_fraction, y if task == "classification" else None, args.seed
     )
@@ -95,7 +106,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Adds ``search`` (neighbours of objects by id) and ``probe`` (fit and score a head on labelled embeddings)."""
     search = commands.add_parser("search", help="nearest neighbours (cosine) of objects in embedding Parquet files")
     search.add_argument("embeddings", help="Parquet file or directory (e.g. the output of `aion-fast demo`)")
-    search.add_argument("--query", type=int, nargs="+", required=True, metavar="OBJECT_ID", help="query object id(s)")
+    search.add_argument("--query", nargs="+", required=True, metavar="OBJECT_ID", help="query object id(s)")
     search.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
     search.add_argument(
         "--kind",
@@ -109,7 +120,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     probe = commands.add_parser("probe", help="train a probe on embeddings and report held-out R² or accuracy")
     probe.add_argument("embeddings", help="Parquet file or directory of embeddings")
-    probe.add_argument("--labels", required=True, help="Parquet or CSV file with an id column and the target")
+    probe.add_argument(
+        "--labels", required=True, help="Parquet, CSV or HDF5 (e.g. an MMU file) with an id column and the target"
+    )
     probe.add_argument("--target", required=True, help="label column to predict")
     probe.add_argument("--id-column", default="object_id", help="id column of the label file (default object_id)")
     probe.add_argument("--head", choices=["linear", "mlp"], default="mlp", help="probe head (default mlp)")

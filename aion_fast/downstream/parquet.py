@@ -1,8 +1,10 @@
 """Streaming reader for embedding Parquet files (the demo's and the survey encoding job's output).
 
-Schema read: ``object_id`` (int64) and ``embedding`` (``fixed_size_list<float32|float16>``, or a list of one length
-per row); other columns are ignored. A directory is searched recursively for ``*.parquet``; the encoding job's
-``errors.parquet`` (failed objects, no embeddings) and ``manifest.json`` are not embeddings and are skipped.
+Schema read: ``object_id`` (integers, or strings such as the survey encoding job writes) and ``embedding``
+(``fixed_size_list<float32|float16>``, or a list of one length per row); other columns are ignored. A directory
+is searched recursively for ``*.parquet``; the encoding job's ``errors.parquet`` (failed objects, no embeddings),
+``manifest.json`` and its bookkeeping folders (names starting with ``_`` or ``.``, e.g. ``_parts/`` with per-shard
+error ledgers) hold no embeddings and are skipped.
 Files are read one record batch at a time, so memory holds the output array plus one batch.
 """
 
@@ -13,10 +15,28 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["embedding_files", "iter_embedding_batches", "read_embeddings"]
+__all__ = ["embedding_files", "id_array", "id_key", "iter_embedding_batches", "read_embeddings"]
 
 #: File names in an encoding output directory that hold no embeddings.
 NON_EMBEDDING_FILES = frozenset({"errors.parquet"})
+
+
+def id_key(value) -> str:
+    """The lookup key of one object id: ids compare as text, so ``39633300968442591``, ``"39633300968442591"`` and
+    ``b"39633300968442591"`` (HDF5 bytes) name the same object across Parquet, CSV and MMU HDF5 files."""
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode()
+    if isinstance(value, np.integer | int):
+        return str(int(value))
+    return str(value)
+
+
+def id_array(values) -> np.ndarray:
+    """Object ids as a numpy array: int64 when every id is an integer type, else ``str`` (bytes decoded)."""
+    array = np.asarray(values)
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.int64, copy=False)
+    return np.array([id_key(v) for v in array.tolist()], dtype=str)
 
 
 def embedding_files(path: str | Path) -> list[Path]:
@@ -26,7 +46,13 @@ def embedding_files(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise ValueError(f"embeddings path {str(path)!r} does not exist; pass a Parquet file or a directory of them")
-    files = sorted(p for p in path.rglob("*.parquet") if p.name not in NON_EMBEDDING_FILES)
+    files = sorted(
+        p
+        for p in path.rglob("*.parquet")
+        if p.name not in NON_EMBEDDING_FILES
+        and not p.name.endswith(".errors.parquet")
+        and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts[:-1])
+    )
     if not files:
         raise ValueError(f"no *.parquet embedding files under {str(path)!r} (errors.parquet is not one)")
     return files
@@ -76,7 +102,9 @@ def _batch_vectors(file: Path, column: str, array, first_row: int) -> np.ndarray
 def iter_embedding_batches(
     path: str | Path, column: str = "embedding", id_column: str = "object_id", batch_rows: int = 65_536
 ) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-    """Yields ``(file, ids (n,) int64, vectors (n, D) float32)`` one record batch at a time, files in path order."""
+    """Yields ``(file, ids (n,), vectors (n, D) float32)`` one record batch at a time, files in path order.
+
+    ids are int64 for integer id columns and ``str`` otherwise (see :func:`id_array`)."""
     import pyarrow.parquet as pq
 
     for file in embedding_files(path):
@@ -86,7 +114,7 @@ def iter_embedding_batches(
             ids_array = batch.column(id_column)
             if ids_array.null_count:
                 raise ValueError(f"{file}: {id_column!r} has nulls near row {row}; every row needs an id")
-            ids = ids_array.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            ids = id_array(ids_array.to_numpy(zero_copy_only=False))
             yield file, ids, _batch_vectors(file, column, batch.column(column), row)
             row += batch.num_rows
 
@@ -109,7 +137,8 @@ def read_embeddings(
         batch_rows: Rows per record batch read.
 
     Returns:
-        ``ids (N,) int64`` and ``vectors (N, D) float32`` (``out`` when given).
+        ``ids (N,)`` (int64, or ``str`` when any file has non-integer ids) and ``vectors (N, D) float32``
+        (``out`` when given).
 
     Raises:
         ValueError: Missing columns, null or ragged embeddings, or files whose embedding widths differ.
@@ -120,7 +149,7 @@ def read_embeddings(
     widths = {width for _, width in shapes.values() if width >= 0}
     if len(widths) > 1:
         raise ValueError(f"embedding widths differ between files: { {str(f): w for f, (_, w) in shapes.items()} }")
-    ids = np.empty(total, dtype=np.int64)
+    id_batches: list[np.ndarray] = []
     vectors = out
     start = 0
     for file, batch_ids, batch_vectors in iter_embedding_batches(path, column, id_column, batch_rows):
@@ -132,9 +161,11 @@ def read_embeddings(
                 f"{vectors.shape} for {total} rows (all files must have one width)"
             )
         stop = start + len(batch_ids)
-        ids[start:stop] = batch_ids
+        id_batches.append(batch_ids)
         vectors[start:stop] = batch_vectors
         start = stop
     if vectors is None:
         raise ValueError(f"the embedding files under {str(path)!r} hold no rows")
-    return ids, vectors
+    if len({batch.dtype.kind for batch in id_batches}) > 1:  # integer ids in some files, text in others
+        id_batches = [id_array([id_key(v) for v in batch.tolist()]) for batch in id_batches]
+    return np.concatenate(id_batches), vectors

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from aion_fast.downstream.metrics import recall_at_k
-from aion_fast.downstream.parquet import embedding_files, read_embeddings
+from aion_fast.downstream.parquet import embedding_files, id_key, read_embeddings
+from aion_fast.downstream.parquet import id_array as as_id_array
 
 __all__ = ["EmbeddingIndex", "normalize_rows"]
 
@@ -145,7 +146,7 @@ class EmbeddingIndex:
         self._approximate = approximate
         self.recall: float | None = None
         self.search_breadth: int | None = None
-        self._row_of_id: dict[int, int] | None = None
+        self._row_of_id: dict[str, int] | None = None
 
     # ------------------------------------------------------------------------------------------------------------
     # Construction
@@ -232,11 +233,11 @@ class EmbeddingIndex:
         if isinstance(ids, torch.Tensor):
             ids = ids.detach().cpu().numpy()
         id_array = np.asarray(ids)
-        if id_array.shape != (rows,) or not np.issubdtype(id_array.dtype, np.integer):
+        if id_array.shape != (rows,) or not (np.issubdtype(id_array.dtype, np.integer) or id_array.dtype.kind in "USO"):
             raise ValueError(
-                f"ids must be ({rows},) integers (one per vector row), got {id_array.dtype} {id_array.shape}"
+                f"ids must be ({rows},) integers or strings (one per vector row), got {id_array.dtype} {id_array.shape}"
             )
-        return id_array.astype(np.int64, copy=True)
+        return as_id_array(id_array).copy()
 
     @classmethod
     def _build(
@@ -361,15 +362,15 @@ class EmbeddingIndex:
         """
         if self._row_of_id is None:
             unique, first, counts = np.unique(self.ids, return_index=True, return_counts=True)
-            self._row_of_id = {int(i): int(r) if c == 1 else -1 for i, r, c in zip(unique, first, counts)}
-        wanted = np.atleast_1d(np.asarray(object_ids)).astype(np.int64)
-        missing = [int(i) for i in wanted if int(i) not in self._row_of_id]
+            self._row_of_id = {id_key(i): int(r) if c == 1 else -1 for i, r, c in zip(unique, first, counts)}
+        wanted = [id_key(i) for i in np.atleast_1d(np.asarray(object_ids)).tolist()]
+        missing = [i for i in wanted if i not in self._row_of_id]
         if missing:
             raise ValueError(f"object ids {missing[:10]} are not in this index of {len(self)} rows; check --query")
-        duplicated = [int(i) for i in wanted if self._row_of_id[int(i)] < 0]
+        duplicated = [i for i in wanted if self._row_of_id[i] < 0]
         if duplicated:
             raise ValueError(f"object ids {duplicated[:10]} occur in several rows of the index; deduplicate the files")
-        return np.array([self._row_of_id[int(i)] for i in wanted], dtype=np.int64)
+        return np.array([self._row_of_id[i] for i in wanted], dtype=np.int64)
 
     def search_ids(
         self, object_ids: Any, k: int = 10, exclude_self: bool = True, exact: bool = False

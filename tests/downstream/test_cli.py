@@ -98,3 +98,36 @@ def test_plot_helpers_write_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     path = plot_predictions(np.array([1.0, 2.0, 3.0]), np.array([1.1, 1.9, 3.2]), tmp_path / "p.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_end_to_end_on_the_bundled_sample(tmp_path, capsys):
+    """encode the bundled MMU sample, then probe a Gaia scalar and search neighbours, all through the CLI."""
+    from pathlib import Path
+
+    import h5py
+
+    from aion_fast.cli import main
+    from aion_fast.demo import build_untrained_checkpoint
+
+    sample = Path(__file__).resolve().parents[2] / "aion_fast" / "data" / "sample" / "mmu"
+    gaia = sample / "gaia" / "healpix=0" / "001-of-001.hdf5"
+    inputs = [str(p) for p in sorted(sample.glob("*/healpix=*/001-of-001.hdf5"))]
+    checkpoint = build_untrained_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "embeddings"
+    assert main(["encode", *inputs, "--model", str(checkpoint), "--output", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+
+    assert main(["probe", str(out), "--labels", str(gaia), "--target", "parallax", "--head", "linear"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(printed[printed.index("{") :])
+    assert result["task"] == "regression" and result["test"] >= 3 and np.isfinite(result["r2_test"])
+
+    with h5py.File(gaia, "r") as handle:
+        query = int(handle["object_id"][0])
+    assert main(["search", str(out), "--query", str(query), "--k", "5"]) == 0  # an integer id
+    assert main(["search", str(out), "--query", "ls-synthetic-0003", "--k", "2"]) == 0  # a string id, same index
+    printed = capsys.readouterr().out
+    assert "ls-synthetic-0003\t2\t" in printed
+    lines = [line.split("\t") for line in printed.splitlines() if line.startswith(f"{query}\t")]
+    assert [int(rank) for _, rank, _, _ in lines] == [1, 2, 3, 4, 5]
+    assert str(query) not in [object_id for _, _, object_id, _ in lines]
