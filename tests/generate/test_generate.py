@@ -127,3 +127,25 @@ def test_generate_stays_callable_after_the_subpackage_is_imported():
     assert callable(aion_fast.generate)
     with pytest.raises(ValueError, match="modality class"):
         aion_fast.generate(None, None, inputs=[], target="tok_z")
+
+
+def test_spectral_super_resolution_from_gaia_xp(tmp_path):
+    """Gaia XP coefficients -> DESI spectra on a requested wavelength grid (the issue's second example)."""
+    import aion_fast
+    from aion_fast import modalities as m
+    from aion_fast.demo import build_untrained_checkpoint
+
+    checkpoint = build_untrained_checkpoint(tmp_path / "ckpt")  # has XP inputs, a spectrum target and its codec
+    model = aion_fast.AION.from_pretrained(checkpoint)
+    codecs = aion_fast.CodecManager(repo=checkpoint)
+    g = torch.Generator().manual_seed(0)
+    bp = m.GaiaXpBp(value=torch.randn(2, 55, generator=g) * 100)
+    rp = m.GaiaXpRp(value=torch.randn(2, 55, generator=g) * 100)
+    desi_grid = 3600 + 0.8 * torch.arange(7781.0)
+    kwargs = dict(inputs=[bp, rp], target=m.DESISpectrum, num_samples=3, seed=0, wavelength=desi_grid, max_steps=6)
+    spectra = aion_fast.generate(model, codecs, **kwargs)
+    assert isinstance(spectra, m.DESISpectrum)
+    assert spectra.flux.shape == spectra.wavelength.shape == (2, 3, 7781)
+    assert torch.isfinite(spectra.flux).all()
+    assert torch.equal(spectra.flux, aion_fast.generate(model, codecs, **kwargs).flux)  # same seed, same draws
+    assert not torch.equal(spectra.flux[:, 0], spectra.flux[:, 1])  # the draws differ from each other
