@@ -30,6 +30,11 @@ TORCH_PIN="torch==2.13.0"
 BUILD_REQUIRES=("scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" "ninja")
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+# This workplace keeps the torch==2.13.0 CPU wheel in /opt/wheels (its pip config points there); keep finding it
+# when that config is not read (e.g. another HOME), instead of downloading the multi-GB CUDA build from PyPI.
+if [ -d /opt/wheels ] && [ -z "${PIP_FIND_LINKS:-}" ]; then
+  export PIP_FIND_LINKS=/opt/wheels
+fi
 
 run() {
   echo "+ $*" >&2
