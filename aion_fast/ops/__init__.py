@@ -13,8 +13,9 @@ namespace (so ``torch.compile`` traces them), and the public dispatching functio
   interpolation onto the latent grid and arcsinh).
 * :mod:`aion_fast.ops.roar`: :func:`roar_step` (fused ROAR sampling step, Philox4x32-10 random numbers).
 
-All ops compute in float32 whatever the autocast state, return int32 indices, accept non-contiguous inputs and never
-modify their arguments.
+All ops compute in float32 whatever the autocast state and accept non-contiguous inputs. The quantizer ops return
+int32 indices and never modify their arguments; ``roar_step`` updates the generation loop's state tensors (tokens and
+masks) in place, as documented there, and returns int64 positions.
 """
 
 from __future__ import annotations
