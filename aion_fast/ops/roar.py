@@ -275,8 +275,53 @@ def _cpp_reasons(logits: torch.Tensor, *_: object) -> list[str]:
     return []
 
 
+def _run_ext_impl(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, step, next_step,
+                  next_count, temperature, top_k, top_p) -> torch.Tensor:  # fmt: skip
+    kernel = _cuda_roar_step if logits.device.type == "cuda" else _cpp_roar_step
+    return kernel(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed % 2**64, step,
+                  next_step, next_count, temperature, top_k, top_p)  # fmt: skip
+
+
+# Registered so torch.compile can trace a generation step; eager calls skip the registration (its first call imports
+# torch._dynamo, ~2 s), as in aion_fast/ops/fsq.py. The schema's ints are int64: seeds >= 2^63 travel as their
+# two's-complement value and are taken modulo 2^64 again inside.
+@torch.library.custom_op(
+    "aion_fast::roar_step_ext", mutates_args=("tokens", "input_mask", "target_mask"), device_types=("cpu", "cuda")
+)
+def _roar_step_ext(
+    logits: torch.Tensor,
+    positions: torch.Tensor,
+    tokens: torch.Tensor,
+    input_mask: torch.Tensor,
+    target_mask: torch.Tensor,
+    object_ids: torch.Tensor,
+    sample_ids: torch.Tensor,
+    seed: int,
+    step: int,
+    next_step: int,
+    next_count: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> torch.Tensor:
+    return _run_ext_impl(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, step,
+                         next_step, next_count, temperature, top_k, top_p)  # fmt: skip
+
+
+@_roar_step_ext.register_fake
+def _(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, step, next_step, next_count,
+      temperature, top_k, top_p) -> torch.Tensor:  # fmt: skip
+    return positions.new_empty((positions.shape[0], next_count))
+
+
 def _run_cpp(logits: torch.Tensor, *args: object) -> torch.Tensor:
-    return (_cuda_roar_step if logits.device.type == "cuda" else _cpp_roar_step)(logits, *args)
+    if torch.compiler.is_compiling():
+        positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, *rest = args
+        signed_seed = seed - 2**64 if seed >= 2**63 else seed
+        return _roar_step_ext(
+            logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, signed_seed, *rest
+        )
+    return _run_ext_impl(logits, *args)
 
 
 _STEP_BACKENDS = (
@@ -372,22 +417,23 @@ def roar_step(
         raise ValueError(f"roar_step: top_k={top_k!r} must be an integer >= 0 (0 = off)")
     if not 0.0 <= top_p <= 1.0:
         raise ValueError(f"roar_step: top_p={top_p} must lie in [0, 1] (0 = off)")
-    if sample_ids.numel() and (int(sample_ids.min()) < 0 or int(sample_ids.max()) >= 2**32):
-        raise ValueError("roar_step: sample_ids must lie in [0, 2^32)")
-    if slots:
-        if int(positions.min()) < 0 or int(positions.max()) >= length:
-            raise ValueError(f"roar_step: positions must lie in [0, L = {length})")
-        sorted_positions = positions.sort(dim=-1).values
-        if bool((sorted_positions[:, 1:] == sorted_positions[:, :-1]).any()) or bool(
-            target_mask.gather(1, positions).any()
-        ):
-            raise ValueError("roar_step: positions must be distinct and still unknown (target_mask False) per row")
-    unknown_after = length - slots - int(target_mask.sum(dim=-1).max()) if rows else 0
-    if next_count < 0 or (rows and next_count > unknown_after):
-        raise ValueError(
-            f"roar_step: next_count={next_count} must lie in [0, {unknown_after}] (positions still unknown after "
-            "this step)"
-        )
+    if not torch.compiler.is_compiling():  # value checks read tensor data: eager only (compiled code traces)
+        if sample_ids.numel() and (int(sample_ids.min()) < 0 or int(sample_ids.max()) >= 2**32):
+            raise ValueError("roar_step: sample_ids must lie in [0, 2^32)")
+        if slots:
+            if int(positions.min()) < 0 or int(positions.max()) >= length:
+                raise ValueError(f"roar_step: positions must lie in [0, L = {length})")
+            sorted_positions = positions.sort(dim=-1).values
+            if bool((sorted_positions[:, 1:] == sorted_positions[:, :-1]).any()) or bool(
+                target_mask.gather(1, positions).any()
+            ):
+                raise ValueError("roar_step: positions must be distinct and still unknown (target_mask False) per row")
+        unknown_after = length - slots - int(target_mask.sum(dim=-1).max()) if rows else 0
+        if next_count < 0 or (rows and next_count > unknown_after):
+            raise ValueError(
+                f"roar_step: next_count={next_count} must lie in [0, {unknown_after}] (positions still unknown after "
+                "this step)"
+            )
     backend = _backend.select("roar_step", _STEP_BACKENDS, logits)
     return backend.run(
         logits.detach(), positions, tokens, input_mask, target_mask, object_ids, sample_ids, int(seed), step,

@@ -205,3 +205,28 @@ def test_cuda_matches_cpu_bit_for_bit():
         gpu_next = roar_step(logits.cuda(), positions.cuda(), *gpu_state, object_ids.cuda(), sample_ids.cuda(), **args)
         for a, b in zip((*cpu_state, cpu_next), (*gpu_state, gpu_next)):
             assert torch.equal(a, b.cpu())
+
+
+@pytest.mark.skipif(NO_CPP_ROAR, reason="aion_fast._C lacks the ROAR op")
+def test_registered_op_traces_under_torch_compile_and_matches_torch():
+    """The C++ step is a torch.library custom op: a compiled step (seed >= 2^63 included) equals the reference."""
+    rows, slots, vocab, length, next_count = 6, 3, 17, 11, 4
+    logits, positions, object_ids, sample_ids = _random_step_inputs(rows, slots, vocab, length, seed=5)
+    seed = 2**63 + 99
+
+    def step(state):
+        return roar_step(logits, positions, *state, object_ids, sample_ids, seed=seed, step=2, next_step=3,
+                         next_count=next_count, temperature=0.8, top_k=6, top_p=0.9)  # fmt: skip
+
+    compiled_state, eager_state = _state(rows, length), _state(rows, length)
+    compiled_next = torch.compile(step, backend="aot_eager", fullgraph=True)(compiled_state)
+    eager_next = torch_roar_step(logits, positions, *eager_state, object_ids, sample_ids, seed, 2, 3, next_count,
+                                 0.8, 6, 0.9)  # fmt: skip
+    assert torch.equal(compiled_next, eager_next)
+    for ours, ref in zip(compiled_state, eager_state):
+        assert torch.equal(ours, ref)
+    torch.library.opcheck(
+        torch.ops.aion_fast.roar_step_ext.default,
+        (logits, positions, *_state(rows, length), object_ids, sample_ids, 99, 2, 3, next_count, 0.8, 6, 0.9),
+        test_utils=("test_schema", "test_faketensor"),
+    )
