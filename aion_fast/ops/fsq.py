@@ -49,7 +49,14 @@ import torch
 from aion_fast import _backend
 from aion_fast._backend import Backend
 
-__all__ = ["fsq_decode", "fsq_encode", "torch_fsq_decode", "torch_fsq_encode", "torch_fsq_encode_from_tanh"]
+__all__ = [
+    "fsq_decode",
+    "fsq_encode",
+    "torch_fsq_bound",
+    "torch_fsq_decode",
+    "torch_fsq_encode",
+    "torch_fsq_encode_from_tanh",
+]
 
 LevelsLike = Sequence[int] | torch.Tensor
 
@@ -114,6 +121,21 @@ def torch_fsq_encode_from_tanh(tanh_z: torch.Tensor, levels: LevelsLike, eps: fl
     normalized = bounded.round() / c.half_width
     digits = normalized * c.half_width + c.half_width
     return (digits * c.basis.to(digits.dtype)).sum(dim=-1).to(torch.int32)
+
+
+def torch_fsq_bound(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3) -> torch.Tensor:
+    """The bounded latents :math:`b_d = \\tanh(z_d + s_d)\\, a_d - o_d` before rounding (differentiable in ``z``).
+
+    Args:
+        z: (..., D) latents, channels last; cast to float32.
+        levels: the D level counts.
+        eps: bound widening :math:`\\epsilon`.
+
+    Returns:
+        (..., D) float32; the quantizer's straight-through ``quantize`` rounds these.
+    """
+    c = _constants(_as_levels(levels), float(eps)).to(z.device)
+    return torch.tanh(z.float() + c.shift) * c.half_l - c.offset
 
 
 def torch_fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3) -> torch.Tensor:

@@ -90,18 +90,11 @@ class FiniteScalarQuantizer(Quantizer):
             raise ValueError(f"FSQ indices must lie in [0, {self.codebook_size}), got [{codes.min()}, {codes.max()}].")
         return _channels_back(fsq_ops.fsq_decode(codes, self._levels), channel_first)
 
-    def _bound(self, z: torch.Tensor) -> torch.Tensor:
-        levels = self.levels.to(torch.float32)
-        half = (levels - 1) * (1 + self.eps) / 2
-        offset = torch.where(self.levels % 2 == 1, 0.0, 0.5)
-        shift = torch.atanh(offset / half)
-        return torch.tanh(z + shift) * half - offset
-
     def quantize(self, z: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
         """Quantized latents with straight-through gradients, same shape as ``z``, float32."""
         self._check_channels(z, channel_first)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            bounded = self._bound(_channels_last(z, channel_first).float())
+            bounded = fsq_ops.torch_fsq_bound(_channels_last(z, channel_first), self._levels, self.eps)
             rounded = bounded + (torch.round(bounded) - bounded).detach()
             normalized = rounded / (self.levels // 2).to(torch.float32)
         return _channels_back(normalized, channel_first)
