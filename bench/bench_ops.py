@@ -1,4 +1,4 @@
-"""Op throughput in one run: the reference ``aion`` op vs aion_fast's PyTorch path vs its C++ path (CPU).
+"""Preprocessing op throughput in one run: the reference ``aion`` op vs aion_fast's PyTorch path vs its C++ path (CPU).
 
 Each group times the same inputs three ways: ``reference`` (the reference package's own code for that step),
 ``torch`` (``AION_FAST_BACKEND=torch``, the fp32 PyTorch reference of aion_fast) and ``cpp`` (``aion_fast._C``).
@@ -13,29 +13,15 @@ import shapes
 import torch
 from aion.codecs.modules.spectrum import LatentSpectralGrid as RefLatentGrid
 from aion.codecs.preprocessing.image import Clamp, RescaleToLegacySurvey
-from aion.codecs.quantizers import FiniteScalarQuantizer as RefFSQ
-from aion.codecs.quantizers import LucidrainsLFQ as RefLFQ
 from conftest import run_timed
 
-from aion_fast import _backend
 from aion_fast.codecs.preprocessing import band_indices, center_crop, zeropoint_scale
 from aion_fast.codecs.spectral_grid import latent_wavelength
 from aion_fast.modalities import BAND_CLAMP_MAX
-from aion_fast.ops import fsq_encode, image_preprocess, lfq_encode, spectrum_to_latent
+from aion_fast.ops import image_preprocess, spectrum_to_latent
 
-IMPLS = ["reference", "torch", "cpp"]
+IMPLS = ["reference", "torch", "cpp"]  # impl_env (bench/conftest.py) forces the aion_fast backend
 CPU_BATCH = 64  # ops are cheap: larger than the codec benchmarks' 8, still a realistic encode batch
-
-
-@pytest.fixture
-def impl_env(request, monkeypatch, bench_device):
-    """Forces the aion_fast backend of this run; skips the cpp run without the extension or on CUDA."""
-    impl = request.param
-    if impl == "cpp" and (bench_device != "cpu" or _backend.load_extension() is None):
-        pytest.skip("the C++ backend runs CPU tensors with aion_fast._C built")
-    if impl != "reference":
-        monkeypatch.setenv(_backend.ENV_VAR, impl)
-    return impl
 
 
 def _reference_image_preprocess(flux: torch.Tensor, bands: list[str], survey: str) -> torch.Tensor:
@@ -95,35 +81,3 @@ def test_spectrum_to_latent(benchmark, record, bench_device, impl_env, pixels):
         fn = lambda: spectrum_to_latent(s["flux"], s["ivar"], s["wavelength"], scale, grid)  # noqa: E731
         assert torch.equal(fn(), reference())
     run_timed(benchmark, fn, bench_device, rounds=10)
-
-
-@pytest.mark.parametrize("impl_env", IMPLS, indirect=True)
-def test_fsq_encode(benchmark, record, bench_device, impl_env):
-    batch = CPU_BATCH if bench_device == "cpu" else shapes.BATCH[bench_device]
-    z = torch.randn(batch, len(shapes.FSQ_LEVELS), shapes.IMAGE_TOKENS, device=bench_device) * 2
-    benchmark.group = f"fsq_encode B={batch} x {shapes.IMAGE_TOKENS} tokens, levels {shapes.FSQ_LEVELS}"
-    record(impl_env, batch * shapes.IMAGE_TOKENS, unit="tokens")
-    ref = RefFSQ(shapes.FSQ_LEVELS).to(bench_device)
-    if impl_env == "reference":
-        fn = lambda: ref.encode(z)  # noqa: E731
-    else:
-        fn = lambda: fsq_encode(z.movedim(1, -1), shapes.FSQ_LEVELS)  # noqa: E731
-        assert torch.equal(fn(), ref.encode(z))
-    run_timed(benchmark, fn, bench_device, rounds=20)
-
-
-@pytest.mark.parametrize("impl_env", IMPLS, indirect=True)
-def test_lfq_encode(benchmark, record, bench_device, impl_env):
-    batch = CPU_BATCH if bench_device == "cpu" else shapes.BATCH[bench_device]
-    tokens = shapes.SPECTRUM_TOKENS - 1
-    z = torch.randn(batch, shapes.LFQ_DIM, tokens, device=bench_device)
-    benchmark.group = f"lfq_encode B={batch} x {tokens} tokens, dim {shapes.LFQ_DIM}"
-    record(impl_env, batch * tokens, unit="tokens")
-    ref = RefLFQ(dim=shapes.LFQ_DIM, codebook_size=2**shapes.LFQ_DIM).to(bench_device).eval()
-    if impl_env == "reference":
-        fn = lambda: ref.encode(z)  # noqa: E731
-    else:
-        fn = lambda: lfq_encode(z.movedim(1, -1))  # noqa: E731
-        assert torch.equal(fn().long(), ref.encode(z).long())
-    with torch.inference_mode():
-        run_timed(benchmark, fn, bench_device, rounds=20)

@@ -15,6 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
+from aion_fast import _backend
+
 
 def _commit() -> str:
     try:
@@ -82,3 +84,14 @@ def run_timed(benchmark, fn, device: str, rounds: int = 3, warmup_rounds: int = 
         return out
 
     return benchmark.pedantic(target, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+
+
+@pytest.fixture
+def impl_env(request, monkeypatch, bench_device):
+    """Forces the aion_fast backend of this run; skips the cpp run without the extension or on CUDA."""
+    impl = request.param
+    if impl == "cpp" and (bench_device != "cpu" or _backend.load_extension() is None):
+        pytest.skip("the C++ backend runs CPU tensors with aion_fast._C built")
+    if impl != "reference":
+        monkeypatch.setenv(_backend.ENV_VAR, impl)
+    return impl

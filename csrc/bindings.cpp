@@ -13,7 +13,7 @@ void check_cpu_support();
 }
 
 // Bumped whenever a signature below changes; aion_fast/_backend.py refuses a stale build with another number.
-constexpr int kApiVersion = 3;
+constexpr int kApiVersion = 4;
 
 PYBIND11_MODULE(_C, m) {
   aion_fast::check_cpu_support();
