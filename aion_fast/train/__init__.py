@@ -1,0 +1,1 @@
+"""Training: token shards and masking, the multimodal transformer trainer, and codec (tokenizer) training."""
