@@ -1,0 +1,317 @@
+"""Codec (tokenizer) training: losses by hand, training on the bundled MMU sample, hub-layout output, scalar CDF fits,
+and the errors on bad inputs. Tiny codec configurations keep the whole file to a few tens of seconds on 2 cores."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from aion_fast import modalities as m
+from aion_fast.codecs import CodecManager
+from aion_fast.codecs.image import ImageCodec
+from aion_fast.codecs.spectrum import SpectrumCodec
+from aion_fast.data.mmu import MMUFile
+from aion_fast.train import codec_training as ct
+
+SAMPLE = ct.sample_files()
+#: A small image codec: 3 FSQ channels of 5 levels (125 codes), 576 tokens, width 16, 8 projection channels.
+TINY_IMAGE = {"quantizer_levels": [5, 5, 5], "embedding_dim": 3, "hidden_dims": 16, "multisurvey_projection_dims": 8,
+              "num_consecutive": 1}  # fmt: skip
+#: A small spectrum codec: 2 ConvNeXt stages on a 1088-point grid (3500-10457 Å at 6.4 Å), 136 LFQ tokens, mask head.
+TINY_SPECTRUM = {"encoder_depths": [1, 1], "encoder_dims": [8, 16], "decoder_depths": [1, 1], "decoder_dims": [8, 2],
+                 "latent_channels": 16, "embedding_dim": 10, "dim": 10, "resolution": 6.4,
+                 "num_pixels": 1088}  # fmt: skip
+
+
+def _image_batch(rows: int = 4) -> ct.ImageBatch:
+    with MMUFile(SAMPLE["legacysurvey"]) as source:
+        (batch,) = ct._collate_images(ct._read_image_records(source, 0, rows))
+    return batch
+
+
+def _spectrum_batch() -> m.Spectrum:
+    with MMUFile(SAMPLE["desi"]) as source:
+        (batch,) = ct._collate_spectra(ct._read_spectrum_records(source, 0, source.num_rows))
+    return batch
+
+
+@pytest.fixture(scope="module")
+def trained_image():
+    config = ct.TrainingConfig(steps=6, batch_size=2, learning_rate=3e-3, warmup_steps=2)
+    return ct.train_image_codec([SAMPLE["legacysurvey"]], TINY_IMAGE, config)
+
+
+@pytest.fixture(scope="module")
+def trained_spectrum():
+    config = ct.TrainingConfig(steps=15, batch_size=3, learning_rate=3e-3, warmup_steps=2)
+    return ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
+
+
+# ------------------------------------------------------------------------------------------------------------ losses
+
+
+def test_gaussian_nll_equals_hand_computation_and_ignores_masked_pixels():
+    prediction = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    target = torch.tensor([[1.5, 0.0], [float("nan"), 4.0]])  # the NaN sits at a masked pixel
+    ivar = torch.tensor([[4.0, 0.25], [9.0, 100.0]])
+    valid = torch.tensor([[True, True], [False, True]])
+    # 0.5 * 4 * 0.5^2 + 0.5 * 0.25 * 2^2 + (masked) + 0.5 * 100 * 0^2 = 0.5 + 0.5 + 0 = 1.0 over 3 valid pixels
+    total = ct.gaussian_nll(prediction, target, ivar, valid, reduction="sum")
+    mean = ct.gaussian_nll(prediction, target, ivar, valid)
+    assert total.item() == pytest.approx(1.0, rel=1e-7)
+    assert mean.item() == pytest.approx(1.0 / 3.0, rel=1e-7)
+    mean.backward()
+    # d/dy 0.5 v (t - y)^2 / 3 = -v (t - y) / 3; zero (and finite) at the masked pixel
+    expected = torch.tensor([[-4.0 * 0.5 / 3, -0.25 * -2.0 / 3], [0.0, 0.0]])
+    torch.testing.assert_close(prediction.grad, expected)
+    # inverse-variance weighting: doubling ivar doubles the loss
+    assert ct.gaussian_nll(prediction, target, 2 * ivar, valid).item() == pytest.approx(2.0 / 3.0, rel=1e-7)
+
+
+def test_mask_bce_equals_hand_computation():
+    logits = torch.tensor([0.0, 2.0, -1.0, 3.0])
+    bad = torch.tensor([True, False, False, True])
+    valid = torch.tensor([True, True, False, True])
+    terms = [math.log(2.0), math.log(1.0 + math.exp(2.0)), math.log(1.0 + math.exp(-1.0)), math.log(1 + math.exp(-3.0))]
+    assert ct.mask_bce(logits, bad).item() == pytest.approx(sum(terms) / 4, rel=1e-6)
+    assert ct.mask_bce(logits, bad, valid).item() == pytest.approx((terms[0] + terms[1] + terms[3]) / 3, rel=1e-6)
+
+
+def test_image_training_loss_is_the_weighted_nll_of_the_codec_reconstruction():
+    """The training forward (own differentiable path, straight-through FSQ) scores the reconstruction the inference
+    path decode(encode(x)) returns, against the clipped cut-out, weighted by ivar over good pixels only."""
+    codec = ImageCodec(**TINY_IMAGE)
+    batch = _image_batch()
+    good = batch.good.clone()
+    good[:, 1, 40:60, 30:70] = False  # masked pixels keep their (non-zero) ivar: only the mask excludes them
+    batch = ct.ImageBatch(batch.flux, batch.ivar, good, batch.bands)
+    assert bool((batch.ivar[~good] > 0).all())
+    with torch.no_grad():
+        terms = ct.image_codec_losses(codec, [batch])
+        doubled = ct.image_codec_losses(codec, [ct.ImageBatch(batch.flux, 2 * batch.ivar, batch.good, batch.bands)])
+    image = m.LegacySurveyImage(flux=batch.flux, bands=batch.bands)
+    reconstruction = codec.decode(codec.encode(image), bands=batch.bands).flux
+    bounds = torch.tensor([m.BAND_CLAMP_MAX[b] for b in batch.bands]).view(-1, 1, 1)
+    residual = torch.clamp(batch.flux, -bounds, bounds) - reconstruction
+    expected = (0.5 * batch.ivar * residual**2)[batch.good].sum() / batch.good.sum()
+    assert terms["nll"].item() == pytest.approx(expected.item(), rel=1e-4)
+    assert doubled["nll"].item() == pytest.approx(2 * terms["nll"].item(), rel=1e-6)
+
+
+def test_spectrum_flux_nll_is_scored_on_native_wavelengths_like_decode():
+    torch.manual_seed(0)
+    codec = SpectrumCodec(**TINY_SPECTRUM)
+    spectrum = _spectrum_batch()
+    with torch.no_grad():
+        terms = ct.spectrum_codec_losses(codec, [spectrum])
+    decoded = codec.decode(codec.encode(spectrum), wavelength=spectrum.wavelength)
+    grid = codec.latent_grid.wavelength
+    good = ~spectrum.mask & (spectrum.wavelength >= grid[0]) & (spectrum.wavelength <= grid[-1])
+    expected = (0.5 * spectrum.ivar * (spectrum.flux - decoded.flux) ** 2)[good].sum() / good.sum()
+    assert terms["flux_nll"].item() == pytest.approx(expected.item(), rel=1e-4)
+    assert terms["mask_bce"].item() > 0 and terms["commitment"].item() > 0
+    quantizer = codec.quantizer.losses(codec._encode(spectrum), channel_first=True)
+    assert terms["quantizer_loss"].item() == pytest.approx(quantizer["loss"].item(), rel=1e-4, abs=1e-6)
+    total = terms["flux_nll"] + terms["mask_bce"] + terms["quantizer_loss"]
+    assert terms["loss"].item() == pytest.approx(total.item(), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------- training
+
+
+def test_image_codec_training_decreases_the_loss(trained_image):
+    codec, history = trained_image
+    losses = [record["nll"] for record in history]
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-2:]) < 0.5 * np.mean(losses[:2]), losses
+    assert not codec.training
+
+
+def test_spectrum_codec_training_decreases_the_loss(trained_spectrum):
+    _, history = trained_spectrum
+    losses = [record["loss"] for record in history]
+    assert np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3]), losses
+    assert history[0]["lr"] < history[1]["lr"]  # warm-up
+
+
+def test_learning_rate_schedule_warms_up_then_follows_a_cosine():
+    config = ct.TrainingConfig(steps=10, warmup_steps=2, min_lr_ratio=0.1)
+    factors = [ct.learning_rate_factor(step, config) for step in range(10)]
+    assert factors[:2] == [0.5, 1.0]
+    assert factors[2] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(factors[2:], factors[3:]))
+    assert ct.learning_rate_factor(10, config) == pytest.approx(0.1)
+    assert ct.learning_rate_factor(5, ct.TrainingConfig(steps=10, schedule="constant")) == 1.0
+
+
+def test_training_is_deterministic_given_the_seed():
+    config = ct.TrainingConfig(steps=3, batch_size=2, learning_rate=3e-3, seed=7)
+    first, history_a = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
+    second, history_b = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
+    assert [r["loss"] for r in history_a] == [r["loss"] for r in history_b]
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_bf16_autocast_step_runs():
+    config = ct.TrainingConfig(steps=1, batch_size=3, bf16=True)
+    _, history = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
+    assert math.isfinite(history[0]["loss"])
+
+
+def test_written_codecs_load_through_the_registry_and_encode_identically(trained_image, trained_spectrum, tmp_path):
+    image_codec, spectrum_codec = trained_image[0], trained_spectrum[0]
+    folders = ct.save_codecs(tmp_path, [(image_codec, m.LegacySurveyImage), (spectrum_codec, m.DESISpectrum)])
+    assert [f.relative_to(tmp_path).as_posix() for f in folders] == ["codecs/image", "codecs/spectrum"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codecs"]  # no staging folder left behind
+    assert json.loads((tmp_path / "codecs/image/config.json").read_text())["hidden_dims"] == 16
+    manager = CodecManager(repo=tmp_path)
+    batch = _image_batch(8)
+    image = m.LegacySurveyImage(flux=batch.flux, bands=batch.bands)
+    spectrum = _spectrum_batch()
+    assert torch.equal(manager.encode(image)["tok_image"], image_codec.encode(image))
+    assert torch.equal(manager.encode(spectrum)["tok_spectrum_desi"], spectrum_codec.encode(spectrum))
+    # re-writing replaces the folder atomically
+    ct.save_codecs(tmp_path, [(image_codec, m.LegacySurveyImage)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codecs"]
+
+
+# --------------------------------------------------------------------------------------------------------- scalars
+
+
+def _scalar_file(path: Path, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    columns = {
+        "FLUX_G": np.exp(rng.normal(1.0, 1.5, n)).astype(np.float32),
+        "EBV": rng.uniform(0.0, 0.2, n).astype(np.float32),
+        "coeff": (rng.normal(size=(n, 110)) * 50).astype(np.float32),
+    }
+    columns["FLUX_G"][::97] = np.nan  # missing measurements are skipped
+    with h5py.File(path, "w") as f:
+        for name, values in columns.items():
+            f.create_dataset(name, data=values, chunks=(min(n, 512), *values.shape[1:]))
+        f.create_dataset("object_id", data=np.arange(n), chunks=(min(n, 512),))
+    return columns
+
+
+def test_scalar_fit_quantiles_match_numpy_within_the_reservoir_error(tmp_path):
+    columns = _scalar_file(tmp_path / "scalars.hdf5", 20_000)
+    specs = {"FLUX_G": {}, "LegacySurveyEBV": {}, "Z": {}}
+    fitted = ct.fit_scalar_codecs([tmp_path / "scalars.hdf5"], specs, {"codebook_size": 128, "reservoir_size": 3000},
+                                  read_rows=1000, seed=3)  # fmt: skip
+    assert set(fitted) == {m.LegacySurveyFluxG, m.LegacySurveyEBV, m.Z}
+    bound = ct.reservoir_quantile_error(3000)  # 0.049 at failure probability 1e-6
+    levels = np.linspace(0, 1, 128)
+    for modality, values in ((m.LegacySurveyFluxG, np.log(np.maximum(columns["FLUX_G"], np.exp(-3)))),
+                             (m.LegacySurveyEBV, columns["EBV"])):  # fmt: skip
+        quantizer = fitted[modality].quantizer
+        data = np.sort(values[np.isfinite(values)].astype(np.float64))
+        assert quantizer._n_total_samples == data.size
+        codebook = quantizer.codebook.double().numpy()  # in the transformed (log) space for fluxes
+        cdf_at_codes = np.searchsorted(data, codebook, side="right") / data.size
+        error = np.abs(cdf_at_codes[1:-1] - levels[1:-1]).max()
+        assert error <= bound, (modality.__name__, error, bound)
+        assert 0.0 < error  # a sample, not the data itself
+        numpy_quantiles = np.quantile(data, levels)
+        assert np.abs(codebook - numpy_quantiles).max() < 0.2 * (data[-1] - data[0])
+
+
+def test_short_streams_fill_the_reservoir_with_the_data_quantiles(tmp_path):
+    """Fewer values than reservoir slots: the codebook is numpy's quantiles of the data (not pulled to the default)."""
+    columns = _scalar_file(tmp_path / "few.hdf5", 300, seed=1)
+    k = 63 * 5 + 1  # 64 codes land on reservoir slots exactly
+    specs = {"FLUX_G": {}, "GaiaXpBp": {"compression_fns": ["arcsinh"], "decompression_fns": ["sinh"],
+                                        "num_quantizers": 55}}  # fmt: skip
+    fitted = ct.fit_scalar_codecs([tmp_path / "few.hdf5"], specs, {"codebook_size": 64, "reservoir_size": k})
+    flux = columns["FLUX_G"][np.isfinite(columns["FLUX_G"])]
+    expected = np.quantile(np.log(np.maximum(flux, np.exp(-3))).astype(np.float64), np.linspace(0, 1, 64))
+    np.testing.assert_allclose(fitted[m.LegacySurveyFluxG].quantizer.codebook.numpy(), expected, rtol=0, atol=1e-5)
+    xp = fitted[m.GaiaXpBp].quantizer.quantizers[7].codebook.numpy()
+    expected_xp = np.quantile(np.arcsinh(columns["coeff"][:, 7].astype(np.float64)), np.linspace(0, 1, 64))
+    np.testing.assert_allclose(xp, expected_xp, rtol=0, atol=1e-5)
+    folders = ct.save_codecs(tmp_path / "out", [(codec, modality) for modality, codec in fitted.items()])
+    assert {f.name for f in folders} == {"FLUX_G", "bp_coefficients"}
+    values = torch.from_numpy(flux[:16])
+    loaded = CodecManager(repo=tmp_path / "out").encode(m.LegacySurveyFluxG(value=values))["tok_flux_g"]
+    assert torch.equal(loaded, fitted[m.LegacySurveyFluxG].encode(m.LegacySurveyFluxG(value=values)))
+
+
+# ---------------------------------------------------------------------------------------------------------- errors
+
+
+def _image_file(path: Path, rows: int = 2, drop: str | None = None, bands: list[bytes] | None = None) -> Path:
+    with h5py.File(SAMPLE["legacysurvey"], "r") as source, h5py.File(path, "w") as out:
+        for name in ("image_array", "image_ivar", "image_mask", "image_band", "object_id"):
+            if name == drop:
+                continue
+            data = source[name][:rows]
+            if name == "image_band" and bands is not None:
+                data = np.array([bands] * rows)
+            out.create_dataset(name, data=data)
+    return path
+
+
+def test_missing_field_wrong_bands_and_empty_data_raise_clear_errors(tmp_path):
+    config = ct.TrainingConfig(steps=1, batch_size=2)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['image_ivar'\]"):
+        ct.train_image_codec([_image_file(tmp_path / "noivar.hdf5", drop="image_ivar")], TINY_IMAGE, config)
+    with pytest.raises(ValueError, match=r"spectrum_flux.*desi/ or sdss/"):
+        ct.train_spectrum_codec([SAMPLE["legacysurvey"]], TINY_SPECTRUM, config)
+    wrong = _image_file(tmp_path / "bands.hdf5", bands=[b"des-g", b"des-r", b"des-i", b"hsc-z"])
+    with pytest.raises(ValueError, match=r"row 0: image_band \['DES-G', 'DES-R', 'DES-I', 'HSC-Z'\]"):
+        ct.train_image_codec([wrong], TINY_IMAGE, config)
+    with pytest.raises(ValueError, match="no rows"):
+        ct.train_image_codec([_image_file(tmp_path / "empty.hdf5", rows=0)], TINY_IMAGE, config)
+    with pytest.raises(ValueError, match="no input files"):
+        ct.train_image_codec([], TINY_IMAGE, config)
+    with pytest.raises(ValueError, match="no finite values of .*LegacySurveyFluxG \\(column FLUX_G\\)"):
+        ct.fit_scalar_codecs([SAMPLE["desi"]], {"FLUX_G": {"codebook_size": 16, "reservoir_size": 16}})
+    with pytest.raises(ValueError, match="'image' is not a scalar modality"):
+        ct.fit_scalar_codecs([SAMPLE["desi"]], {"image": {}})
+    with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['stpes'\]"):
+        ct.TrainingConfig.from_dict({"stpes": 3})
+    with pytest.raises(ValueError, match="learning_rate=0 must be > 0"):
+        ct.TrainingConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="does not fit ImageCodec"):
+        ct.train_image_codec([SAMPLE["legacysurvey"]], {**TINY_IMAGE, "hidden_dim": 8}, config)
+
+
+def _train_codec_cli(argv: list[str]) -> int:
+    """Runs ``aion-fast train-codec`` through its own sub-parser (the command ``aion_fast.cli`` registers)."""
+    import argparse
+
+    from aion_fast.train import train_codec
+
+    parser = argparse.ArgumentParser(prog="aion-fast")
+    train_codec.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+def test_cli_trains_a_spectrum_codec_from_a_yaml(tmp_path, capsys):
+    import yaml
+
+    from aion_fast.cli import COMMAND_MODULES
+
+    assert "aion_fast.train.train_codec" in COMMAND_MODULES
+    config = tmp_path / "spectrum.yaml"
+    config.write_text(yaml.safe_dump({"codec": TINY_SPECTRUM, "training": {"batch_size": 3, "log_every": 1}}))
+    code = _train_codec_cli(["train-codec", "spectrum", "--data", str(SAMPLE["desi"]), "--config", str(config),
+                             "--output", str(tmp_path / "out"), "--steps", "2"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("\n{") + 1 :])  # progress lines, then the JSON summary
+    assert summary["steps"] == 2
+    log = (tmp_path / "out" / "train-codec-spectrum.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2]
+    codec = CodecManager(repo=tmp_path / "out").codec(m.DESISpectrum)
+    assert codec.num_tokens == 1 + 1088 // 8
+    bad = ["train-codec", "image", "--data", str(SAMPLE["desi"]), "--config", str(config), "--output", str(tmp_path)]
+    assert _train_codec_cli(bad) == 2
+    assert "missing column(s)" in capsys.readouterr().err
