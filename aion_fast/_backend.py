@@ -42,6 +42,7 @@ __all__ = [
     "no_kernel",
     "no_reasons",
     "select",
+    "triton_interpreter_on",
     "triton_kernel_missing",
     "triton_reasons",
 ]
@@ -237,8 +238,21 @@ def cpp_reasons(x: Any) -> list[str]:
     return reasons
 
 
-def triton_reasons(x: Any) -> list[str]:
-    """Why a Triton kernel cannot take tensor ``x`` (device and installation only)."""
+def triton_interpreter_on() -> bool:
+    """Whether ``TRITON_INTERPRET`` is set: Triton then runs kernels on CPU tensors with its interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def triton_reasons(x: Any, allow_interpreter: bool = False) -> list[str]:
+    """Why a Triton kernel cannot take tensor ``x`` (device and installation only).
+
+    Args:
+        x: the op's main tensor.
+        allow_interpreter: also accept a CPU tensor when ``TRITON_INTERPRET=1`` and ``AION_FAST_BACKEND=triton``
+            (how the tests run an op's Triton path through its dispatcher without a GPU). Never chosen unforced.
+    """
+    if x.device.type == "cpu" and allow_interpreter and triton_interpreter_on() and forced_backend() == "triton":
+        return [] if importlib.util.find_spec("triton") is not None else ["triton is not installed"]
     if x.device.type != "cuda":
         return ["tensor not on CUDA"]
     reason = triton_unavailable_reason()

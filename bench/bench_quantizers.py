@@ -1,5 +1,9 @@
-"""Quantizer index op throughput in one run: the reference quantizer's ``encode`` vs aion_fast's PyTorch path vs its
-C++ path (CPU); on CUDA the Triton path. Every aion_fast result is checked against the reference's (exact indices).
+"""Quantizer index ops in one run: the reference quantizer (``aion``) vs aion_fast's ``torch``, ``cpp`` (CPU) and
+``triton`` (CUDA) paths, each forced with AION_FAST_BACKEND (``impl_env`` in bench/conftest.py).
+
+The calls are the codecs' own: (B, D, T) channel-first latents, FSQ levels [7, 5, 5, 5, 5] over 576 image tokens,
+LFQ dim 10 over 272 spectrum tokens. Every aion_fast result is checked against the reference's before timing
+(encode: equal indices; decode: equal codes). ``python bench/report.py <json>`` prints reference / impl ratios.
 """
 
 from __future__ import annotations
@@ -11,31 +15,51 @@ from aion.codecs.quantizers import FiniteScalarQuantizer as RefFSQ
 from aion.codecs.quantizers import LucidrainsLFQ as RefLFQ
 from conftest import run_timed
 
-from aion_fast.ops import fsq_encode, lfq_encode
+from aion_fast.ops import fsq_decode, fsq_encode, lfq_decode, lfq_encode
 
-IMPLS = ["reference", "torch", "cpp"]  # impl_env (bench/conftest.py) forces the aion_fast backend
+IMPLS = ["reference", "torch", "cpp", "triton"]  # cpp skips on CUDA, triton on CPU (impl_env)
 CPU_BATCH = 64
+
+
+def _batch(device: str) -> int:
+    return CPU_BATCH if device == "cpu" else shapes.BATCH[device]
 
 
 @pytest.mark.parametrize("impl_env", IMPLS, indirect=True)
 def test_fsq_encode(benchmark, record, bench_device, impl_env):
-    batch = CPU_BATCH if bench_device == "cpu" else shapes.BATCH[bench_device]
-    z = torch.randn(batch, len(shapes.FSQ_LEVELS), shapes.IMAGE_TOKENS, device=bench_device) * 2
-    benchmark.group = f"fsq_encode B={batch} x {shapes.IMAGE_TOKENS} tokens, levels {shapes.FSQ_LEVELS}"
+    batch, levels = _batch(bench_device), shapes.FSQ_LEVELS
+    z = torch.randn(batch, len(levels), shapes.IMAGE_TOKENS, device=bench_device) * 2
+    benchmark.group = f"fsq_encode B={batch} x {shapes.IMAGE_TOKENS} tokens, levels {levels}"
     record(impl_env, batch * shapes.IMAGE_TOKENS, unit="tokens")
-    ref = RefFSQ(shapes.FSQ_LEVELS).to(bench_device)
+    ref = RefFSQ(levels).to(bench_device)
     if impl_env == "reference":
         fn = lambda: ref.encode(z)  # noqa: E731
     else:
-        fn = lambda: fsq_encode(z.movedim(1, -1), shapes.FSQ_LEVELS)  # noqa: E731
+        fn = lambda: fsq_encode(z, levels, channel_first=True)  # noqa: E731
         assert torch.equal(fn(), ref.encode(z))
-    run_timed(benchmark, fn, bench_device, rounds=20)
+    with torch.inference_mode():
+        run_timed(benchmark, fn, bench_device, rounds=50, warmup_rounds=3)
+
+
+@pytest.mark.parametrize("impl_env", IMPLS, indirect=True)
+def test_fsq_decode(benchmark, record, bench_device, impl_env):
+    batch, levels = _batch(bench_device), shapes.FSQ_LEVELS
+    ref = RefFSQ(levels).to(bench_device)
+    codes = torch.randint(0, ref.codebook_size, (batch, shapes.IMAGE_TOKENS), device=bench_device)
+    benchmark.group = f"fsq_decode B={batch} x {shapes.IMAGE_TOKENS} tokens, levels {levels}"
+    record(impl_env, batch * shapes.IMAGE_TOKENS, unit="tokens")
+    if impl_env == "reference":
+        fn = lambda: ref.decode(codes)  # noqa: E731  (B, D, T)
+    else:
+        fn = lambda: fsq_decode(codes, levels)  # noqa: E731  (B, T, D): the reference's layout is a view of it
+        assert torch.equal(fn().movedim(-1, 1), ref.decode(codes))
+    with torch.inference_mode():
+        run_timed(benchmark, fn, bench_device, rounds=50, warmup_rounds=3)
 
 
 @pytest.mark.parametrize("impl_env", IMPLS, indirect=True)
 def test_lfq_encode(benchmark, record, bench_device, impl_env):
-    batch = CPU_BATCH if bench_device == "cpu" else shapes.BATCH[bench_device]
-    tokens = shapes.SPECTRUM_TOKENS - 1
+    batch, tokens = _batch(bench_device), shapes.SPECTRUM_TOKENS - 1
     z = torch.randn(batch, shapes.LFQ_DIM, tokens, device=bench_device)
     benchmark.group = f"lfq_encode B={batch} x {tokens} tokens, dim {shapes.LFQ_DIM}"
     record(impl_env, batch * tokens, unit="tokens")
@@ -43,7 +67,23 @@ def test_lfq_encode(benchmark, record, bench_device, impl_env):
     if impl_env == "reference":
         fn = lambda: ref.encode(z)  # noqa: E731
     else:
-        fn = lambda: lfq_encode(z.movedim(1, -1))  # noqa: E731
+        fn = lambda: lfq_encode(z, channel_first=True)  # noqa: E731
         assert torch.equal(fn().long(), ref.encode(z).long())
     with torch.inference_mode():
-        run_timed(benchmark, fn, bench_device, rounds=20)
+        run_timed(benchmark, fn, bench_device, rounds=50, warmup_rounds=3)
+
+
+@pytest.mark.parametrize("impl_env", IMPLS, indirect=True)
+def test_lfq_decode(benchmark, record, bench_device, impl_env):
+    batch, tokens = _batch(bench_device), shapes.SPECTRUM_TOKENS - 1
+    ref = RefLFQ(dim=shapes.LFQ_DIM, codebook_size=2**shapes.LFQ_DIM).to(bench_device).eval()
+    codes = torch.randint(0, 2**shapes.LFQ_DIM, (batch, tokens), device=bench_device)
+    benchmark.group = f"lfq_decode B={batch} x {tokens} tokens, dim {shapes.LFQ_DIM}"
+    record(impl_env, batch * tokens, unit="tokens")
+    if impl_env == "reference":
+        fn = lambda: ref.decode(codes)  # noqa: E731
+    else:
+        fn = lambda: lfq_decode(codes, shapes.LFQ_DIM)  # noqa: E731
+        assert torch.equal(fn().movedim(-1, 1), ref.decode(codes))
+    with torch.inference_mode():
+        run_timed(benchmark, fn, bench_device, rounds=50, warmup_rounds=3)

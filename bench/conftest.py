@@ -92,6 +92,8 @@ def impl_env(request, monkeypatch, bench_device):
     impl = request.param
     if impl == "cpp" and (bench_device != "cpu" or _backend.load_extension() is None):
         pytest.skip("the C++ backend runs CPU tensors with aion_fast._C built")
+    if impl == "triton" and (bench_device != "cuda" or _backend.triton_unavailable_reason() is not None):
+        pytest.skip("the Triton backend runs CUDA tensors (TRITON_INTERPRET timings mean nothing)")
     if impl != "reference":
         monkeypatch.setenv(_backend.ENV_VAR, impl)
     return impl

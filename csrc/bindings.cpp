@@ -24,7 +24,16 @@ PYBIND11_MODULE(_C, m) {
         "out"_a, "FSQ: tanh(z + shift) (M, D) f32 -> index (M,) i32 into out; returns the number of NaN rows.");
   m.def("fsq_decode", &aion_fast::fsq_decode, "index"_a, "levels"_a, "out"_a,
         "FSQ: index (M,) i32 -> codes (M, D) f32 into out; returns the number of out-of-range indices.");
-  m.def("lfq_encode", &aion_fast::lfq_encode, "z"_a, "out"_a, "LFQ: z (M, D) f32 -> index (M,) i32 into out.");
+  m.def("fsq_bind_tanh", &aion_fast::fsq_bind_tanh, "library_path"_a,
+        "FSQ: bind MKL VML tanh from the loaded libtorch_cpu; returns '' on success, else the reason.");
+  m.def("fsq_tanh", &aion_fast::fsq_tanh, "x"_a, "out"_a, "FSQ: the bound tanh, x (N,) f32 -> out (N,) f32.");
+  m.def("fsq_encode", &aion_fast::fsq_encode, "z"_a, "levels"_a, "shift"_a, "half_l"_a, "offset"_a, "out"_a,
+        "FSQ: z (O, D, I) f32 any strides -> index (O, I) i32 into out, tanh included; returns the NaN count.");
+  m.def("fsq_encode_thresholds", &aion_fast::fsq_encode_thresholds, "z"_a, "shift"_a, "thresholds"_a, "first"_a,
+        "basis"_a, "base"_a, "out"_a,
+        "FSQ: z (O, D, I) f32 any strides -> index (O, I) i32 by decision thresholds; returns the NaN count.");
+  m.def("lfq_encode", &aion_fast::lfq_encode, "z"_a, "out"_a,
+        "LFQ: z (O, D, I) f32 any strides -> index (O, I) i32 into out.");
   m.def("lfq_decode", &aion_fast::lfq_decode, "index"_a, "scale"_a, "out"_a,
         "LFQ: index (M,) i32 -> +-scale codes (M, D) f32 into out; returns the number of out-of-range indices.");
   m.def("image_preprocess", &aion_fast::image_preprocess, "flux"_a, "top"_a, "left"_a, "crop_size"_a, "channel"_a,
@@ -34,6 +43,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("spectrum_to_latent", &aion_fast::spectrum_to_latent, "flux"_a, "istd"_a, "wavelength"_a, "scale"_a,
         "grid"_a, "input_scaling"_a, "has_clip_flux"_a, "clip_flux"_a, "out"_a,
         "Spectrum: clean, normalise, interpolate onto the grid, arcsinh (B, L) f32 -> (B, 2, G) f32 into out.");
+  m.def("image_postprocess", &aion_fast::image_postprocess, "projected"_a, "bias"_a, "channel"_a,
+        "range_compression_factor"_a, "mult_factor"_a, "zeropoint_scale"_a, "out"_a,
+        "Image decode: bias, inverse arcsinh, rescale, band selection (B, H, W, NB) f32 -> (B, C, H, W) f32 into out.");
+  m.def("sinh_f32", &aion_fast::sinh_f32, "x"_a, "out"_a, "float32 sinh of image_postprocess, (N,) -> (N,) into out.");
+  m.def("spectrum_to_observed", &aion_fast::spectrum_to_observed, "values"_a, "grid"_a, "wavelength"_a, "scale"_a,
+        "flux"_a, "mask"_a,
+        "Spectrum decode: (B, K, G) f32 on the grid -> flux (B, M) f32 and mask (B, M) bool at wavelength; returns "
+        "the number of undecided mask values.");
   m.def("roar_step", &aion_fast::roar_step, "logits"_a, "positions"_a, "tokens"_a, "input_mask"_a, "target_mask"_a,
         "object_ids"_a, "sample_ids"_a, "next_positions"_a, "seed"_a, "step"_a, "next_step"_a, "temperature"_a,
         "top_k"_a, "top_p"_a,

@@ -59,7 +59,7 @@ def _fsq_encode_fwd_kernel(
     term = tl.where(ok, digit * basis[None, :], 0.0)
     acc = tl.sum(term, axis=1)
     is_nan = acc != acc
-    tl.store(out_ptr + rows, tl.where(is_nan, -1, acc.to(tl.int32)), mask=row_ok)
+    tl.store(out_ptr + rows, tl.where(is_nan, -1, tl.where(is_nan, 0.0, acc).to(tl.int32)), mask=row_ok)
     tl.store(nan_ptr + pid, tl.sum((is_nan & row_ok).to(tl.int32), axis=0))
 
 

@@ -11,9 +11,9 @@ Encoding a batch of one survey's images (B, C, H, W):
 3. :class:`~aion_fast.codecs.nn.magvit.MagVitAE` encoder to (B, 512, 24, 24), 1x1 convolution to the 5 FSQ
    channels, flatten to (B, 5, 576), FSQ with levels [7, 5, 5, 5, 5] -> int64 tokens (B, 576).
 
-Decoding inverts each step (FSQ codes, 1x1 convolution, MagViT decoder, 54 -> 9 projection, sinh, HSC rescale) and
-returns the requested bands of one survey as a :class:`~aion_fast.modalities.LegacySurveyImage` or
-:class:`~aion_fast.modalities.HSCImage`.
+Decoding inverts each step (FSQ codes, 1x1 convolution, MagViT decoder, then :func:`~aion_fast.ops.image_postprocess`:
+54 -> 9 projection, sinh, HSC rescale and band selection in one dispatched pass) and returns the requested bands of
+one survey as a :class:`~aion_fast.modalities.LegacySurveyImage` or :class:`~aion_fast.modalities.HSCImage`.
 
 Checkpoints: same constructor arguments (``codecs/image/config.json``) and state-dict keys as the reference
 ``aion.codecs.ImageCodec``, so checkpoints load both ways. Tokens equal the reference's bit for bit; the
@@ -39,11 +39,11 @@ from aion_fast.codecs.nn.magvit import MagVitAE
 from aion_fast.codecs.preprocessing import (
     CROP_SIZE,
     band_indices,
-    inverse_range_compress_,
     survey_bands,
     zeropoint_scale,
 )
 from aion_fast.modalities import BAND_CLAMP_MAX, BAND_TO_INDEX, HSCImage, Image, LegacySurveyImage
+from aion_fast.ops.image_postprocess import image_postprocess
 from aion_fast.ops.image_preprocess import image_preprocess
 from aion_fast.quantizers import FiniteScalarQuantizer
 
@@ -284,9 +284,13 @@ class ImageCodec(Codec):
         # channels-last latents: the layout (and hence oneDNN kernel and rounding) of the reference
         z = z.reshape(b, d, side, side).contiguous(memory_format=torch.channels_last)
         h = self.model.decode(self.post_quant_proj(z))
-        flux = self.subsample_out.unembed(h, band_indices(bands))  # (B, H, W, C)
-        inverse_range_compress_(flux, self.range_compression_factor, self.mult_factor)
-        survey = bands[0].split("-")[0]
-        if survey == "HSC":
-            flux.mul_(zeropoint_scale(survey))
-        return image_class(flux=flux.permute(0, 3, 1, 2).contiguous(), bands=bands)
+        flux = image_postprocess(  # 54 -> 9 projection, bias, sinh, HSC rescale, band selection: (B, C, H, W)
+            h,
+            self.subsample_out.weight,
+            self.subsample_out.bias,
+            band_indices(bands),
+            zeropoint_scale(bands[0].split("-")[0]),
+            self.range_compression_factor,
+            self.mult_factor,
+        )
+        return image_class(flux=flux, bands=bands)

@@ -20,7 +20,9 @@ wavelengths :math:`\lambda`), in float32:
 
 Decoding inverts this: LFQ codes -> 1x1 convolution -> ConvNeXt decoder -> flux (and mask logits when the decoder has
 two output channels) on the latent grid, optionally interpolated onto requested wavelengths, then
-:math:`f = (\hat f + 1)\, n`; the mask is ``round(sigmoid(logit))``. Inverse variances are not modelled (ones).
+:math:`f = (\hat f + 1)\, n`; the mask is ``round(sigmoid(logit))``. These last steps run as one dispatched op,
+:func:`aion_fast.ops.spectrum_to_observed` (bit-identical to the PyTorch code). Inverse variances are not modelled
+(ones).
 
 Exactness: every float32 operation that decides a token is evaluated in the reference's order, so tokens equal the
 reference's exactly (tested on real DESI spectra and synthetic SDSS-like ones; the pre-quantization latents are
@@ -48,6 +50,7 @@ from aion_fast.codecs.nn.convnext import ConvNeXtDecoder1d, ConvNeXtEncoder1d
 from aion_fast.codecs.spectral_grid import LatentSpectralGrid, rows_without_overlap
 from aion_fast.modalities import DESISpectrum, Spectrum
 from aion_fast.ops.spectrum_grid import spectrum_to_latent
+from aion_fast.ops.spectrum_to_observed import spectrum_to_observed
 from aion_fast.quantizers import LookupFreeQuantizer, Quantizer, ScalarLinearQuantizer
 
 __all__ = ["SpectrumCodec"]
@@ -348,9 +351,8 @@ class SpectrumCodec(Codec):
         bin value of the normalisation token, or None for normalised output."""
         out = self.decoder(self.post_quant_conv(z))  # (B, 1 or 2, G)
         batch = out.shape[0]
-        if wavelength is None:
-            wavelength = self.latent_grid.wavelength.expand(batch, -1).clone()
-        else:
+        grid = self.latent_grid.wavelength
+        if wavelength is not None:
             wavelength = torch.as_tensor(wavelength).to(device=out.device, dtype=torch.float32)
             if wavelength.ndim == 1:
                 wavelength = wavelength.expand(batch, -1).contiguous()
@@ -359,12 +361,9 @@ class SpectrumCodec(Codec):
                     f"wavelength must have shape (M,) or ({batch}, M) for {batch} spectra, got "
                     f"{tuple(wavelength.shape)}."
                 )
-            out = self.latent_grid.to_observed(out, wavelength)
-        flux = out[:, 0]
-        if normalization is not None:
-            flux = (flux + 1.0) * torch.clamp(10 ** normalization[:, None] - 1.0, min=0.1)
-        if out.shape[1] == 2:
-            mask = torch.round(torch.sigmoid(out[:, 1])).bool()
-        else:
-            mask = torch.zeros_like(flux, dtype=torch.bool)
+        scale = None if normalization is None else torch.clamp(10**normalization - 1.0, min=0.1)
+        # interpolation onto the requested wavelengths, (v + 1) * n and round(sigmoid(logit)): one dispatched pass
+        flux, mask = spectrum_to_observed(out, grid, wavelength, scale)
+        if wavelength is None:
+            wavelength = grid.expand(batch, -1).clone()
         return modality(flux=flux, ivar=torch.ones_like(flux), mask=mask, wavelength=wavelength)

@@ -23,13 +23,24 @@ Every step is float32, one rounding per operation, in the order above, exactly a
 evaluates it; the index is truncated to int32. Backends must reproduce the reference indices bit for bit:
 
 * ``torch``: :func:`torch_fsq_encode` / :func:`torch_fsq_decode`, the reference itself.
-* ``cpp``: ``aion_fast._C``. PyTorch computes :math:`\tanh(z + s)` (its vectorised tanh and libm's ``tanhf``
-  differ in the last bit on ~0.05% of inputs, which flips the rounding of values that land within an ulp of a
-  half-integer), then one fused C++ pass replays the rest operation by operation (compiled without FMA
-  contraction). The per-row sum is order-independent only while every digit is an exact integer and every partial
-  sum is below :math:`2^{24}`, so the C++ path takes levels in [2, 21] (:math:`(q / h) h = q` holds exactly in
-  float32 for those, not for e.g. L = 22) and :math:`-1 < \epsilon \le 1`; anything else runs on ``torch``.
-* ``triton``: CUDA tensors; no kernel yet.
+* ``cpp``: ``aion_fast._C``, reading the latents in place in either layout. First choice: no tanh at run time;
+  the kernel compares :math:`x = z + s` with the reference's exact decision thresholds (:func:`decision_thresholds`,
+  derived once per levels list). Second choice, one fused pass (add shift, tanh, round, pack) whose tanh is torch's
+  own: PyTorch's CPU ``tanh`` on float32 is MKL VML's ``vsTanh`` (mode ``VML_HA``;
+  ATen/cpu/vml.h, when torch is built with MKL), so the extension binds that very function (``VMSTANH_64_``) from
+  the already-loaded ``libtorch_cpu`` and calls it with the same flags. Other float32 tanh implementations differ
+  in the last bit on a large fraction of inputs (numpy's: 32% of N(0, 9) draws), which flips the rounding of values
+  within an ulp of a half-integer. Before first use the bound tanh is checked bit for bit against ``torch.tanh``
+  (:func:`fused_tanh_unavailable_reason`); where it is missing or differs (a torch without MKL), PyTorch computes
+  :math:`\tanh(z + s)` and C++ does the rest (the unfused path). Either way, everything after the tanh replays the
+  reference operation by operation (compiled without FMA contraction). The per-position sum is order-independent
+  only while every digit is an exact integer and every partial sum is below :math:`2^{24}`, so the C++ path takes
+  levels in [2, 21] (:math:`(q / h) h = q` holds exactly in float32 for those, not for e.g. L = 22) and
+  :math:`-1 < \epsilon \le 1`; anything else runs on ``torch``.
+* ``triton``: :mod:`aion_fast.kernels.fsq` for CUDA tensors (and CPU tensors under ``TRITON_INTERPRET=1`` when forced
+  with ``AION_FAST_BACKEND=triton``, for the tests). PyTorch computes the tanh on the same device (``tanhf`` on CUDA,
+  which is what the reference runs there) and the kernel does the rest, so indices equal the reference's on that
+  device.
 
 NaN/inf policy (encode): :math:`\tanh(\pm\infty) = \pm 1`, so infinite latents map to the outermost levels like
 any large value. A NaN latent has no level (the reference would return an arbitrary out-of-range index), so every
@@ -52,6 +63,7 @@ from aion_fast._backend import Backend
 __all__ = [
     "fsq_decode",
     "fsq_encode",
+    "fused_tanh_unavailable_reason",
     "torch_fsq_bound",
     "torch_fsq_decode",
     "torch_fsq_encode",
@@ -170,38 +182,196 @@ def torch_fsq_decode(indices: torch.Tensor, levels: LevelsLike) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Layout helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _index_shape(z: torch.Tensor, channel_first: bool) -> tuple[int, ...]:
+    return (z.shape[0], *z.shape[2:]) if channel_first else tuple(z.shape[:-1])
+
+
+def _channels_last(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    return z.movedim(1, -1) if channel_first else z
+
+
+def _as_odi(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    """(O, D, I) view of non-empty latents in either layout (a copy only when leading axes cannot be merged).
+
+    Channel-first (B, D, *S) -> (B, D, prod(S)); channels-last (..., D) -> (prod(...[:-1]), D, ...[-2]), i.e. the
+    position axes become O and I and the C++ kernels read z with its own strides.
+    """
+    if channel_first:
+        return z.reshape(z.shape[0], z.shape[1], -1)
+    if z.ndim == 1:
+        return z.reshape(1, -1, 1)
+    return z.reshape(-1, z.shape[-2], z.shape[-1]).transpose(1, 2)
+
+
+@functools.lru_cache(maxsize=64)
+def _device_constants(levels: tuple[int, ...], eps: float, device: torch.device) -> _Constants:
+    return _constants(levels, eps).to(device)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # C++ path (aion_fast._C), registered as custom ops so torch.compile can trace it
 # ---------------------------------------------------------------------------------------------------------------------
+
+_tanh_status: list[str | None] = []  # [reason or None] once checked
+
+
+def fused_tanh_unavailable_reason() -> str | None:
+    """Why the C++ path cannot compute tanh itself (None: it can, bit-identical to ``torch.tanh``).
+
+    Binds MKL VML's tanh from the loaded ``libtorch_cpu`` (the function PyTorch's CPU tanh runs) once per process and
+    checks it bit for bit against ``torch.tanh`` on 2^17 float32 values (random, a dense sweep of [-10, 10], zeros,
+    infinities, NaN, subnormals). When this returns a reason, the C++ path takes the tanh from PyTorch instead.
+    """
+    if _tanh_status:
+        return _tanh_status[0]
+    ext = _backend.load_extension()
+    if ext is None:
+        return f"the C++ extension is not available ({_backend.extension_error()})"
+    import os
+
+    library = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    reason = ext.fsq_bind_tanh(library) or None
+    if reason is None:
+        g = torch.Generator().manual_seed(0)
+        specials = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 1e-40, -1e-40, 1e-30, 9.0, 9.1, 3e38])
+        x = torch.cat([torch.randn(1 << 16, generator=g) * 4, torch.linspace(-10, 10, 1 << 16), specials])
+        ours = torch.empty_like(x)
+        ext.fsq_tanh(x.numpy(), ours.numpy())
+        ref = torch.tanh(x)
+        same = (ours.view(torch.int32) == ref.view(torch.int32)) | (torch.isnan(ours) & torch.isnan(ref))
+        if not bool(same.all()):
+            reason = f"the bound MKL tanh differs from torch.tanh on {int((~same).sum())} of {x.numel()} check values"
+    _tanh_status.append(reason)
+    return reason
+
+
+def _ordered(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> int64 keys in the order of the values (-0.0 just below +0.0); inverse: :func:`_from_ordered`."""
+    bits = x.view(torch.int32).long()
+    return torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
+
+
+def _from_ordered(key: torch.Tensor) -> torch.Tensor:
+    bits = torch.where(key < 0, (-(key + 1)) | -0x80000000, key)
+    return bits.to(torch.int32).view(torch.float32)
+
+
+@dataclass(frozen=True)
+class _Thresholds:
+    """Exact decision thresholds of the reference FSQ encode on this machine's ``torch.tanh`` (see
+    :func:`decision_thresholds`)."""
+
+    values: torch.Tensor  # (T,) float32, ascending within each channel
+    first: torch.Tensor  # (D + 1,) int32 offsets into values
+    basis: torch.Tensor  # (D,) int32
+    base: int  # index of the all-lowest-level code
+
+
+@functools.lru_cache(maxsize=64)
+def decision_thresholds(levels: tuple[int, ...], eps: float) -> _Thresholds | str:
+    """The reference encode as comparisons: per channel, the float32 values x = z + s where its level steps up.
+
+    The reference's level :math:`q_d(x) = \\operatorname{round}(\\tanh(x)\\, a_d - o_d)` (torch's float32 ops, this
+    process's CPU ``torch.tanh``) is a non-decreasing step function of the float32 input :math:`x = z_d + s_d`.
+    For each step k + 1/2 between :math:`q_d(-\\infty)` and :math:`q_d(+\\infty)`, a bisection over the ordered
+    float32 values (all steps at once, ~33 rounds, a few ms) finds the smallest x with :math:`q_d(x) > k`, evaluating
+    the reference's own ops; then the 2 * 4096 float32 values around it are evaluated to check one clean step there,
+    and -0.0 / +0.0 must agree.
+    The index is then ``base + sum_d basis_d * #{thresholds_d <= x_d}``: a few vector compares per value, no tanh.
+    (Beyond the checked windows this relies on torch's tanh being monotone, which a slow test verifies on all 2^32
+    float32 inputs for the codecs' levels.)
+
+    Returns:
+        The thresholds, or a string saying why they could not be derived (the caller then takes another path).
+    """
+    c = _constants(levels, eps)
+    ends = torch.tensor([-math.inf, math.inf])
+    ranges = [(torch.tanh(ends) * c.half_l[d] - c.offset[d]).round().long().tolist() for d in range(len(levels))]
+    for d, ((lo, hi), lv) in enumerate(zip(ranges, levels, strict=True)):
+        if not -lv <= lo < hi <= lv:
+            return f"channel {d}: levels {lo}..{hi} outside the expected range for L={lv}"
+    # one row per step (channel d, level k -> k + 1), all bisected together
+    channel = torch.tensor([d for d, (lo, hi) in enumerate(ranges) for _ in range(lo, hi)])
+    step = torch.tensor([k for lo, hi in ranges for k in range(lo, hi)], dtype=torch.float32)
+    half_l, offset = c.half_l[channel], c.offset[channel]
+
+    def level(x: torch.Tensor) -> torch.Tensor:  # (S, N) float32 -> the reference's levels, row s on channel[s]
+        return (torch.tanh(x) * half_l[:, None] - offset[:, None]).round()
+
+    a = _ordered(ends[:1]).expand(len(step)).clone()
+    b = _ordered(ends[1:]).expand(len(step)).clone()
+    while bool((b - a > 1).any()):  # invariant: level(a) <= k < level(b); 33 rounds
+        mid = (a + b) // 2
+        up = level(_from_ordered(mid)[:, None])[:, 0] > step
+        b = torch.where(up, mid, b)
+        a = torch.where(up, a, mid)
+    window = torch.arange(-4096, 4097)
+    around = level(_from_ordered(b[:, None] + window))
+    clean = (around[:, :4096] == step[:, None]).all(dim=1) & (around[:, 4096:] == step[:, None] + 1).all(dim=1)
+    if not bool(clean.all()):
+        bad = int((~clean).nonzero()[0])
+        return f"channel {int(channel[bad])}: the level does not step cleanly at x = {float(_from_ordered(b[bad]))}"
+    values = _from_ordered(b)
+    zero = values == 0
+    if bool(zero.any()):
+        signed = level(torch.tensor([[-0.0, 0.0]]).expand(len(step), 2))
+        if bool((zero & (signed[:, 0] != signed[:, 1])).any()):
+            return "-0.0 and +0.0 fall on different levels"
+    first = [0]
+    for lo, hi in ranges:
+        first.append(first[-1] + hi - lo)
+    base = sum((lo + lv // 2) * int(c.basis[d]) for d, ((lo, _), lv) in enumerate(zip(ranges, levels, strict=True)))
+    return _Thresholds(values, torch.tensor(first, dtype=torch.int32), c.basis, base)
 
 
 # Eager calls go straight to the ``*_impl`` functions: the first call of any torch.library custom op imports
 # torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatchers call the registered ops instead.
 
 
-def _fsq_encode_cpp_impl(z: torch.Tensor, levels: list[int], eps: float) -> torch.Tensor:
-    """(..., D) float32 CPU latents -> (...) int32 indices via aion_fast._C; raises ValueError on NaN."""
+def _fsq_encode_cpp_impl(z: torch.Tensor, levels: list[int], eps: float, channel_first: bool) -> torch.Tensor:
+    """Non-empty float32 CPU latents in either layout -> int32 indices via aion_fast._C; ValueError on NaN."""
     ext = _backend.load_extension()
     c = _constants(tuple(levels), eps)
-    d = len(levels)
-    z2 = z.reshape(-1, d)
-    tanh_z = torch.empty(z2.shape, dtype=torch.float32)  # contiguous whatever the layout of z
-    torch.add(z2, c.shift, out=tanh_z)
-    tanh_z.tanh_()
-    out = torch.empty(z2.shape[0], dtype=torch.int32)
-    n_nan = ext.fsq_encode_from_tanh(tanh_z.numpy(), c.levels.numpy(), c.half_l.numpy(), c.offset.numpy(), out.numpy())
+    shape = _index_shape(z, channel_first)
+    thresholds = decision_thresholds(tuple(levels), eps)
+    if isinstance(thresholds, _Thresholds):
+        view = _as_odi(z, channel_first)
+        out = torch.empty(view.shape[0], view.shape[2], dtype=torch.int32)
+        n_nan = ext.fsq_encode_thresholds(
+            view.numpy(), c.shift.numpy(), thresholds.values.numpy(), thresholds.first.numpy(),
+            thresholds.basis.numpy(), thresholds.base, out.numpy(),
+        )  # fmt: skip
+    elif fused_tanh_unavailable_reason() is None:
+        view = _as_odi(z, channel_first)
+        out = torch.empty(view.shape[0], view.shape[2], dtype=torch.int32)
+        n_nan = ext.fsq_encode(view.numpy(), c.levels.numpy(), c.shift.numpy(), c.half_l.numpy(), c.offset.numpy(),
+                               out.numpy())  # fmt: skip
+    else:  # PyTorch's tanh, then the rest in C++
+        z2 = _channels_last(z, channel_first).reshape(-1, len(levels))
+        tanh_z = torch.empty(z2.shape, dtype=torch.float32)  # contiguous whatever the layout of z
+        torch.add(z2, c.shift, out=tanh_z)
+        tanh_z.tanh_()
+        out = torch.empty(z2.shape[0], dtype=torch.int32)
+        n_nan = ext.fsq_encode_from_tanh(
+            tanh_z.numpy(), c.levels.numpy(), c.half_l.numpy(), c.offset.numpy(), out.numpy()
+        )
     if n_nan:
-        raise ValueError(f"fsq_encode: z contains NaN in {n_nan} of {z2.shape[0]} vectors; FSQ has no level for NaN")
-    return out.reshape(z.shape[:-1])
+        raise ValueError(f"fsq_encode: z contains NaN in {n_nan} of {out.numel()} vectors; FSQ has no level for NaN")
+    return out.reshape(shape)
 
 
 @torch.library.custom_op("aion_fast::fsq_encode_cpp", mutates_args=())
-def _fsq_encode_cpp(z: torch.Tensor, levels: list[int], eps: float) -> torch.Tensor:
-    return _fsq_encode_cpp_impl(z, levels, eps)
+def _fsq_encode_cpp(z: torch.Tensor, levels: list[int], eps: float, channel_first: bool) -> torch.Tensor:
+    return _fsq_encode_cpp_impl(z, levels, eps, channel_first)
 
 
 @_fsq_encode_cpp.register_fake
-def _(z: torch.Tensor, levels: list[int], eps: float) -> torch.Tensor:
-    return z.new_empty(z.shape[:-1], dtype=torch.int32)
+def _(z: torch.Tensor, levels: list[int], eps: float, channel_first: bool) -> torch.Tensor:
+    return z.new_empty(_index_shape(z, channel_first), dtype=torch.int32)
 
 
 def _fsq_decode_cpp_impl(indices: torch.Tensor, levels: list[int]) -> torch.Tensor:
@@ -227,12 +397,39 @@ def _(indices: torch.Tensor, levels: list[int]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Triton path (aion_fast.kernels.fsq): CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 when forced
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _run_triton_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> torch.Tensor:
+    from aion_fast.kernels.fsq import fsq_encode_from_tanh_fwd
+
+    c = _device_constants(levels, eps, z.device)
+    z2 = _channels_last(z, channel_first).reshape(-1, len(levels))
+    tanh_z = torch.empty(z2.shape, dtype=torch.float32, device=z.device)
+    torch.add(z2, c.shift, out=tanh_z)
+    tanh_z.tanh_()  # the device's own torch tanh, as in the reference (see the module docstring)
+    out, n_nan = fsq_encode_from_tanh_fwd(tanh_z, c.half_l, c.offset, c.half_width.float(), c.basis.float())
+    if n_nan:
+        raise ValueError(f"fsq_encode: z contains NaN in {n_nan} of {out.numel()} vectors; FSQ has no level for NaN")
+    return out.reshape(_index_shape(z, channel_first))
+
+
+def _run_triton_decode(indices: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
+    from aion_fast.kernels.fsq import fsq_decode_fwd
+
+    c = _device_constants(levels, 0.0, indices.device)
+    out = fsq_decode_fwd(indices.reshape(-1).to(torch.int32), c.levels, c.basis)
+    return out.reshape(*indices.shape, len(levels))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Backends and dispatch
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _cpp_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float) -> list[str]:
-    reasons = _backend.cpp_reasons(z)
+def _exact_packing_reasons(levels: tuple[int, ...], eps: float) -> list[str]:
+    reasons = []
     if max(levels) > CPP_MAX_LEVEL:
         reasons.append(f"levels above {CPP_MAX_LEVEL} ({list(levels)}) have inexact float32 digits")
     if not -1.0 < eps <= 1.0:
@@ -244,6 +441,14 @@ def _cpp_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float) ->
     return reasons
 
 
+def _cpp_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> list[str]:
+    return _backend.cpp_reasons(z) + _exact_packing_reasons(levels, eps)
+
+
+def _triton_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> list[str]:
+    return _backend.triton_reasons(z, allow_interpreter=True) + _exact_packing_reasons(levels, eps)
+
+
 def _cpp_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[str]:
     reasons = _backend.cpp_reasons(indices)
     if math.prod(levels) > 2**31 - 1:
@@ -251,16 +456,24 @@ def _cpp_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[
     return reasons
 
 
-def _run_torch_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float) -> torch.Tensor:
-    if bool(torch.isnan(z).any()):
-        n_nan = int(torch.isnan(z).any(dim=-1).sum())
+def _triton_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[str]:
+    reasons = _backend.triton_reasons(indices, allow_interpreter=True)
+    if math.prod(levels) > 2**31 - 1:
+        reasons.append("prod(levels) does not fit in int32")
+    return reasons
+
+
+def _run_torch_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> torch.Tensor:
+    zl = _channels_last(z, channel_first)
+    if bool(torch.isnan(zl).any()):
+        n_nan = int(torch.isnan(zl).any(dim=-1).sum())
         raise ValueError(f"fsq_encode: z contains NaN in {n_nan} vectors; FSQ has no level for NaN")
-    return torch_fsq_encode(z, levels, eps)
+    return torch_fsq_encode(zl, levels, eps)
 
 
-def _run_cpp_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float) -> torch.Tensor:
+def _run_cpp_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> torch.Tensor:
     op = _fsq_encode_cpp if torch.compiler.is_compiling() else _fsq_encode_cpp_impl
-    return op(z, list(levels), eps)
+    return op(z, list(levels), eps, channel_first)
 
 
 def _run_cpp_decode(indices: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
@@ -269,47 +482,55 @@ def _run_cpp_decode(indices: torch.Tensor, levels: tuple[int, ...]) -> torch.Ten
 
 
 _ENCODE_BACKENDS = (
-    Backend("triton", _backend.triton_kernel_missing, _backend.no_kernel),
+    Backend("triton", _triton_encode_reasons, _run_triton_encode),
     Backend("cpp", _cpp_encode_reasons, _run_cpp_encode),
     Backend("torch", _backend.no_reasons, _run_torch_encode),
 )
 
 _DECODE_BACKENDS = (
-    Backend("triton", _backend.triton_kernel_missing, _backend.no_kernel),
+    Backend("triton", _triton_decode_reasons, _run_triton_decode),
     Backend("cpp", _cpp_decode_reasons, _run_cpp_decode),
     Backend("torch", _backend.no_reasons, torch_fsq_decode),
 )
 
 
-def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3) -> torch.Tensor:
+def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_first: bool = False) -> torch.Tensor:
     """FSQ encode: latents to indices, bit-identical to the reference (maths in the module docstring).
 
     Args:
-        z: (..., D) latents, channels last (move the channel axis before calling; layout is the caller's
-            business). Any real dtype, computed in float32 whatever the autocast state; may be non-contiguous;
-            never modified.
+        z: (..., D) latents, or (B, D, *spatial) with ``channel_first=True`` (the codecs' layout, read in place by
+            the C++ path: no transposed copy). Any real dtype, computed in float32 whatever the autocast state
+            (bf16/fp16 inputs are widened exactly, so their indices equal the reference's on ``z.float()``); may be
+            non-contiguous; never modified.
         levels: the D level counts, each >= 2 (e.g. ``[7, 5, 5, 5, 5]`` for the image codec).
         eps: bound widening :math:`\\epsilon`.
+        channel_first: the channel axis is 1 (else last). Stated by the caller, never guessed from the shape.
 
     Returns:
-        (...) int32 indices, in [0, prod(levels)) for any ``eps`` below 1 / (max(levels) - 1).
+        int32 indices of shape ``z.shape[:-1]`` (resp. (B, *spatial)), in [0, prod(levels)) for any ``eps`` below
+        1 / (max(levels) - 1).
 
     Raises:
-        ValueError: ``z`` contains NaN, its last axis is not D long, or ``eps`` makes the bound degenerate.
+        ValueError: ``z`` contains NaN, its channel axis is not D long, or ``eps`` makes the bound degenerate.
         BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
     """
     lv = _as_levels(levels)
-    if z.ndim == 0 or z.shape[-1] != len(lv):
-        raise ValueError(f"fsq_encode: z must have shape (..., {len(lv)}) for levels {list(lv)}, got {tuple(z.shape)}")
+    axis = 1 if channel_first else -1
+    if z.ndim < (2 if channel_first else 1) or z.shape[axis] != len(lv):
+        layout = f"(B, {len(lv)}, ...) (channel_first=True)" if channel_first else f"(..., {len(lv)})"
+        raise ValueError(f"fsq_encode: z must have shape {layout} for levels {list(lv)}, got {tuple(z.shape)}")
     if z.is_complex():
         raise TypeError(f"fsq_encode: z must be real, got {z.dtype}")
     eps = float(eps)
     if any(v % 2 == 0 and (v - 1) * (1 + eps) / 2 <= 0.5 for v in lv) or eps <= -1:  # atanh(offset / half_l) finite
         raise ValueError(f"fsq_encode: eps={eps} leaves no room for levels {list(lv)}: need (L - 1)(1 + eps) / 2 > 0.5")
+    channel_first = bool(channel_first)
+    if z.numel() == 0:
+        return torch.empty(_index_shape(z, channel_first), dtype=torch.int32, device=z.device)
     with _backend.no_autocast(z.device):
         z = z.detach().to(torch.float32)
-        backend = _backend.select("fsq_encode", _ENCODE_BACKENDS, z, lv, eps)
-        return backend.run(z, lv, eps)
+        backend = _backend.select("fsq_encode", _ENCODE_BACKENDS, z, lv, eps, channel_first)
+        return backend.run(z, lv, eps, channel_first)
 
 
 def fsq_decode(indices: torch.Tensor, levels: LevelsLike) -> torch.Tensor:

@@ -17,8 +17,10 @@ NaN/inf policy: ``NaN > 0`` is false, so a NaN channel gives bit 0 (no error: th
 for indices outside :math:`[0, 2^D)`.
 
 Backends: ``torch`` (:func:`torch_lfq_encode` / :func:`torch_lfq_decode`, the reference), ``cpp``
-(``aion_fast._C``, CPU), ``triton`` (CUDA tensors; no kernel yet). Every backend returns the reference's values
-exactly.
+(``aion_fast._C``, CPU: encode reads the latents in place in either layout, so the spectrum codec's channel-first
+(B, D, T) latents are not transposed into a copy; OpenMP only above 2^18 elements), ``triton``
+(:mod:`aion_fast.kernels.lfq`, CUDA tensors, and CPU tensors under ``TRITON_INTERPRET=1`` when forced with
+``AION_FAST_BACKEND=triton``, for the tests). Every backend returns the reference's values exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 
 from aion_fast import _backend
 from aion_fast._backend import Backend
+from aion_fast.ops.fsq import _as_odi
 
 __all__ = ["lfq_decode", "lfq_encode", "torch_lfq_decode", "torch_lfq_encode"]
 
@@ -87,23 +90,27 @@ def torch_lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> tor
 # torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatchers call the registered ops instead.
 
 
-def _lfq_encode_cpp_impl(z: torch.Tensor) -> torch.Tensor:
-    """(..., D) float32 CPU latents -> (...) int32 indices via aion_fast._C."""
+def _index_shape(z: torch.Tensor, channel_first: bool) -> tuple[int, ...]:
+    return (z.shape[0], *z.shape[2:]) if channel_first else tuple(z.shape[:-1])
+
+
+def _lfq_encode_cpp_impl(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    """Non-empty float32 CPU latents in either layout -> int32 indices via aion_fast._C (read in place)."""
     ext = _backend.load_extension()
-    z2 = z.reshape(-1, z.shape[-1]).contiguous()
-    out = torch.empty(z2.shape[0], dtype=torch.int32)
-    ext.lfq_encode(z2.numpy(), out.numpy())
-    return out.reshape(z.shape[:-1])
+    view = _as_odi(z, channel_first)
+    out = torch.empty(view.shape[0], view.shape[2], dtype=torch.int32)
+    ext.lfq_encode(view.numpy(), out.numpy())
+    return out.reshape(_index_shape(z, channel_first))
 
 
 @torch.library.custom_op("aion_fast::lfq_encode_cpp", mutates_args=())
-def _lfq_encode_cpp(z: torch.Tensor) -> torch.Tensor:
-    return _lfq_encode_cpp_impl(z)
+def _lfq_encode_cpp(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    return _lfq_encode_cpp_impl(z, channel_first)
 
 
 @_lfq_encode_cpp.register_fake
-def _(z: torch.Tensor) -> torch.Tensor:
-    return z.new_empty(z.shape[:-1], dtype=torch.int32)
+def _(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    return z.new_empty(_index_shape(z, channel_first), dtype=torch.int32)
 
 
 def _lfq_decode_cpp_impl(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
@@ -136,49 +143,82 @@ def _cpp_decode_reasons(indices: torch.Tensor, dim: int, scale: float) -> list[s
     return _backend.cpp_reasons(indices)
 
 
-def _run_cpp_encode(z: torch.Tensor) -> torch.Tensor:
-    return (_lfq_encode_cpp if torch.compiler.is_compiling() else _lfq_encode_cpp_impl)(z)
+def _cpp_encode_reasons(z: torch.Tensor, channel_first: bool) -> list[str]:
+    return _backend.cpp_reasons(z)
+
+
+def _triton_reasons(x: torch.Tensor, *_) -> list[str]:
+    return _backend.triton_reasons(x, allow_interpreter=True)
+
+
+def _run_torch_encode(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    return torch_lfq_encode(z.movedim(1, -1) if channel_first else z)
+
+
+def _run_cpp_encode(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    return (_lfq_encode_cpp if torch.compiler.is_compiling() else _lfq_encode_cpp_impl)(z, channel_first)
 
 
 def _run_cpp_decode(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
     return (_lfq_decode_cpp if torch.compiler.is_compiling() else _lfq_decode_cpp_impl)(indices, dim, scale)
 
 
+def _run_triton_encode(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    from aion_fast.kernels.lfq import lfq_encode_fwd
+
+    zl = z.movedim(1, -1) if channel_first else z
+    return lfq_encode_fwd(zl.reshape(-1, zl.shape[-1])).reshape(_index_shape(z, channel_first))
+
+
+def _run_triton_decode(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    from aion_fast.kernels.lfq import lfq_decode_fwd
+
+    return lfq_decode_fwd(indices.reshape(-1).to(torch.int32), dim, scale).reshape(*indices.shape, dim)
+
+
 _ENCODE_BACKENDS = (
-    Backend("triton", _backend.triton_kernel_missing, _backend.no_kernel),
-    Backend("cpp", _backend.cpp_reasons, _run_cpp_encode),
-    Backend("torch", _backend.no_reasons, torch_lfq_encode),
+    Backend("triton", _triton_reasons, _run_triton_encode),
+    Backend("cpp", _cpp_encode_reasons, _run_cpp_encode),
+    Backend("torch", _backend.no_reasons, _run_torch_encode),
 )
 
 _DECODE_BACKENDS = (
-    Backend("triton", _backend.triton_kernel_missing, _backend.no_kernel),
+    Backend("triton", _triton_reasons, _run_triton_decode),
     Backend("cpp", _cpp_decode_reasons, _run_cpp_decode),
     Backend("torch", _backend.no_reasons, torch_lfq_decode),
 )
 
 
-def lfq_encode(z: torch.Tensor) -> torch.Tensor:
+def lfq_encode(z: torch.Tensor, channel_first: bool = False) -> torch.Tensor:
     """LFQ encode: the signs of the D channels as a D-bit index (maths in the module docstring).
 
     Args:
-        z: (..., D) latents, channels last, 1 <= D <= 31. Any real dtype (compared in float32 whatever the
-            autocast state); may be non-contiguous; never modified.
+        z: (..., D) latents, or (B, D, *spatial) with ``channel_first=True`` (the spectrum codec's layout, read in
+            place by the C++ path), 1 <= D <= 31. Any real dtype (compared in float32 whatever the autocast state:
+            widening is exact, so bf16/fp16 inputs give the reference's indices on ``z.float()``); may be
+            non-contiguous; never modified.
+        channel_first: the channel axis is 1 (else last). Stated by the caller, never guessed from the shape.
 
     Returns:
-        (...) int32 indices in [0, 2**D).
+        int32 indices in [0, 2**D), shape ``z.shape[:-1]`` (resp. (B, *spatial)).
 
     Raises:
-        ValueError: D is outside [1, 31].
+        ValueError: D is outside [1, 31], or ``z`` has too few axes.
         BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
     """
-    if z.ndim == 0:
-        raise ValueError("lfq_encode: z must have shape (..., D), got a scalar")
-    _check_dim(z.shape[-1], "lfq_encode")
+    if z.ndim < (2 if channel_first else 1):
+        raise ValueError(
+            f"lfq_encode: z must have shape {'(B, D, ...)' if channel_first else '(..., D)'}, got {tuple(z.shape)}"
+        )
+    _check_dim(z.shape[1 if channel_first else -1], "lfq_encode")
     if z.is_complex():
         raise TypeError(f"lfq_encode: z must be real, got {z.dtype}")
+    channel_first = bool(channel_first)
+    if z.numel() == 0:
+        return torch.empty(_index_shape(z, channel_first), dtype=torch.int32, device=z.device)
     with _backend.no_autocast(z.device):
         z = z.detach().to(torch.float32)
-        return _backend.select("lfq_encode", _ENCODE_BACKENDS, z).run(z)
+        return _backend.select("lfq_encode", _ENCODE_BACKENDS, z, channel_first).run(z, channel_first)
 
 
 def lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> torch.Tensor:

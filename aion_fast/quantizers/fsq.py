@@ -72,7 +72,7 @@ class FiniteScalarQuantizer(Quantizer):
             int64 indices of shape (B, *spatial) (resp. ``z.shape[:-1]``).
         """
         self._check_channels(z, channel_first)
-        return fsq_ops.fsq_encode(_channels_last(z, channel_first), self._levels, self.eps).long()
+        return fsq_ops.fsq_encode(z, self._levels, self.eps, channel_first=channel_first).long()
 
     def decode(self, codes: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
         """Indices to normalised codes in [-1, 1].

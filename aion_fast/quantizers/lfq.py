@@ -107,14 +107,17 @@ class LookupFreeQuantizer(Quantizer):
     def embedding_dim(self) -> int:
         return self.codebook_dim
 
-    def _to_bits_space(self, z: torch.Tensor, channel_first: bool) -> torch.Tensor:
-        """(B, dim, T) or (..., dim) latents -> (..., codebook_dim) fp32 pre-quantization values."""
+    def _check_channels(self, z: torch.Tensor, channel_first: bool) -> None:
         axis = 1 if channel_first else -1
         if z.ndim < 2 or z.shape[axis] != self.dim:
             raise ValueError(
                 f"LFQ latents need {self.dim} channels on axis {axis} (channel_first={channel_first}), "
                 f"got shape {tuple(z.shape)}."
             )
+
+    def _to_bits_space(self, z: torch.Tensor, channel_first: bool) -> torch.Tensor:
+        """(B, dim, T) or (..., dim) latents -> (..., codebook_dim) fp32 pre-quantization values."""
+        self._check_channels(z, channel_first)
         x = z.movedim(1, -1) if channel_first else z
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = self._quantizer.project_in(x.float())
@@ -132,6 +135,9 @@ class LookupFreeQuantizer(Quantizer):
         Returns:
             int64 indices of shape (B, T) (resp. ``z.shape[:-1]``).
         """
+        if isinstance(self._quantizer.project_in, nn.Identity) and self.soft_clamp_input_value is None:
+            self._check_channels(z, channel_first)
+            return lfq_ops.lfq_encode(z, channel_first=channel_first).long()  # read in place, no (B, T, D) copy
         return lfq_ops.lfq_encode(self._to_bits_space(z, channel_first)).long()
 
     def decode(self, codes: torch.Tensor, channel_first: bool = True) -> torch.Tensor:

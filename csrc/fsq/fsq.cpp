@@ -1,5 +1,8 @@
 // FSQ entry points of aion_fast._C: argument checks (baseline code), then the kernels of fsq_cpu.cpp.
+#include <dlfcn.h>
+
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "aion_fast/checks.h"
@@ -39,6 +42,112 @@ std::int64_t fsq_encode_from_tanh(const py::array& tanh_z, const py::array& leve
   auto* o = static_cast<std::int32_t*>(out.mutable_data());
   py::gil_scoped_release release;
   return cpu::fsq_encode_from_tanh(t, M, D, hl, off, half_width.data(), basis.data(), o);
+}
+
+namespace {
+
+// The flags torch's CPU tanh passes to MKL VML (ATen/cpu/vml.h): VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE.
+constexpr std::int64_t kVmlTorchMode = 0x2 | 0x140000 | 0x100;
+cpu::VmlTanhFn g_tanh = nullptr;
+
+cpu::VmlTanhFn bound_tanh() {
+  if (g_tanh == nullptr)
+    throw py::value_error("fsq: no tanh bound; call fsq_bind_tanh(libtorch_cpu path) first (aion_fast.ops.fsq does)");
+  return g_tanh;
+}
+
+}  // namespace
+
+std::string fsq_bind_tanh(const std::string& library_path) {
+  // RTLD_NOLOAD: only a library torch already loaded, so the symbol is the one its tanh kernel calls.
+  void* handle = dlopen(library_path.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  if (handle == nullptr) return "library not loaded in this process: " + library_path;
+  void* symbol = dlsym(handle, "VMSTANH_64_");
+  if (symbol == nullptr) return "no MKL VML tanh (VMSTANH_64_) in " + library_path + " (torch built without MKL?)";
+  g_tanh = reinterpret_cast<cpu::VmlTanhFn>(symbol);
+  return "";
+}
+
+void fsq_tanh(const py::array& x, py::array& out) {
+  AION_CHECK_ARRAY(x, float, 1);    // (N,)
+  AION_CHECK_ARRAY(out, float, 1);  // (N,)
+  AION_CHECK_DIM(out, 0, x.shape(0));
+  AION_CHECK_OUTPUT(out);
+  const cpu::VmlTanhFn fn = bound_tanh();
+  const std::int64_t n = x.shape(0);
+  const auto* in = static_cast<const float*>(x.data());
+  auto* o = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  if (n > 0) fn(&n, in, o, &kVmlTorchMode);
+}
+
+std::int64_t fsq_encode(const py::array& z, const py::array& levels, const py::array& shift, const py::array& half_l,
+                        const py::array& offset, py::array& out) {
+  // z: (O, D, I) float32, any element strides (the codecs' channel-first (B, D, T) latents are read in place)
+  const StridedView v = strided_view_3d(z, "z");
+  AION_CHECK(v.D >= 1 && v.D <= cpu::kMaxChannels, z, "the number of channels D (axis 1) must lie in [1, 1024]");
+  const py::ssize_t D = v.D;
+  AION_CHECK_ARRAY(levels, std::int32_t, 1);  // (D,)
+  AION_CHECK_DIM(levels, 0, D);
+  AION_CHECK_ARRAY(shift, float, 1);  // (D,)
+  AION_CHECK_DIM(shift, 0, D);
+  AION_CHECK_ARRAY(half_l, float, 1);  // (D,)
+  AION_CHECK_DIM(half_l, 0, D);
+  AION_CHECK_ARRAY(offset, float, 1);  // (D,)
+  AION_CHECK_DIM(offset, 0, D);
+  AION_CHECK_ARRAY(out, std::int32_t, 2);  // (O, I)
+  AION_CHECK_DIM(out, 0, v.O);
+  AION_CHECK_DIM(out, 1, v.I);
+  AION_CHECK_OUTPUT(out);
+  const cpu::VmlTanhFn fn = bound_tanh();
+  const auto* lv = static_cast<const std::int32_t*>(levels.data());
+  std::vector<float> half_width(static_cast<size_t>(D)), basis(static_cast<size_t>(D));
+  std::int64_t running = 1;
+  for (py::ssize_t d = 0; d < D; ++d) {
+    AION_CHECK(lv[d] >= 2 && lv[d] <= 21, levels, "every level must lie in [2, 21] for the exact C++ path");
+    half_width[d] = static_cast<float>(lv[d] / 2);
+    basis[d] = static_cast<float>(running);
+    running *= lv[d];
+    AION_CHECK(running <= (std::int64_t{1} << 24), levels, "prod(levels) must be <= 2^24 for the exact C++ path");
+  }
+  const auto* sh = static_cast<const float*>(shift.data());
+  const auto* hl = static_cast<const float*>(half_l.data());
+  const auto* off = static_cast<const float*>(offset.data());
+  auto* o = static_cast<std::int32_t*>(out.mutable_data());
+  py::gil_scoped_release release;
+  return cpu::fsq_encode_strided(v.data, v.O, D, v.I, v.s_o, v.s_d, v.s_i, sh, hl, off, half_width.data(),
+                                 basis.data(), fn, kVmlTorchMode, o);
+}
+
+std::int64_t fsq_encode_thresholds(const py::array& z, const py::array& shift, const py::array& thresholds,
+                                   const py::array& first, const py::array& basis, std::int64_t base,
+                                   py::array& out) {
+  // z: (O, D, I) float32, any element strides
+  const StridedView v = strided_view_3d(z, "z");
+  AION_CHECK(v.D >= 1 && v.D <= cpu::kMaxChannels, z, "the number of channels D (axis 1) must lie in [1, 1024]");
+  const py::ssize_t D = v.D;
+  AION_CHECK_ARRAY(shift, float, 1);  // (D,)
+  AION_CHECK_DIM(shift, 0, D);
+  AION_CHECK_ARRAY(thresholds, float, 1);  // (T,)
+  AION_CHECK_ARRAY(first, std::int32_t, 1);  // (D + 1,)
+  AION_CHECK_DIM(first, 0, D + 1);
+  AION_CHECK_ARRAY(basis, std::int32_t, 1);  // (D,)
+  AION_CHECK_DIM(basis, 0, D);
+  AION_CHECK_ARRAY(out, std::int32_t, 2);  // (O, I)
+  AION_CHECK_DIM(out, 0, v.O);
+  AION_CHECK_DIM(out, 1, v.I);
+  AION_CHECK_OUTPUT(out);
+  AION_CHECK(base >= 0 && base < (std::int64_t{1} << 31), base, "must lie in [0, 2^31)");
+  const auto* f = static_cast<const std::int32_t*>(first.data());
+  AION_CHECK(f[0] == 0 && f[D] == thresholds.shape(0), first, "must run from 0 to len(thresholds)");
+  for (py::ssize_t d = 0; d < D; ++d) AION_CHECK(f[d] <= f[d + 1], first, "must be non-decreasing");
+  const auto* sh = static_cast<const float*>(shift.data());
+  const auto* th = static_cast<const float*>(thresholds.data());
+  const auto* bs = static_cast<const std::int32_t*>(basis.data());
+  auto* o = static_cast<std::int32_t*>(out.mutable_data());
+  py::gil_scoped_release release;
+  return cpu::fsq_encode_thresholds(v.data, v.O, D, v.I, v.s_o, v.s_d, v.s_i, sh, th, f, bs,
+                                    static_cast<std::int32_t>(base), o);
 }
 
 std::int64_t fsq_decode(const py::array& index, const py::array& levels, py::array& out) {

@@ -10,9 +10,15 @@
 //   digit  = (q / h) * h + h                       (three roundings)
 //   index  = (int32) sum_d digit_d * basis_d,      basis = cumprod([1, L_0, ..., L_{D-2}])
 //
-// Why tanh stays in PyTorch: torch's vectorised tanhf (SLEEF, <= 1 ulp) and libm's tanhf disagree in the last
-// bit on ~0.05% of inputs; when `b` then lies within an ulp of a half-integer the rounding flips and the index
-// differs. Taking t from torch makes every later step a bit-identical replay of the reference.
+// Three encode kernels, in the order the dispatcher (aion_fast/ops/fsq.py) prefers them:
+//  * fsq_encode_thresholds: no tanh at all. The reference's level is a non-decreasing step function of the float32
+//    x = z + shift, so Python derives, once per levels list, the exact float32 x where each step happens (evaluating
+//    the reference's own ops, checked on 8192 values around every step); the kernel counts thresholds <= x.
+//  * fsq_encode_strided: tanh through torch's own CPU tanh (MKL VML vsTanh, bound from libtorch_cpu: all 2^32
+//    float32 inputs give torch.tanh's bits), then the steps below.
+//  * fsq_encode_from_tanh: t computed by PyTorch and passed in (any torch build).
+// Other tanh implementations (libm, SLEEF, numpy) differ from torch's in the last bit on many inputs; when b then
+// lies within an ulp of a half-integer the rounding flips, so none of them is used.
 // The per-row sum is exact in any order when every digit is an exact integer and every partial sum is below
 // 2^24; the Python dispatcher only routes here when both hold (levels 2..21; see aion_fast/ops/fsq.py).
 //
@@ -85,6 +91,113 @@ std::int64_t fsq_encode_from_tanh(const float* __restrict tanh_z, std::int64_t M
       n_nan += is_nan;
       out[r0 + r] = is_nan ? -1 : static_cast<std::int32_t>(acc);
     }
+  }
+  return n_nan;
+}
+
+std::int64_t fsq_encode_strided(const float* z, std::int64_t O, std::int64_t D, std::int64_t I, std::int64_t s_o,
+                                std::int64_t s_d, std::int64_t s_i, const float* shift, const float* half_l,
+                                const float* offset, const float* half_width, const float* basis, VmlTanhFn tanh_fn,
+                                std::int64_t tanh_mode, std::int32_t* __restrict out) {
+  const std::int64_t tile = kScratch / D;  // positions per tile
+  const std::int64_t tiles_per_outer = (I + tile - 1) / tile;
+  const std::int64_t n_tiles = O * tiles_per_outer;
+  std::int64_t n_nan = 0;
+
+#pragma omp parallel for schedule(static) if (O * I * D >= kParallelMinElements) reduction(+ : n_nan)
+  for (std::int64_t k = 0; k < n_tiles; ++k) {
+    alignas(64) float x[kScratch];  // (D, n): z + shift, channel-major
+    alignas(64) float t[kScratch];  // (D, n): tanh(z + shift)
+    alignas(64) float acc[kScratch];
+    const std::int64_t o = k / tiles_per_outer;
+    const std::int64_t i0 = (k % tiles_per_outer) * tile;
+    const std::int64_t n = min64(tile, I - i0);
+    // Gather: one contiguous run per channel when the positions are unit-stride (the codecs' channel-first layout).
+    for (std::int64_t d = 0; d < D; ++d) {
+      const float* __restrict src = z + o * s_o + d * s_d + i0 * s_i;
+      float* __restrict dst = x + d * n;
+      const float sh = shift[d];
+      if (s_i == 1) {
+        for (std::int64_t j = 0; j < n; ++j) dst[j] = src[j] + sh;  // vectorised
+      } else {
+        for (std::int64_t j = 0; j < n; ++j) dst[j] = src[j * s_i] + sh;
+      }
+    }
+    const std::int64_t count = n * D;
+    tanh_fn(&count, x, t, &tanh_mode);  // the very function torch.tanh runs on this CPU (see the file comment)
+    for (std::int64_t j = 0; j < n; ++j) acc[j] = 0.0f;
+    for (std::int64_t d = 0; d < D; ++d) {
+      const float hl = half_l[d], off = offset[d], hw = half_width[d], bs = basis[d];
+      const float* __restrict td = t + d * n;
+      for (std::int64_t j = 0; j < n; ++j) {  // vectorised: unit stride, per-channel constants are scalars
+        float b = td[j] * hl;
+        b = b - off;
+        const float q = round_half_even(b);
+        float digit = q / hw;
+        digit = digit * hw;
+        digit = digit + hw;
+        acc[j] += digit * bs;
+      }
+    }
+    std::int32_t* __restrict dst = out + o * I + i0;
+    std::int64_t nan_here = 0;
+    for (std::int64_t j = 0; j < n; ++j) {  // vectorised (compare, blend, convert)
+      const bool is_nan = acc[j] != acc[j];
+      nan_here += is_nan;
+      dst[j] = is_nan ? -1 : static_cast<std::int32_t>(acc[j]);
+    }
+    n_nan += nan_here;
+  }
+  return n_nan;
+}
+
+std::int64_t fsq_encode_thresholds(const float* z, std::int64_t O, std::int64_t D, std::int64_t I, std::int64_t s_o,
+                                   std::int64_t s_d, std::int64_t s_i, const float* shift, const float* thresholds,
+                                   const std::int32_t* first, const std::int32_t* basis, std::int32_t base,
+                                   std::int32_t* __restrict out) {
+  const std::int64_t tiles_per_outer = (I + kScratch - 1) / kScratch;
+  const std::int64_t n_tiles = O * tiles_per_outer;
+  std::int64_t n_nan = 0;
+
+#pragma omp parallel for schedule(static) if (O * I * D >= kParallelMinElements) reduction(+ : n_nan)
+  for (std::int64_t k = 0; k < n_tiles; ++k) {
+    alignas(64) float x[kScratch];
+    alignas(64) std::int32_t count[kScratch];
+    alignas(64) std::int32_t acc[kScratch];
+    alignas(64) std::int32_t nan_mask[kScratch];
+    const std::int64_t o = k / tiles_per_outer;
+    const std::int64_t i0 = (k % tiles_per_outer) * kScratch;
+    const std::int64_t n = min64(kScratch, I - i0);
+    for (std::int64_t j = 0; j < n; ++j) {
+      acc[j] = base;
+      nan_mask[j] = 0;
+    }
+    for (std::int64_t d = 0; d < D; ++d) {
+      const float* __restrict src = z + o * s_o + d * s_d + i0 * s_i;
+      const float sh = shift[d];
+      if (s_i == 1) {
+        for (std::int64_t j = 0; j < n; ++j) x[j] = src[j] + sh;  // vectorised; the reference's float32 add
+      } else {
+        for (std::int64_t j = 0; j < n; ++j) x[j] = src[j * s_i] + sh;
+      }
+      for (std::int64_t j = 0; j < n; ++j) {  // vectorised
+        count[j] = 0;
+        nan_mask[j] |= -static_cast<std::int32_t>(x[j] != x[j]);
+      }
+      for (std::int32_t t = first[d]; t < first[d + 1]; ++t) {
+        const float thr = thresholds[t];
+        for (std::int64_t j = 0; j < n; ++j) count[j] += static_cast<std::int32_t>(x[j] >= thr);  // vectorised
+      }
+      const std::int32_t b = basis[d];
+      for (std::int64_t j = 0; j < n; ++j) acc[j] += count[j] * b;  // vectorised
+    }
+    std::int32_t* __restrict dst = out + o * I + i0;
+    std::int64_t nan_here = 0;
+    for (std::int64_t j = 0; j < n; ++j) {  // vectorised
+      nan_here -= nan_mask[j];
+      dst[j] = nan_mask[j] ? -1 : acc[j];
+    }
+    n_nan += nan_here;
   }
   return n_nan;
 }

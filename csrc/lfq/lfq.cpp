@@ -9,16 +9,16 @@
 namespace aion_fast {
 
 void lfq_encode(const py::array& z, py::array& out) {
-  AION_CHECK_ARRAY(z, float, 2);  // (M, D)
-  const py::ssize_t M = z.shape(0), D = z.shape(1);
-  AION_CHECK(D >= 1 && D <= 31, z, "the number of channels D must lie in [1, 31] for int32 indices");
-  AION_CHECK_ARRAY(out, std::int32_t, 1);  // (M,)
-  AION_CHECK_DIM(out, 0, M);
+  // z: (O, D, I) float32, any element strides (a view: the channel-first (B, D, T) latents are read in place)
+  const StridedView v = strided_view_3d(z, "z");
+  AION_CHECK(v.D >= 1 && v.D <= 31, z, "the number of channels D (axis 1) must lie in [1, 31] for int32 indices");
+  AION_CHECK_ARRAY(out, std::int32_t, 2);  // (O, I)
+  AION_CHECK_DIM(out, 0, v.O);
+  AION_CHECK_DIM(out, 1, v.I);
   AION_CHECK_OUTPUT(out);
-  const auto* zp = static_cast<const float*>(z.data());
   auto* o = static_cast<std::int32_t*>(out.mutable_data());
   py::gil_scoped_release release;
-  cpu::lfq_encode(zp, M, D, o);
+  cpu::lfq_encode_strided(v.data, v.O, v.D, v.I, v.s_o, v.s_d, v.s_i, o);
 }
 
 std::int64_t lfq_decode(const py::array& index, double scale, py::array& out) {

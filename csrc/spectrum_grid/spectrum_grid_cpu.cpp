@@ -31,6 +31,7 @@ namespace cpu {
 namespace {
 
 constexpr float kFloatMax = 3.40282346638528859812e+38f;
+constexpr std::int64_t kParallelMinPoints = 1 << 14;  // below this many grid outputs, one thread
 
 inline float nan_to_num(float v) {
   if (v != v) return 0.0f;
@@ -45,7 +46,7 @@ void spectrum_to_latent(const float* __restrict flux, const float* __restrict is
                         const float* __restrict wavelength, std::int64_t B, std::int64_t L,
                         const float* __restrict scale, const float* __restrict grid, std::int64_t G,
                         float input_scaling, bool has_clip_flux, float clip_flux, float* __restrict out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * G >= kParallelMinPoints)
   for (std::int64_t b = 0; b < B; ++b) {
     const float* __restrict f = flux + b * L;
     const float* __restrict sd = istd + b * L;

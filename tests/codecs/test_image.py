@@ -294,3 +294,18 @@ def test_base_size_tokens_and_decode_match_reference(tmp_path):
     with torch.inference_mode():
         expected = reference.decode(reference_tokens, bands=DES)
     assert_close_rel(ours.decode(reference_tokens, bands=DES).flux, expected.flux, rtol=1e-5)
+
+
+@pytest.mark.parametrize("survey", ["DES", "HSC"])
+def test_decode_backends_agree(image_codec_small, image_des_tokens, monkeypatch, survey):
+    """The decode epilogue (aion_fast.ops.image_postprocess) gives the same images on the torch and C++ paths."""
+    from aion_fast import _backend
+
+    if _backend.load_extension() is None:
+        pytest.skip(f"C++ extension not built: {_backend.extension_error()}")
+    modality = m.LegacySurveyImage if survey == "DES" else m.HSCImage
+    images = {}
+    for name in ("torch", "cpp"):
+        monkeypatch.setenv(_backend.ENV_VAR, name)
+        images[name] = image_codec_small.decode(image_des_tokens, modality=modality).flux
+    assert_close_rel(images["cpp"], images["torch"], rtol=1e-6)

@@ -94,3 +94,63 @@ def test_tanh_from_exp_is_close_but_not_bit_exact(device):
     ulp = (out.cpu().view(torch.int32).long() - ref.cpu().view(torch.int32).long()).abs()
     assert int(ulp.max()) <= 8, int(ulp.max())
     print(f"tanh from exp vs torch.tanh: {float((ulp > 0).float().mean()):.2%} differ, max {int(ulp.max())} ulp")
+
+
+# ---- the same kernels through the ops' dispatchers (AION_FAST_BACKEND=triton; CPU tensors run interpreted) --------
+
+
+@pytest.fixture
+def forced_triton(device, monkeypatch):
+    from aion_fast import _backend
+
+    monkeypatch.setenv(_backend.ENV_VAR, "triton")
+    return device
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+@pytest.mark.parametrize("batch", [1, 3, 7])
+def test_dispatcher_fsq_triton(forced_triton, levels, batch):
+    from aion_fast import _backend
+    from aion_fast.ops import fsq as fsq_ops
+    from tests.ops.test_fsq import channel_first_latents
+
+    z = channel_first_latents(levels, batch, 96, seed=batch)
+    assert _backend.select("fsq_encode", fsq_ops._ENCODE_BACKENDS, z, levels, EPS, True).name == "triton"
+    ref = torch_fsq_encode(z.movedim(1, -1), levels, EPS)
+    zd = z.to(forced_triton)
+    assert_indices_equal(fsq_ops.fsq_encode(zd, levels, EPS, channel_first=True).cpu(), ref)
+    assert_indices_equal(fsq_ops.fsq_encode(zd.movedim(1, -1), levels, EPS).cpu(), ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_indices_equal(fsq_ops.fsq_encode(zd.bfloat16(), levels, EPS, channel_first=True).cpu(),
+                             torch_fsq_encode(z.bfloat16().float().movedim(1, -1), levels, EPS))  # fmt: skip
+    assert torch.equal(fsq_ops.fsq_decode(ref.to(forced_triton), levels).cpu(), torch_fsq_decode(ref, levels))
+    zd[0, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        fsq_ops.fsq_encode(zd, levels, EPS, channel_first=True)
+    with pytest.raises(ValueError, match="indices must lie"):
+        fsq_ops.fsq_decode(torch.tensor([0, -1], device=forced_triton), levels)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7])
+def test_dispatcher_lfq_triton(forced_triton, batch):
+    from aion_fast.ops.lfq import lfq_decode, lfq_encode
+
+    z = torch.randn(batch, 10, 272)
+    z[0, 0, 0], z[-1, -1, -1], z[0, 3, 5] = float("nan"), -0.0, float("inf")
+    ref = torch_lfq_encode(z.movedim(1, -1))
+    zd = z.to(forced_triton)
+    assert_indices_equal(lfq_encode(zd, channel_first=True).cpu(), ref)
+    assert_indices_equal(
+        lfq_encode(zd.movedim(1, -1).bfloat16()).cpu(), torch_lfq_encode(z.movedim(1, -1).bfloat16().float())
+    )
+    assert torch.equal(lfq_decode(ref.to(forced_triton), 10, 0.5).cpu(), torch_lfq_decode(ref, 10, 0.5))
+
+
+def test_triton_is_never_chosen_unforced_for_cpu_tensors(device):
+    from aion_fast import _backend
+    from aion_fast.ops import lfq as lfq_ops
+
+    z = torch.randn(4, 10)
+    assert _backend.select("lfq_encode", lfq_ops._ENCODE_BACKENDS, z, False).name != "triton"
+    reasons = lfq_ops._ENCODE_BACKENDS[0].not_supported_reasons(z, False)
+    assert reasons == ["tensor not on CUDA"] or device == "cuda"

@@ -18,7 +18,7 @@ from aion_fast.ops.fsq import (
     torch_fsq_encode_from_tanh,
 )
 
-# image codec, scalar-field codec, a larger 6-channel codebook
+# image codec (aion_fast/codecs/image.py), scalar-field codec (codecs/scalar_field.py), a larger 6-channel codebook
 LEVELS = [(7, 5, 5, 5, 5), (8, 5, 5, 5), (8, 8, 8, 5, 5, 5)]
 SIZES = [1, 3, 7, 576 * 3]
 EPS = 1e-3
@@ -225,7 +225,7 @@ def test_float32_digits_exact_up_to_cpp_max_level():
 def test_cpp_guard_routes_large_levels_to_torch(monkeypatch):
     levels = (22, 5)
     z = torch.randn(50, 2)
-    assert _backend.select("fsq_encode", fsq_ops._ENCODE_BACKENDS, z, levels, EPS).name != "cpp"
+    assert _backend.select("fsq_encode", fsq_ops._ENCODE_BACKENDS, z, levels, EPS, False).name != "cpp"
     assert_indices_equal(fsq_encode(z, levels), torch_fsq_encode(z, levels))
     if _backend.load_extension() is not None:
         monkeypatch.setenv(_backend.ENV_VAR, "cpp")
@@ -269,7 +269,7 @@ def test_cpp_path_traces_with_torch_compile(ext):
     levels = [7, 5, 5, 5, 5]
     z = torch.randn(64, 5)
     ref = torch_fsq_encode(z, levels)
-    compiled = torch.compile(lambda x: torch.ops.aion_fast.fsq_encode_cpp(x, levels, EPS), backend="aot_eager")
+    compiled = torch.compile(lambda x: torch.ops.aion_fast.fsq_encode_cpp(x, levels, EPS, False), backend="aot_eager")
     assert_indices_equal(compiled(z), ref)
     codes = ref.clone()
     compiled_dec = torch.compile(lambda i: torch.ops.aion_fast.fsq_decode_cpp(i, levels), backend="aot_eager")
@@ -277,5 +277,160 @@ def test_cpp_path_traces_with_torch_compile(ext):
     # the public dispatchers trace into one graph around the custom ops
     roundtrip = torch.compile(lambda x: fsq_decode(fsq_encode(x, levels), levels), backend="aot_eager", fullgraph=True)
     assert torch.equal(roundtrip(z), torch_fsq_decode(ref, levels))
-    torch.library.opcheck(torch.ops.aion_fast.fsq_encode_cpp.default, (z, levels, EPS))
+    torch.library.opcheck(torch.ops.aion_fast.fsq_encode_cpp.default, (z, levels, EPS, False))
+    channel_first = torch.randn(3, 5, 7)
+    torch.library.opcheck(torch.ops.aion_fast.fsq_encode_cpp.default, (channel_first, levels, EPS, True))
+    compiled_cf = torch.compile(
+        lambda x: fsq_encode(x, levels, channel_first=True), backend="aot_eager", fullgraph=True
+    )
+    assert_indices_equal(compiled_cf(channel_first), torch_fsq_encode(channel_first.movedim(1, -1), levels))
     torch.library.opcheck(torch.ops.aion_fast.fsq_decode_cpp.default, (codes, levels))
+
+
+# ---- channel-first layout (the codecs' (B, D, T) latents, read in place) ---------------------------------------------
+
+
+def channel_first_latents(levels: tuple[int, ...], batch: int, tokens: int, seed: int = 0) -> torch.Tensor:
+    """(batch, D, tokens) float32: random N(0, 4) draws with boundary values, +-large, +-inf and +-0 mixed in."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(batch, len(levels), tokens, generator=g) * 2
+    edges = boundary_latents(levels).t()  # (D, N)
+    n = min(tokens, edges.shape[1])
+    z[:, :, :n] = edges[:, :n]
+    specials = torch.tensor([1e30, -1e30, math.inf, -math.inf, 0.0, -0.0, 3.4e38, -3.4e38])
+    z[:, :, -1] = specials[torch.randint(len(specials), (batch, len(levels)), generator=g)]
+    return z
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+@pytest.mark.parametrize(("batch", "tokens"), [(1, 576), (3, 144), (7, 31), (2, 1)])
+def test_encode_channel_first_matches_reference(backend, levels, batch, tokens):
+    z = channel_first_latents(levels, batch, tokens, seed=batch * tokens)
+    before = z.clone()
+    ref = torch_fsq_encode(z.movedim(1, -1), levels, EPS)
+    assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=True), ref)
+    # spatial axes of any rank, and non-contiguous channel-first views
+    assert_indices_equal(fsq_encode(z.reshape(batch, len(levels), tokens, 1), levels, EPS, channel_first=True),
+                         ref.reshape(batch, tokens, 1))  # fmt: skip
+    wide = torch.randn(batch, len(levels) + 2, 2 * tokens)
+    view = wide[:, 1:-1, ::2]
+    assert_indices_equal(fsq_encode(view, levels, EPS, channel_first=True),
+                         torch_fsq_encode(view.movedim(1, -1), levels, EPS))  # fmt: skip
+    assert torch.equal(z, before)
+
+
+def test_encode_channel_first_nan_raises_and_shapes(backend):
+    levels = (8, 5, 5, 5)
+    z = torch.randn(3, 4, 10)
+    z[1, 2, 7] = math.nan
+    with pytest.raises(ValueError, match=r"\bz\b.*NaN"):
+        fsq_encode(z, levels, channel_first=True)
+    with pytest.raises(ValueError, match=r"channel_first=True"):
+        fsq_encode(torch.randn(3, 10, 4), levels, channel_first=True)
+    assert fsq_encode(torch.empty(0, 4, 6), levels, channel_first=True).shape == (0, 6)
+
+
+@pytest.mark.parametrize("levels", LEVELS[:2])
+def test_encode_bf16_and_autocast_channel_first(backend, levels):
+    """bf16 latents are widened exactly and quantised in float32: indices equal the reference's on z.float()."""
+    z = channel_first_latents(levels, 3, 200).to(torch.bfloat16)
+    ref = torch_fsq_encode(z.float().movedim(1, -1), levels, EPS)
+    assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=True), ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=True), ref)
+        assert_indices_equal(fsq_encode(z.float(), levels, EPS, channel_first=True), ref)
+
+
+def test_reference_codec_layout_agrees_with_oracle():
+    """The image codec's exact call: (B, 5, 576) channel-first latents through the reference FSQ encode."""
+    quantizers = pytest.importorskip("aion.codecs.quantizers")
+    levels = (7, 5, 5, 5, 5)
+    oracle = quantizers.FiniteScalarQuantizer(list(levels), eps=EPS)
+    for batch in (1, 3, 7):
+        z = channel_first_latents(levels, batch, 576, seed=batch)
+        assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=True), oracle.encode(z.clone()))
+
+
+# ---- the C++ path's tanh ---------------------------------------------------------------------------------------------
+
+
+def test_fused_tanh_is_bound_with_an_mkl_torch(ext):
+    reason = fsq_ops.fused_tanh_unavailable_reason()
+    if torch.backends.mkl.is_available():
+        assert reason is None, reason
+    x = torch.cat([torch.randn(100_003) * 5, torch.tensor([math.inf, -math.inf, 0.0, -0.0, 1e-40])])
+    if reason is None:
+        out = torch.empty_like(x)
+        ext.fsq_tanh(x.numpy(), out.numpy())
+        assert torch.equal(out.view(torch.int32), torch.tanh(x).view(torch.int32))
+
+
+@pytest.mark.parametrize("path", ["bound_tanh", "torch_tanh"])
+def test_cpp_fallback_paths_are_exact(ext, monkeypatch, path):
+    """Without thresholds the C++ path uses torch's bound MKL tanh, else torch's tanh: still the reference's indices."""
+    monkeypatch.setattr(fsq_ops, "decision_thresholds", lambda levels, eps: "disabled by the test")
+    if path == "torch_tanh":
+        monkeypatch.setattr(fsq_ops, "_tanh_status", ["disabled by the test"])
+    elif fsq_ops.fused_tanh_unavailable_reason() is not None:
+        pytest.skip(fsq_ops.fused_tanh_unavailable_reason())
+    monkeypatch.setenv(_backend.ENV_VAR, "cpp")
+    for levels in LEVELS:
+        z = channel_first_latents(levels, 3, 100)
+        ref = torch_fsq_encode(z.movedim(1, -1), levels, EPS)
+        assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=True), ref)
+        assert_indices_equal(fsq_encode(z.movedim(1, -1), levels, EPS), ref)
+        z[1, 2, 3] = math.nan
+        with pytest.raises(ValueError, match="NaN"):
+            fsq_encode(z, levels, EPS, channel_first=True)
+
+
+def test_cpp_fused_encode_checks_the_output_shape(ext):
+    z = torch.randn(2, 5, 3)
+    out = torch.empty(2, 4, dtype=torch.int32)
+    c = fsq_ops._constants((7, 5, 5, 5, 5), EPS)
+    with pytest.raises(ValueError, match="out"):
+        ext.fsq_encode(z.numpy(), c.levels.numpy(), c.shift.numpy(), c.half_l.numpy(), c.offset.numpy(), out.numpy())
+
+
+@pytest.mark.slow
+def test_bound_tanh_equals_torch_tanh_on_every_float32(ext):
+    """Exhaustive: all 2^32 float32 bit patterns through the bound tanh and torch.tanh (~6 min on 2 cores)."""
+    if fsq_ops.fused_tanh_unavailable_reason() is not None:
+        pytest.skip(fsq_ops.fused_tanh_unavailable_reason())
+    chunk = 1 << 24
+    out = torch.empty(chunk)
+    for start in range(0, 1 << 32, chunk):
+        x = (torch.arange(start, start + chunk, dtype=torch.int64) - (1 << 31)).to(torch.int32).view(torch.float32)
+        ext.fsq_tanh(x.numpy(), out.numpy())
+        ref = torch.tanh(x)
+        same = (out.view(torch.int32) == ref.view(torch.int32)) | (torch.isnan(out) & torch.isnan(ref))
+        assert bool(same.all()), f"{int((~same).sum())} differ in chunk starting at bit pattern {start - (1 << 31)}"
+
+
+# ---- the C++ path's decision thresholds ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", [*LEVELS, (21, 2, 3), (4, 6)])
+def test_decision_thresholds_match_reference_densely(ext, levels):
+    """Every float32 latent within 20000 values of each threshold (and the thresholds' neighbours) encodes exactly."""
+    th = fsq_ops.decision_thresholds(levels, EPS)
+    assert isinstance(th, fsq_ops._Thresholds), th
+    c = fsq_ops._constants(levels, EPS)
+    for d in range(len(levels)):
+        x = th.values[int(th.first[d]) : int(th.first[d + 1])]
+        keys = fsq_ops._ordered(x)[:, None] + torch.arange(-20000, 20001)
+        z_d = fsq_ops._from_ordered(keys.reshape(-1)) - c.shift[d]  # latents whose x = z + s lands near a step
+        z = torch.zeros(len(z_d), len(levels))
+        z[:, d] = z_d
+        assert_indices_equal(fsq_encode(z, levels, EPS), torch_fsq_encode(z, levels, EPS))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", [5, 7, 8])
+def test_decision_thresholds_exhaustive(ext, level):
+    """All 2^32 float32 latents of one channel of each level the codecs use: thresholds == reference (~10 min each)."""
+    chunk = 1 << 24
+    for start in range(0, 1 << 32, chunk):
+        z = (torch.arange(start, start + chunk, dtype=torch.int64) - (1 << 31)).to(torch.int32).view(torch.float32)
+        z = z[~torch.isnan(z)][:, None]
+        assert_indices_equal(fsq_encode(z, (level,), EPS), torch_fsq_encode(z, (level,), EPS))

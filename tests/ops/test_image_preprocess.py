@@ -94,3 +94,15 @@ def test_compiles_with_torch_compile(backend):
     flux = realistic_images(2, 4, 96, 96)
     compiled = torch.compile(lambda x: image_preprocess(x, **args) * 2.0, fullgraph=True)
     assert_bitwise_equal(compiled(flux), torch_image_preprocess(flux, **args) * 2.0)
+
+
+def test_bfloat16_input(backend):
+    """bf16 images are upcast exactly: the result is bit-identical to float32 images holding the same values, and
+    within 2^-8 relative (+1e-6 absolute) of the float32 original (arcsinh's condition number is at most 1)."""
+    args = survey_args("HSC")
+    flux = realistic_images(3, 5, 97, 101, seed=5)
+    low = flux.bfloat16()
+    ours = image_preprocess(low, **args)
+    assert_bitwise_equal(ours, torch_image_preprocess(low.float(), **args))
+    exact = torch_image_preprocess(flux, **args)
+    assert bool(((ours - exact).abs() <= 2**-8 * exact.abs() + 1e-6).all())

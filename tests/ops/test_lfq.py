@@ -126,9 +126,50 @@ def test_reference_package_agrees():
 def test_cpp_path_traces_with_torch_compile(ext):
     z = torch.randn(64, 10)
     ref = torch_lfq_encode(z)
-    compiled = torch.compile(lambda x: torch.ops.aion_fast.lfq_encode_cpp(x), backend="aot_eager")
+    compiled = torch.compile(lambda x: torch.ops.aion_fast.lfq_encode_cpp(x, False), backend="aot_eager")
     assert_indices_equal(compiled(z), ref)
     compiled_dec = torch.compile(lambda i: torch.ops.aion_fast.lfq_decode_cpp(i, 10, 1.0), backend="aot_eager")
     assert torch.equal(compiled_dec(ref), torch_lfq_decode(ref, 10))
-    torch.library.opcheck(torch.ops.aion_fast.lfq_encode_cpp.default, (z,))
+    torch.library.opcheck(torch.ops.aion_fast.lfq_encode_cpp.default, (z, False))
+    channel_first = torch.randn(3, 10, 7)
+    torch.library.opcheck(torch.ops.aion_fast.lfq_encode_cpp.default, (channel_first, True))
+    compiled_cf = torch.compile(lambda x: lfq_encode(x, channel_first=True), backend="aot_eager", fullgraph=True)
+    assert_indices_equal(compiled_cf(channel_first), torch_lfq_encode(channel_first.movedim(1, -1)))
     torch.library.opcheck(torch.ops.aion_fast.lfq_decode_cpp.default, (ref, 10, 1.0))
+
+
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize(("batch", "tokens"), [(1, 272), (3, 7081 // 26), (7, 5), (2, 1), (3, 9000)])
+def test_encode_channel_first_matches_reference(backend, dim, batch, tokens):
+    """The spectrum codec's (B, D, T) latents read in place (tokens=9000: several C++ tiles and the OpenMP path)."""
+    g = torch.Generator().manual_seed(batch * tokens + dim)
+    z = torch.randn(batch, dim, tokens, generator=g)
+    z[0, 0, 0], z[-1, -1, -1] = math.nan, -0.0
+    z[0, :, -1] = torch.tensor([math.inf, -math.inf, 0.0, 1e-45] * 8)[:dim]
+    before = z.clone()
+    ref = torch_lfq_encode(z.movedim(1, -1))
+    assert_indices_equal(lfq_encode(z, channel_first=True), ref)
+    view = torch.randn(batch, dim + 3, 2 * tokens, generator=g)[:, 2:-1, 1::2]  # non-contiguous channel-first
+    assert_indices_equal(lfq_encode(view, channel_first=True), torch_lfq_encode(view.movedim(1, -1)))
+    assert torch.equal(z.view(torch.int32), before.view(torch.int32))  # bitwise: NaN included
+
+
+def test_encode_channel_first_bf16_autocast_and_shapes(backend):
+    z = torch.randn(3, 10, 272).to(torch.bfloat16)
+    ref = torch_lfq_encode(z.float().movedim(1, -1))
+    assert_indices_equal(lfq_encode(z, channel_first=True), ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert_indices_equal(lfq_encode(z.float(), channel_first=True), ref)
+    assert lfq_encode(torch.empty(0, 10, 4), channel_first=True).shape == (0, 4)
+    assert lfq_encode(torch.randn(2, 10, 3, 4), channel_first=True).shape == (2, 3, 4)
+    with pytest.raises(ValueError, match="31"):
+        lfq_encode(torch.randn(2, 40, 3), channel_first=True)
+
+
+def test_reference_codec_layout_agrees_with_oracle():
+    quantizers = pytest.importorskip("aion.codecs.quantizers")
+    oracle = quantizers.LucidrainsLFQ(dim=10, codebook_size=1024).eval()
+    for batch in (1, 3, 7):
+        z = torch.randn(batch, 10, 272)
+        with torch.no_grad():
+            assert_indices_equal(lfq_encode(z, channel_first=True), oracle.encode(z))

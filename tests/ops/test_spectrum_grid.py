@@ -85,3 +85,11 @@ def test_compiles_with_torch_compile(backend):
     compiled = torch.compile(lambda f, v, w, n: spectrum_to_latent(f, v, w, n, GRID) + 1.0, fullgraph=True)
     ref = torch_spectrum_to_latent(**s, grid=GRID) + 1.0
     assert_bitwise_equal(compiled(s["flux"], s["ivar"], s["wavelength"], s["scale"]), ref)
+
+
+def test_bfloat16_inputs_are_upcast_exactly(backend):
+    """bf16 flux and ivar are upcast exactly: bit-identical to float32 inputs holding the same values."""
+    s = spectra(3, 4646, 3550.0, 1.4, seed=9)
+    low = {k: (v.bfloat16() if k in ("flux", "ivar") else v) for k, v in s.items()}
+    ref = torch_spectrum_to_latent(**{k: v.float() for k, v in low.items()}, grid=GRID)
+    assert_bitwise_equal(spectrum_to_latent(**low, grid=GRID), ref)

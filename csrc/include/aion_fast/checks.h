@@ -71,6 +71,26 @@ inline void check_arg(bool ok, const char* name, const std::string& what) {
   if (!ok) throw py::value_error(std::string(name) + ": " + what);
 }
 
+// A float32 array of rank 3 (O, D, I) with any non-negative element strides, read without a copy.
+struct StridedView {
+  const float* data;
+  py::ssize_t O, D, I, s_o, s_d, s_i;  // sizes, strides in elements
+};
+
+inline StridedView strided_view_3d(const py::array& a, const char* name) {
+  check_dtype<float>(a, name);
+  check_ndim(a, name, 3);
+  py::ssize_t s[3];
+  for (int k = 0; k < 3; ++k) {
+    const py::ssize_t bytes = a.strides(k);
+    if (bytes < 0 || bytes % static_cast<py::ssize_t>(sizeof(float)) != 0)
+      throw py::value_error(std::string(name) + ": strides must be non-negative multiples of 4 bytes, shape " +
+                            shape_str(a));
+    s[k] = bytes / static_cast<py::ssize_t>(sizeof(float));
+  }
+  return {static_cast<const float*>(a.data()), a.shape(0), a.shape(1), a.shape(2), s[0], s[1], s[2]};
+}
+
 }  // namespace aion_fast
 
 // AION_CHECK_ARRAY(arr, T, ndim): dtype T (TypeError), rank ndim and C-contiguous (ValueError).

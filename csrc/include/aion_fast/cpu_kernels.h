@@ -23,13 +23,35 @@ std::int64_t fsq_encode_from_tanh(const float* tanh_z, std::int64_t M, std::int6
                                   const float* offset, const float* half_width, const float* basis,
                                   std::int32_t* out);
 
+// An element-wise float32 tanh with MKL VML's Fortran calling convention (VMSTANH_64_): out[k] = tanh(in[k]) for
+// k < *n, accuracy/denormal/error flags in *mode. FSQ takes torch's own tanh through it (csrc/fsq/fsq_cpu.cpp).
+using VmlTanhFn = void (*)(const std::int64_t* n, const float* in, float* out, const std::int64_t* mode);
+
+// Fused FSQ encode of a strided (O, D, I) float32 view z (element strides s_o, s_d, s_i): per position (o, i),
+// index = pack(round(tanh(z + shift) * half_l - offset)) into out[o * I + i], out: (O, I). shift, half_l, offset,
+// half_width, basis: (D,). tanh_fn(mode) computes the tanh. Returns the number of positions with a NaN (index -1).
+std::int64_t fsq_encode_strided(const float* z, std::int64_t O, std::int64_t D, std::int64_t I, std::int64_t s_o,
+                                std::int64_t s_d, std::int64_t s_i, const float* shift, const float* half_l,
+                                const float* offset, const float* half_width, const float* basis, VmlTanhFn tanh_fn,
+                                std::int64_t tanh_mode, std::int32_t* out);
+
+// FSQ encode by exact decision thresholds (csrc/fsq/fsq_cpu.cpp): for a strided (O, D, I) float32 view z,
+// x = z + shift[d] and index = base + sum_d basis[d] * #{t in [first[d], first[d+1]) : x >= thresholds[t]}, written
+// to out[o * I + i], out: (O, I). Returns the number of positions with a NaN (index -1).
+std::int64_t fsq_encode_thresholds(const float* z, std::int64_t O, std::int64_t D, std::int64_t I, std::int64_t s_o,
+                                   std::int64_t s_d, std::int64_t s_i, const float* shift, const float* thresholds,
+                                   const std::int32_t* first, const std::int32_t* basis, std::int32_t base,
+                                   std::int32_t* out);
+
 // FSQ codes from indices.  index: (M,), levels: (D,), out: (M, D). Returns the number of indices outside
 // [0, prod(levels)) (their rows are written as NaN).
 std::int64_t fsq_decode(const std::int32_t* index, std::int64_t M, std::int64_t D, const std::int32_t* levels,
                         float* out);
 
-// LFQ index from signs.  z: (M, D) with D <= 31, out: (M,).
-void lfq_encode(const float* z, std::int64_t M, std::int64_t D, std::int32_t* out);
+// LFQ index from signs of a strided (O, D, I) float32 view z (element strides s_o, s_d, s_i), D <= 31:
+// out[o * I + i] = sum_d [z(o, d, i) > 0] 2^(D-1-d), out: (O, I).
+void lfq_encode_strided(const float* z, std::int64_t O, std::int64_t D, std::int64_t I, std::int64_t s_o,
+                        std::int64_t s_d, std::int64_t s_i, std::int32_t* out);
 
 // LFQ codes from indices.  index: (M,), out: (M, D) with D <= 31. Returns the number of indices outside
 // [0, 2^D) (their rows are written as NaN).

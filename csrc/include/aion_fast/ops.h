@@ -9,6 +9,7 @@
 #include <pybind11/numpy.h>
 
 #include <cstdint>
+#include <string>
 
 namespace aion_fast {
 namespace py = pybind11;
@@ -19,12 +20,33 @@ namespace py = pybind11;
 std::int64_t fsq_encode_from_tanh(const py::array& tanh_z, const py::array& levels, const py::array& half_l,
                                   const py::array& offset, py::array& out);
 
+// Binds the element-wise tanh that FSQ encode uses: MKL VML's VMSTANH_64_ from the already-loaded shared library
+// at `library_path` (libtorch_cpu, whose CPU torch.tanh runs exactly that function). Never loads a library.
+// Returns "" on success, else why not.
+std::string fsq_bind_tanh(const std::string& library_path);
+
+// The bound tanh: x (N,) float32 -> out (N,) float32 (for the dispatcher's one-off check against torch.tanh).
+void fsq_tanh(const py::array& x, py::array& out);
+
+// Fused FSQ encode, tanh included (bound with fsq_bind_tanh).  z: (O, D, I) float32 with any strides (read in
+// place), shift/half_l/offset: (D,) float32, levels: (D,) int32, out: (O, I) int32.
+// Returns the number of positions with a NaN (index -1).
+std::int64_t fsq_encode(const py::array& z, const py::array& levels, const py::array& shift, const py::array& half_l,
+                        const py::array& offset, py::array& out);
+
+// FSQ encode by exact decision thresholds (derived and verified in aion_fast/ops/fsq.py).  z: (O, D, I) float32,
+// any strides (read in place); shift: (D,) float32; thresholds: (T,) float32 ascending per channel; first: (D + 1,)
+// int32 offsets into thresholds; basis: (D,) int32; out: (O, I) int32. Returns the number of NaN positions (-1).
+std::int64_t fsq_encode_thresholds(const py::array& z, const py::array& shift, const py::array& thresholds,
+                                   const py::array& first, const py::array& basis, std::int64_t base,
+                                   py::array& out);
+
 // FSQ index -> normalised code.  index: (M,) int32, levels: (D,) int32, out: (M, D) float32.
 // Returns the number of indices outside [0, prod(levels)) (their rows are written as NaN).
 std::int64_t fsq_decode(const py::array& index, const py::array& levels, py::array& out);
 
-// LFQ sign bits -> index, first channel = most significant bit.  z: (M, D) float32 with 1 <= D <= 31,
-// out: (M,) int32.
+// LFQ sign bits -> index, first channel = most significant bit.  z: (O, D, I) float32 with 1 <= D <= 31 and any
+// strides (read in place), out: (O, I) int32.
 void lfq_encode(const py::array& z, py::array& out);
 
 // LFQ index -> +-scale codes.  index: (M,) int32, out: (M, D) float32 with 1 <= D <= 31.
@@ -45,6 +67,21 @@ std::int64_t image_preprocess(const py::array& flux, std::int64_t top, std::int6
 void spectrum_to_latent(const py::array& flux, const py::array& istd, const py::array& wavelength,
                         const py::array& scale, const py::array& grid, double input_scaling, bool has_clip_flux,
                         double clip_flux, py::array& out);
+
+// Image decode epilogue (csrc/image_postprocess/): projected (B, H, W, NB) float32 (the 54 -> NB projection before
+// its bias), bias (NB,) float32, channel (C,) int32 -> out (B, C, H, W) float32: bias, / kappa, / alpha, sinh,
+// * alpha, * zeropoint_scale, for the requested channels.
+void image_postprocess(const py::array& projected, const py::array& bias, const py::array& channel,
+                       double range_compression_factor, double mult_factor, double zeropoint_scale, py::array& out);
+
+// sinh of a float32 array (N,) into out (N,), as evaluated by image_postprocess (for tests).
+void sinh_f32(const py::array& x, py::array& out);
+
+// Spectrum decode epilogue (csrc/spectrum_to_observed/): values (B, K, G) float32 on grid (G,) -> flux (B, M) float32
+// and mask (B, M) bool at wavelength (B, M) float32 (None: the grid itself), flux scaled by (B,) scale (None: not).
+// Returns the number of mask values it could not decide (see the kernel; the caller recomputes the mask).
+std::int64_t spectrum_to_observed(const py::array& values, const py::array& grid, const py::object& wavelength,
+                                  const py::object& scale, py::array& flux, py::array& mask);
 
 // ROAR sampling step (csrc/roar/): sample the N query slots of R chains from logits (R, N, V) float32 at
 // positions (R, N) int64, reveal them in tokens (R, L) int64 / input_mask, target_mask (R, L) bool, then choose the

@@ -1,0 +1,241 @@
+r"""Image decode epilogue of the image codec: 54 -> 9 projection, inverse range compression, rescale, band selection.
+
+The inverse of :mod:`aion_fast.ops.image_preprocess` (AION-1 paper §4.1.1). For the decoder output ``h``
+(B, D, H, W) (D = 54 projection channels), the projection ``weight`` (NB, D) and ``bias`` (NB,) (NB = 9 bands), and
+the requested bands at channels :math:`c_1..c_C` of the 9-band layout, every pixel becomes
+
+.. math::
+
+    p = h W^\top, \qquad
+    \text{out}[b, i, y, x] = s\,\alpha \sinh\!\Bigl(\frac{(p_{c_i} + \text{bias}_{c_i}) / \kappa}{\alpha}\Bigr)
+
+with the range compression factor :math:`\alpha`, multiplier :math:`\kappa` and the zero-point factor :math:`s`
+(:math:`10^{1.8}` for HSC, 1 for the Legacy Survey). Each step is one float32 operation in this order (add the bias,
+divide by :math:`\kappa`, divide by :math:`\alpha`, sinh, multiply by :math:`\alpha`, multiply by :math:`s`), the
+order of the reference codec's decode (its channel mask multiplies by 1.0, an exact no-op, and is dropped).
+
+The projection :math:`p = h W^\top` is a ``torch.matmul`` on every backend: the reference's values depend on the
+float32 sums of its BLAS product, which a hand-written kernel does not reproduce. All 9 output channels are
+projected (projecting only the requested rows of ``W`` may change those sums), then the backends fuse the rest in one
+pass that writes the (B, C, H, W) output directly.
+
+Backends:
+
+* ``torch``: :func:`torch_image_postprocess`, the codec's PyTorch code (oracle and fallback).
+* ``cpp``: ``aion_fast._C``, CPU float32. One OpenMP task per (image, band, block of pixels); sinh is evaluated in
+  double precision and rounded once (a vectorised loop; libm's ``sinhf`` costs ~25 ns a call here).
+* ``triton``: :mod:`aion_fast.kernels.image_postprocess` for CUDA tensors (libdevice ``sinh`` on a GPU, an exp
+  formula under ``TRITON_INTERPRET=1``).
+
+Exactness: PyTorch's own CPU sinh is not one function (its vectorised loop is within an ulp of the exact value, its
+scalar tail calls glibc's ``sinhf``, and the two disagree in the last bit for ~0.5% of inputs), so no backend can be
+bit-identical to it. Every backend is within 1e-6 relative of :func:`torch_image_postprocess` (tested; the C++ sinh
+is within one float32 ulp of the exact value, checked on 3e6 inputs). bf16 inputs are upcast to float32 exactly and
+give the same values as float32 inputs holding the same numbers. Non-finite values propagate (NaN stays NaN; |sinh
+argument| beyond ~89.4 overflows to inf, where PyTorch's vectorised sinh already returns inf slightly earlier, from
+~89.4 instead of 89.415; such fluxes, ~1e36, never occur).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from aion_fast import _backend
+from aion_fast._backend import Backend
+
+__all__ = ["image_postprocess", "torch_image_postprocess"]
+
+
+def _project(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(B, D, H, W) decoder output -> (B, H, W, NB) projection without its bias (BLAS, the reference's sums)."""
+    return torch.matmul(h.permute(0, 2, 3, 1), weight.t())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PyTorch reference (oracle and fallback)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def torch_image_postprocess(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    channels: Sequence[int],
+    zeropoint_scale: float = 1.0,
+    range_compression_factor: float = 0.01,
+    mult_factor: float = 10.0,
+) -> torch.Tensor:
+    """Reference decode epilogue (maths in the module docstring), the image codec's PyTorch code.
+
+    Args:
+        h: (B, D, H, W) float32 decoder output.
+        weight: (NB, D) float32 projection weight.
+        bias: (NB,) float32 projection bias.
+        channels: the C requested channels in ``[0, NB)``, in output order.
+        zeropoint_scale: the factor :math:`s` (``zeropoint_scale(survey)``).
+        range_compression_factor: :math:`\\alpha`.
+        mult_factor: :math:`\\kappa`.
+
+    Returns:
+        (B, C, H, W) float32, contiguous.
+    """
+    out = _project(h, weight).add_(bias)[..., list(channels)]
+    out.div_(mult_factor).div_(range_compression_factor).sinh_().mul_(range_compression_factor)
+    if zeropoint_scale != 1.0:
+        out.mul_(zeropoint_scale)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
+# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatcher calls the registered op instead.
+
+
+def _image_postprocess_cpp_impl(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    channels: list[int],
+    zeropoint_scale: float,
+    range_compression_factor: float,
+    mult_factor: float,
+) -> torch.Tensor:
+    """(B, D, H, W) float32 CPU decoder output -> (B, C, H, W) float32 via torch.matmul + aion_fast._C."""
+    ext = _backend.load_extension()
+    projected = _project(h, weight).contiguous()
+    batch, height, width, _ = projected.shape
+    out = torch.empty((batch, len(channels), height, width), dtype=torch.float32)
+    ext.image_postprocess(
+        projected.numpy(),
+        bias.contiguous().numpy(),
+        torch.tensor(channels, dtype=torch.int32).numpy(),
+        range_compression_factor,
+        mult_factor,
+        zeropoint_scale,
+        out.numpy(),
+    )
+    return out
+
+
+@torch.library.custom_op("aion_fast::image_postprocess_cpp", mutates_args=())
+def _image_postprocess_cpp(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    channels: list[int],
+    zeropoint_scale: float,
+    range_compression_factor: float,
+    mult_factor: float,
+) -> torch.Tensor:
+    return _image_postprocess_cpp_impl(
+        h, weight, bias, channels, zeropoint_scale, range_compression_factor, mult_factor
+    )
+
+
+@_image_postprocess_cpp.register_fake
+def _(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    channels: list[int],
+    zeropoint_scale: float,
+    range_compression_factor: float,
+    mult_factor: float,
+) -> torch.Tensor:
+    return h.new_empty((h.shape[0], len(channels), h.shape[2], h.shape[3]), dtype=torch.float32)
+
+
+def _run_cpp(*args) -> torch.Tensor:
+    op = _image_postprocess_cpp if torch.compiler.is_compiling() else _image_postprocess_cpp_impl
+    return op(*args)
+
+
+def _cpp_reasons(h: torch.Tensor, *_) -> list[str]:
+    reasons = _backend.cpp_reasons(h)
+    ext = _backend.load_extension()
+    if ext is not None and not hasattr(ext, "image_postprocess"):
+        reasons.append("aion_fast._C was built without image_postprocess (stale build: rebuild it)")
+    return reasons
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Triton path (aion_fast.kernels.image_postprocess), CUDA tensors
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _run_triton(h: torch.Tensor, weight: torch.Tensor, *args) -> torch.Tensor:
+    from aion_fast.kernels.image_postprocess import image_postprocess_fwd
+
+    return image_postprocess_fwd(_project(h, weight).contiguous(), *args)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Backends and dispatch
+# ---------------------------------------------------------------------------------------------------------------------
+
+_BACKENDS = (
+    Backend("triton", lambda h, *_: _backend.triton_reasons(h), _run_triton),
+    Backend("cpp", _cpp_reasons, _run_cpp),
+    Backend("torch", _backend.no_reasons, torch_image_postprocess),
+)
+
+
+def image_postprocess(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    channels: Sequence[int],
+    zeropoint_scale: float = 1.0,
+    range_compression_factor: float = 0.01,
+    mult_factor: float = 10.0,
+) -> torch.Tensor:
+    """Projects decoder features to bands, undoes the range compression and rescale (module docstring).
+
+    Args:
+        h: (B, D, H, W) decoder output, any float dtype (computed in float32), any memory layout; never modified.
+        weight: (NB, D) projection weight (``ImageCodec.subsample_out.weight``).
+        bias: (NB,) projection bias.
+        channels: the C requested channels in ``[0, NB)`` (``BAND_TO_INDEX`` of the bands), in output order.
+        zeropoint_scale: the factor :math:`s` (``zeropoint_scale(survey)``: :math:`10^{1.8}` for HSC), positive.
+        range_compression_factor: :math:`\\alpha` (> 0).
+        mult_factor: :math:`\\kappa` (non-zero).
+
+    Returns:
+        (B, C, H, W) float32, contiguous, on the device of ``h``.
+
+    Raises:
+        ValueError: a shape, channel or parameter is invalid, or the tensors are on different devices.
+        BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
+    """
+    if h.ndim != 4 or not h.is_floating_point():
+        raise ValueError(
+            f"image_postprocess: h must be a floating (B, D, H, W) tensor, got {h.dtype} of shape {tuple(h.shape)}"
+        )
+    if weight.ndim != 2 or weight.shape[1] != h.shape[1] or bias.shape != (weight.shape[0],):
+        raise ValueError(
+            f"image_postprocess: weight must be (NB, {h.shape[1]}) and bias (NB,), got {tuple(weight.shape)} and "
+            f"{tuple(bias.shape)}; pass the codec's subsample_out.weight and .bias"
+        )
+    num_bands = weight.shape[0]
+    channels = [int(c) for c in channels]
+    if not channels or len(set(channels)) != len(channels) or any(not 0 <= c < num_bands for c in channels):
+        raise ValueError(f"image_postprocess: channels must be distinct values in [0, {num_bands}), got {channels}")
+    if not range_compression_factor > 0 or not zeropoint_scale > 0 or mult_factor == 0:
+        raise ValueError(
+            f"image_postprocess: range_compression_factor ({range_compression_factor}) and zeropoint_scale "
+            f"({zeropoint_scale}) must be positive and mult_factor ({mult_factor}) non-zero"
+        )
+    if len({h.device, weight.device, bias.device}) != 1:
+        raise ValueError(
+            f"image_postprocess: h, weight and bias must be on one device, got {h.device}, {weight.device} and "
+            f"{bias.device}; move them with .to(device)"
+        )
+    tensors = [t.detach().to(torch.float32) for t in (h, weight, bias)]
+    args = (*tensors, channels, float(zeropoint_scale), float(range_compression_factor), float(mult_factor))
+    with _backend.no_autocast(h.device):
+        return _backend.select("image_postprocess", _BACKENDS, *args).run(*args)
