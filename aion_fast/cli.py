@@ -17,6 +17,10 @@ COMMAND_MODULES: list[str] = [
     "aion_fast.cli",
     "aion_fast.jobs.encode",
     "aion_fast.downstream.cli",
+    "aion_fast.export.cli",
+    "aion_fast.train.tokenize",
+    "aion_fast.train.loop",
+    "aion_fast.train.train_codec",
 ]
 
 

@@ -28,7 +28,7 @@ def embed(
     """Encodes tokens and optionally mean-pools them into one vector per object.
 
     Args:
-        model: A loaded :class:`~aion_fast.model.AION`.
+        model: A loaded :class:`~aion_fast.model.AION`, or an exported model from :mod:`aion_fast.export`.
         tokens: Token key -> ids of shape ``(B, n)`` or ``(B,)``, e.g. the output of the codecs.
         pooling: ``"mean"`` for one ``(D,)`` vector per object, ``"none"`` for every token's vector.
         input_mask: Optional token key -> bool ``(B, n)``, True where the token is absent.
@@ -43,6 +43,8 @@ def embed(
     """
     if pooling not in ("mean", "none"):
         raise ValueError(f"pooling must be 'mean' or 'none', got {pooling!r}")
+    if not isinstance(model, AION) and hasattr(model, "embed_tokens"):  # an exported model (aion_fast.export)
+        return model.embed_tokens(tokens, pooling=pooling, input_mask=input_mask, num_encoder_tokens=num_encoder_tokens)
     with torch.inference_mode():
         tokens_, emb, encoder_mask, _ = model.embed_inputs(
             tokens, mask=input_mask, num_encoder_tokens=num_encoder_tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -17,6 +18,31 @@ from aion_fast import hub
 from aion_fast._utils import as_normal_tensor
 from aion_fast.modalities import Modality
 from aion_fast.quantizers import Quantizer
+
+#: ``torch.nn.init`` functions that only randomise weights (every one returns its tensor unchanged when skipped).
+_RANDOM_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
+    "kaiming_normal_", "orthogonal_", "sparse_",
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _skip_random_init():
+    """Within the block, ``torch.nn.init``'s random initialisers leave tensors as allocated.
+
+    Used while a codec is built only to receive a checkpoint's weights: every parameter and persistent buffer is then
+    overwritten by ``load_state_dict`` (missing keys are an error), so drawing random weights first is wasted time
+    (a third of loading a small codec). Deterministic initialisers (``zeros_``, ``ones_``, ``constant_``) still run.
+    Not thread-safe: it swaps module attributes of ``torch.nn.init`` for the duration of the block.
+    """
+    saved = {name: getattr(nn.init, name) for name in _RANDOM_INIT_FUNCTIONS}
+    try:
+        for name in saved:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
 
 
 def _jsonable(value: Any) -> Any:
@@ -144,7 +170,8 @@ class Codec(nn.Module, ABC):
         folder = cls.folder(modality)
         config = hub.read_config(path_or_id, f"{folder}/{hub.CONFIG_NAME}")
         try:
-            codec = cls(**config)
+            with _skip_random_init():  # every parameter is loaded below (a missing one raises)
+                codec = cls(**config)
         except TypeError as error:
             raise ValueError(f"{folder}/config.json does not fit {cls.__name__}: {error}") from error
         state = cls.remap_state_dict(hub.read_weights(path_or_id, f"{folder}/{hub.WEIGHTS_NAME}"))

@@ -5,14 +5,16 @@
 * ``legacysurvey/healpix=0/001-of-001.hdf5``: 8 SYNTHETIC Legacy Survey objects (see :func:`legacysurvey_columns`).
 * ``gaia/healpix=0/001-of-001.hdf5``: 16 SYNTHETIC Gaia sources (see :func:`gaia_columns`).
 
-Run ``python -m aion_fast.data.make_sample [OUTPUT_DIR]``; the same numpy seed gives the same arrays.
-The tests use :func:`write_mmu` and the column builders to write deliberately broken files.
+Run ``python -m aion_fast.data.make_sample [OUTPUT_DIR] [--scale K]``; the same numpy seed gives the same arrays.
+``--scale K`` writes K times as many objects with the same recipe (8K Legacy Survey objects, 16K Gaia sources, and
+the 3 real DESI spectra plus K - 1 noise resamplings of each; see :func:`desi_columns`): the benchmark's larger
+input (``bench/bench_encode_job.py``). The tests use :func:`write_mmu` and the column builders to write
+deliberately broken files.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,33 +128,67 @@ def gaia_columns(n: int = 16, seed: int = SAMPLE_SEED) -> dict[str, np.ndarray]:
     }
 
 
-def desi_columns() -> dict[str, np.ndarray]:
-    """The bundled real DESI EDR spectra (``load_desi_sample``) in MMU's desi schema (mask True = bad pixel)."""
+#: Object-id offset of the c-th noise resampling of a real DESI spectrum (TARGETID + c * offset, c < 92).
+DESI_RESAMPLE_ID_OFFSET = 10**17
+
+
+def desi_columns(copies: int = 1, seed: int = SAMPLE_SEED) -> dict[str, np.ndarray]:
+    """The bundled real DESI EDR spectra (``load_desi_sample``) in MMU's desi schema (mask True = bad pixel).
+
+    Args:
+        copies: ``1`` gives the 3 real spectra. ``c > 1`` appends, for ``k = 1 .. c - 1``, a SYNTHETIC resampling
+            of each: the real flux plus Gaussian noise of standard deviation ``1 / sqrt(ivar)`` (pixels with
+            ivar 0 unchanged), same ivar, mask, wavelengths and position, ``object_id = TARGETID + k * 1e17``.
+        seed: numpy seed of the resampling noise.
+
+    Returns:
+        Columns of ``3 * copies`` rows.
+    """
     from aion_fast.data.desi import load_desi_sample
 
+    if not 1 <= copies < 92:
+        raise ValueError(f"copies must be in [1, 92) so resampled object ids fit in int64, got {copies}.")
     spectrum, meta = load_desi_sample()
+    flux, ivar = spectrum.flux.numpy(), spectrum.ivar.numpy()
+    rng = np.random.default_rng(seed + 2)
+    sigma = np.where(ivar > 0, 1 / np.sqrt(np.where(ivar > 0, ivar, 1)), 0).astype(np.float32)
+    resampled = [flux] + [(flux + sigma * rng.standard_normal(flux.shape)).astype(np.float32) for _ in range(1, copies)]
+    ids = np.asarray(meta["TARGETID"], dtype=np.int64)
     return {
-        "spectrum_flux": spectrum.flux.numpy(),
-        "spectrum_ivar": spectrum.ivar.numpy(),
-        "spectrum_lambda": spectrum.wavelength.numpy(),
-        "spectrum_mask": spectrum.mask.numpy(),
-        "object_id": np.asarray(meta["TARGETID"], dtype=np.int64),
-        "ra": np.asarray(meta["TARGET_RA"], dtype=np.float64),
-        "dec": np.asarray(meta["TARGET_DEC"], dtype=np.float64),
+        "spectrum_flux": np.concatenate(resampled),
+        "spectrum_ivar": np.tile(ivar, (copies, 1)),
+        "spectrum_lambda": np.tile(spectrum.wavelength.numpy(), (copies, 1)),
+        "spectrum_mask": np.tile(spectrum.mask.numpy(), (copies, 1)),
+        "object_id": np.concatenate([ids + k * DESI_RESAMPLE_ID_OFFSET for k in range(copies)]),
+        "ra": np.tile(np.asarray(meta["TARGET_RA"], dtype=np.float64), copies),
+        "dec": np.tile(np.asarray(meta["TARGET_DEC"], dtype=np.float64), copies),
     }
 
 
-def write_sample(output: str | os.PathLike) -> list[Path]:
-    """Writes the three sample files under ``output`` (see the module docstring)."""
+def write_sample(output: str | os.PathLike, scale: int = 1) -> list[Path]:
+    """Writes the three sample files under ``output`` (see the module docstring).
+
+    Args:
+        output: root folder; files go to ``<survey>/healpix=0/001-of-001.hdf5``.
+        scale: ``1`` writes the bundled sample (27 objects); ``K`` writes ``27 K`` objects with the same recipe
+            (the Legacy Survey and Gaia files are then the same seed's longer draws, not the bundled rows).
+    """
     output = Path(output)
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}.")
     return [
-        write_mmu(output / "desi" / "healpix=0" / "001-of-001.hdf5", desi_columns(), chunk_rows=2),
-        write_mmu(output / "legacysurvey" / "healpix=0" / "001-of-001.hdf5", legacysurvey_columns()),
-        write_mmu(output / "gaia" / "healpix=0" / "001-of-001.hdf5", gaia_columns()),
+        write_mmu(output / "desi" / "healpix=0" / "001-of-001.hdf5", desi_columns(copies=scale), chunk_rows=2),
+        write_mmu(output / "legacysurvey" / "healpix=0" / "001-of-001.hdf5", legacysurvey_columns(n=8 * scale)),
+        write_mmu(output / "gaia" / "healpix=0" / "001-of-001.hdf5", gaia_columns(n=16 * scale)),
     ]
 
 
 if __name__ == "__main__":
-    default = Path(__file__).parent / "sample" / "mmu"
-    for written in write_sample(sys.argv[1] if len(sys.argv) > 1 else default):
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the MMU-layout sample (see the module docstring).")
+    parser.add_argument("output", nargs="?", default=str(Path(__file__).parent / "sample" / "mmu"))
+    parser.add_argument("--scale", type=int, default=1, help="K times the bundled sample's 27 objects")
+    arguments = parser.parse_args()
+    for written in write_sample(arguments.output, arguments.scale):
         print(written, written.stat().st_size)

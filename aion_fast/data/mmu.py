@@ -9,6 +9,8 @@ hyperslabs; never the whole file), and :func:`prepare_rows` turns them into moda
   pixel**. Channels are put in the codec's band order; the central 96x96 window (the one the image codec encodes,
   :func:`~aion_fast.codecs.preprocessing.center_crop`) is cut here so only that moves to the device. Non-finite
   values at bad pixels become 0; finite bad pixels are kept as they are (AION-1 was trained on the arrays as given).
+  With an ``image_pipeline`` (the DALI loader, :mod:`aion_fast.jobs.dali`) the crop and the codec's preprocessing
+  run there, and the part carries the preprocessed codec input as well.
 * **Spectra** (DESI, SDSS): ``spectrum_flux``, ``spectrum_ivar``, ``spectrum_lambda`` (Å), ``spectrum_mask``
   **True = bad pixel**. SDSS rows are padded with ``lambda = -1`` (and ivar 0): padding is cut off before anything
   else, so a padded row tokenizes exactly like the same spectrum unpadded. Rows of equal length share one batch.
@@ -117,10 +119,15 @@ class Part:
     Attributes:
         modality: the modality instance, batch size ``len(rows)``.
         rows: (n,) int64 positions of its objects in the :class:`ObjectBatch`.
+        preprocessed: images only, from an ``image_pipeline``: (n, 96, 96, 9) float32 image-codec input, equal to
+            :func:`aion_fast.ops.image_preprocess` of ``modality.flux``; None otherwise.
+        preprocessed_with: the ``(range_compression_factor, mult_factor)`` it was computed with.
     """
 
     modality: m.Modality
     rows: np.ndarray
+    preprocessed: torch.Tensor | None = None
+    preprocessed_with: tuple[float, float] | None = None
 
 
 @dataclass
@@ -277,14 +284,14 @@ def numpy_crop(flux: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _image_parts(
-    source: MMUFile, start: int, stop: int, issues: list[Issue], crop: Callable = numpy_crop
+    source: MMUFile, start: int, stop: int, issues: list[Issue], image_pipeline: Callable | None = None
 ) -> list[Part]:
     """Images of rows [start, stop): central crop, channels in codec order, one part per survey."""
-    flux = np.asarray(source.read("image_array", start, stop), dtype=np.float32)
+    flux = np.array(source.read("image_array", start, stop), dtype=np.float32)  # our buffer: cleaned in place
     n = stop - start
     if flux.ndim != 4:
         raise ValueError(f"{source.path}: image_array must be (N, C, H, W), got {flux.shape}.")
-    crop_window(*flux.shape[2:], what=f"{source.path}: image_array")
+    top, left = crop_window(*flux.shape[2:], what=f"{source.path}: image_array")
     band_column = source._h5[source.columns["image_band"]]
     bands = np.asarray(band_column[start:stop] if band_column.ndim == 2
                        else np.broadcast_to(band_column[()], (n, flux.shape[1])))  # fmt: skip
@@ -293,9 +300,9 @@ def _image_parts(
         good = good[:, None] if good.ndim == 3 else good
     else:
         good = np.ones((n, 1, *flux.shape[2:]), dtype=bool)
-    flux, good = crop(flux, good)
-    good = np.broadcast_to(good, flux.shape)
-    by_survey: dict[str, list[tuple[int, np.ndarray]]] = {}
+    window = (slice(None), slice(None), slice(top, top + CROP_SIZE), slice(left, left + CROP_SIZE))
+    flux_window, good_window = flux[window], good[window]  # views
+    by_survey: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
     for row in range(n):
         names = [b.upper() for b in _decode(bands[row])]
         survey = names[0].split("-")[0] if names else ""
@@ -305,21 +312,32 @@ def _image_parts(
                                               f"HSC-G/R/I/Z/Y, each once)"))  # fmt: skip
             continue
         order = np.array([names.index(b) for b in expected])
-        row_good = good[row][order]
+        row_good = np.broadcast_to(good_window[row], flux_window.shape[1:])[order]
         if not row_good.any():
             issues.append(Issue(row, "image", "every pixel of the central 96x96 window is masked (image_mask False)"))
             continue
-        values = flux[row][order]
-        if not np.isfinite(values[row_good]).all():
+        values = flux_window[row][order]
+        finite = np.isfinite(values)
+        if not finite[row_good].all():
             issues.append(Issue(row, "image", "NaN/inf flux at pixels image_mask marks good"))
             continue
-        by_survey.setdefault(survey, []).append((row, np.where(row_good | np.isfinite(values), values, 0.0)))
+        if not finite.all():  # only at bad pixels (checked above): 0, in the window of our buffer too
+            values[~finite] = 0.0
+            flux_window[row][~np.isfinite(flux_window[row])] = 0.0
+        by_survey.setdefault(survey, []).append((row, order, values))
     parts = []
     for survey, entries in by_survey.items():
         cls = m.LegacySurveyImage if survey == "DES" else m.HSCImage
-        rows = np.array([row for row, _ in entries], dtype=np.int64)
-        stack = torch.from_numpy(np.ascontiguousarray(np.stack([values for _, values in entries]), dtype=np.float32))
-        parts.append(Part(cls(flux=stack, bands=survey_bands(survey)), rows))
+        survey_bands_ = survey_bands(survey)
+        rows = np.array([row for row, _, _ in entries], dtype=np.int64)
+        if image_pipeline is None:
+            stack = torch.from_numpy(np.stack([values for _, _, values in entries]))
+            parts.append(Part(cls(flux=stack, bands=survey_bands_), rows))
+            continue
+        stamps = [flux[row] if (order == np.arange(len(order))).all() else np.ascontiguousarray(flux[row][order])
+                  for row, order, _ in entries]  # fmt: skip
+        cropped, preprocessed = image_pipeline(stamps, survey_bands_)
+        parts.append(Part(cls(flux=cropped, bands=survey_bands_), rows, preprocessed, image_pipeline.factors))
     return parts
 
 
@@ -380,7 +398,7 @@ def _scalar_part(values: np.ndarray, cls: type[m.Scalar], issues: list[Issue]) -
 
 
 def prepare_rows(
-    source: MMUFile, start: int, stop: int, groups: Sequence[str], crop: Callable = numpy_crop
+    source: MMUFile, start: int, stop: int, groups: Sequence[str], image_pipeline: Callable | None = None
 ) -> ObjectBatch:
     """Reads rows ``[start, stop)`` of ``source`` and builds the modality batches of the requested groups.
 
@@ -388,8 +406,10 @@ def prepare_rows(
         source: an open MMU file.
         start, stop: row range, ``0 <= start < stop <= source.num_rows``.
         groups: names from :data:`MODALITY_GROUPS`; groups the file lacks are ignored.
-        crop: ``(flux (N, C, H, W), good (N, C or 1, H, W)) -> both cut to the central 96x96`` (default numpy;
-            :mod:`aion_fast.jobs.dali` gives the DALI one).
+        image_pipeline: None (crop in numpy; the codec preprocesses), or a callable
+            ``(stamps: list of (C, H, W) float32 in codec band order, bands) -> (cropped (n, C, 96, 96),
+            preprocessed (n, 96, 96, 9))`` with a ``factors`` attribute (``(range_compression_factor,
+            mult_factor)``), such as :class:`aion_fast.jobs.dali.DaliImagePipeline`.
 
     Returns:
         An :class:`ObjectBatch`; objects left with no usable modality get an ``Issue(row, "*", ...)``.
@@ -401,7 +421,7 @@ def prepare_rows(
     batch = ObjectBatch(source.path, start, source.object_ids(start, stop), ra, dec)
     wanted = set(groups)
     if "image" in wanted and source.has(*_IMAGE_COLUMNS):
-        batch.parts += _image_parts(source, start, stop, batch.issues, crop)
+        batch.parts += _image_parts(source, start, stop, batch.issues, image_pipeline)
     if "spectrum" in wanted and source.has(*_SPECTRUM_COLUMNS):
         batch.parts += _spectrum_parts(source, start, stop, batch.issues)
     scalars: list[tuple[np.ndarray, type[m.Scalar]]] = []

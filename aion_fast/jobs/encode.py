@@ -10,9 +10,20 @@ tokenizes each modality batch on the device, then embeds objects with :func:`aio
 * within a group, absent single-token modalities (a NaN flux) are given to ``embed`` as ``input_mask`` and
   excluded from the mean.
 
-A shard's Parquet file is written under a temporary name in row groups and renamed when complete; its record
-(``_parts/<shard>.json``) is written last. Re-running the same command skips shards whose record matches the job
-and finishes the others, so the output equals an uninterrupted run's.
+Tokenization batches beyond the codec's own call: image parts preprocessed by the DALI pipeline enter the image
+codec after its preprocessing step, and spectra of several lengths (SDSS) are resampled per length but share one
+pass of the spectrum codec's network (:meth:`BatchEncoder.tokens`); both give the tokens ``CodecManager.encode``
+gives (tested).
+
+Output and resumption: a shard's rows are collected in memory and, whenever at least ``row_group_rows`` are
+pending at a batch boundary, written as a part file ``_parts/<shard>.partNNNNN.parquet`` followed by the shard's
+progress record (``_parts/<shard>.progress.json``: input rows done, the part files and their ledger rows). When
+the shard is complete, the parts and the rest are joined into ``<shard>.parquet`` (written under a temporary name,
+in row groups of exactly ``row_group_rows`` rows, then renamed), its ledger and its record (``_parts/<shard>.json``)
+are written, and the parts are deleted. Re-running the same command skips shards whose record matches the job and
+resumes the others after their last recorded part (same batch boundaries, so the same embeddings); a part file
+without a record entry is simply rewritten. The output equals an uninterrupted run's (tested with SIGKILL both
+between shards and inside one).
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +43,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from aion_fast.data.mmu import MODALITY_GROUPS, MMUFile, ObjectBatch, prepare_rows, row_ranges
+from aion_fast._utils import as_normal_tensor
+from aion_fast.data.mmu import MODALITY_GROUPS, MMUFile, ObjectBatch, Part, prepare_rows, row_ranges
 from aion_fast.jobs.manifest import (
+    ERROR_COLUMNS,
     atomic_write_text,
+    cached_checkpoint_digest,
     distributed_rank,
     file_sha256,
     merge_manifest,
@@ -45,9 +60,12 @@ __all__ = ["BatchEncoder", "EncodeOptions", "register", "run_encode"]
 
 logger = logging.getLogger(__name__)
 
-#: Rows per Parquet row group.
+#: Rows per Parquet row group (and the least rows per resumable part file).
 ROW_GROUP_ROWS = 4096
 DEFAULT_GROUPS = ("image", "spectrum", "photometry", "gaia")
+#: ``workers=None`` reads in the main process when the job has at most this many batches: forking a DataLoader
+#: worker (~0.1 s) costs more than it can overlap.
+AUTO_WORKERS_MIN_BATCHES = 3
 
 
 @dataclass(frozen=True)
@@ -60,10 +78,13 @@ class EncodeOptions:
         batch_size: objects per device batch.
         device: torch device for codecs and transformer.
         loader: ``"torch"`` (DataLoader) or ``"dali"``.
-        workers: DataLoader worker processes (0 = read in the main process).
+        workers: DataLoader worker processes (0 = read in the main process); None = automatic: 0 for jobs of at
+            most ``AUTO_WORKERS_MIN_BATCHES`` batches, else 1 on a CPU device (the encoder already uses every core;
+            one worker overlaps the HDF5 reads) and ``min(4, cores // 4)`` on a GPU.
         pooling: ``"mean"`` (over each object's present tokens).
         dtype: ``"float32"`` or ``"float16"`` embeddings in the Parquet files.
-        progress: show a progress bar.
+        progress: show a progress bar (objects/s and ETA) on stderr.
+        row_group_rows: rows per Parquet row group; also the resumption granularity inside a shard.
     """
 
     model: str | None = None
@@ -71,10 +92,11 @@ class EncodeOptions:
     batch_size: int = 256
     device: str = "cpu"
     loader: str = "torch"
-    workers: int = 1
+    workers: int | None = None
     pooling: str = "mean"
     dtype: str = "float32"
     progress: bool = True
+    row_group_rows: int = ROW_GROUP_ROWS
 
 
 class BatchEncoder:
@@ -87,31 +109,42 @@ class BatchEncoder:
 
     def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "cpu"):
         from aion_fast.codecs import CodecManager
+        from aion_fast.export.runtime import is_exported, load_for_encoding
         from aion_fast.model import AION
 
         self.device = torch.device(device)
+        if is_exported(checkpoint):  # a directory written by `aion-fast export` (ONNX / INT8)
+            self.model, self.codecs = load_for_encoding(checkpoint, self.device)
+            return
         self.model = AION.from_pretrained(checkpoint).eval().to(self.device)
         self.codecs = CodecManager(repo=checkpoint, device=self.device)
 
     def tokens(self, batch: ObjectBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Tokens of every modality for the whole batch, and which objects have each.
 
+        Reads only ``self.codecs`` and ``self.device`` (``aion_fast.train.tokenize`` calls it on its own object).
+        Parts of one token key share codec calls where that leaves the tokens unchanged: spectra of several lengths
+        go through one pass of the spectrum network, and image parts preprocessed by the DALI loader skip the
+        codec's own preprocessing.
+
         Returns:
             ``tokens``: token key -> (B, T) int64, zeros for objects without the modality;
             ``present``: token key -> (B,) bool.
         """
+        by_key: dict[str, list[Part]] = {}
+        for part in batch.parts:
+            by_key.setdefault(part.modality.token_key, []).append(part)
         tokens: dict[str, torch.Tensor] = {}
         present: dict[str, torch.Tensor] = {}
-        for part in batch.parts:
-            key = part.modality.token_key
-            encoded = self.codecs.encode(part.modality)[key]
-            encoded = encoded.reshape(encoded.shape[0], -1)
-            rows = torch.as_tensor(part.rows, device=self.device)
-            if key not in tokens:
-                tokens[key] = torch.zeros(batch.size, encoded.shape[1], dtype=torch.int64, device=self.device)
-                present[key] = torch.zeros(batch.size, dtype=torch.bool, device=self.device)
-            tokens[key][rows] = encoded
-            present[key][rows] = True
+        for key, parts in by_key.items():
+            for part, encoded in zip(parts, _encode_parts(self.codecs, parts)):
+                encoded = encoded.to(self.device).reshape(encoded.shape[0], -1)
+                rows = torch.as_tensor(part.rows, device=self.device)
+                if key not in tokens:
+                    tokens[key] = torch.zeros(batch.size, encoded.shape[1], dtype=torch.int64, device=self.device)
+                    present[key] = torch.zeros(batch.size, dtype=torch.bool, device=self.device)
+                tokens[key][rows] = encoded
+                present[key][rows] = True
         return tokens, present
 
     def __call__(self, batch: ObjectBatch) -> tuple[np.ndarray, torch.Tensor]:
@@ -147,6 +180,73 @@ class BatchEncoder:
         return encoded_rows.numpy(), vectors[encoded_rows]
 
 
+def _encode_parts(codecs: Any, parts: list[Part]) -> list[torch.Tensor]:
+    """Tokens of parts sharing one token key, in part order (see :meth:`BatchEncoder.tokens`)."""
+    from aion_fast.codecs.image import ImageCodec
+    from aion_fast.codecs.spectrum import SpectrumCodec
+
+    codec = codecs.codec(type(parts[0].modality))
+    out: list[torch.Tensor | None] = [None] * len(parts)
+    if isinstance(codec, ImageCodec):
+        for i, part in enumerate(parts):
+            if part.preprocessed is not None and part.preprocessed_with == _image_factors(codec):
+                out[i] = encode_preprocessed_images(codec, part.preprocessed, len(part.modality.bands))
+    if isinstance(codec, SpectrumCodec) and len(parts) > 1:
+        for i, tokens in enumerate(encode_spectra_together(codec, [p.modality for p in parts])):
+            out[i] = tokens
+    return [t if t is not None else codecs.encode(p.modality)[p.modality.token_key] for t, p in zip(out, parts)]
+
+
+def _image_factors(codec: Any) -> tuple[float, float]:
+    return float(codec.range_compression_factor), float(codec.mult_factor)
+
+
+def encode_preprocessed_images(codec: Any, preprocessed: torch.Tensor, num_bands: int) -> torch.Tensor:
+    """Image tokens from inputs already preprocessed as :func:`aion_fast.ops.image_preprocess` does (the DALI loader).
+
+    Runs the rest of :meth:`aion_fast.codecs.image.ImageCodec._encode` (projection to the multi-survey channels,
+    MagViT encoder, pre-quantization convolution) and the FSQ quantizer.
+
+    Args:
+        codec: an :class:`~aion_fast.codecs.image.ImageCodec`.
+        preprocessed: (B, 96, 96, 9) float32, channels last, absent bands 0.
+        num_bands: bands present, C (4 for the Legacy Survey, 5 for HSC).
+
+    Returns:
+        (B, 576) int64 tokens, equal to ``codec.encode`` of the images the inputs were preprocessed from.
+    """
+    with torch.inference_mode():
+        h = codec.subsample_in.embed_padded(preprocessed.to(codec.device, torch.float32), num_bands)
+        h = codec.pre_quant_proj(codec.model.encode(h)).flatten(2)
+        tokens = codec.quantizer.encode(h).long()
+    return as_normal_tensor(tokens)
+
+
+def encode_spectra_together(codec: Any, spectra: Sequence[Any]) -> list[torch.Tensor]:
+    """Tokens of several spectrum batches (e.g. one per SDSS row length) with one pass of the codec's network.
+
+    Each batch is validated, normalised and resampled onto the latent grid on its own (the resampling needs rows
+    of one length), then the (B_i, 2, G) grids are concatenated for the encoder and the quantizer.
+
+    Args:
+        codec: a :class:`~aion_fast.codecs.spectrum.SpectrumCodec`.
+        spectra: Spectrum batches (any lengths).
+
+    Returns:
+        One (B_i, 1 + T) int64 token tensor per batch, equal to ``codec.encode`` of each batch.
+    """
+    with torch.inference_mode():
+        prepared = []
+        for spectrum in spectra:
+            codec._check_input(spectrum)
+            prepared.append(codec._prepare(spectrum))
+        grid = torch.cat([g for g, _ in prepared])
+        norm = torch.cat([n for _, n in prepared])
+        latent = codec.quantizer.encode(codec._embed(grid), channel_first=True)
+        tokens = torch.cat([norm[:, None], latent], dim=1)
+    return [as_normal_tensor(t) for t in tokens.split([g.shape[0] for g, _ in prepared])]
+
+
 class _Tasks(torch.utils.data.IterableDataset):
     """Row ranges of several shards; worker ``w`` of ``W`` prepares tasks ``w, w + W, ...``.
 
@@ -173,23 +273,41 @@ class _Tasks(torch.utils.data.IterableDataset):
                 handle.close()
 
 
-def _batches(tasks: list[tuple[str, int, int]], options: EncodeOptions) -> Iterator[ObjectBatch]:
+def _batches(tasks: list[tuple[str, int, int]], options: EncodeOptions, workers: int) -> Iterator[ObjectBatch]:
     if options.loader == "dali":
-        from aion_fast.jobs.dali import DaliCropper
+        from aion_fast.jobs.dali import DaliImagePipeline
 
-        cropper = DaliCropper(options.batch_size, device=options.device)
-        for path, start, stop in tasks:
-            with MMUFile(path) as source:
-                yield prepare_rows(source, start, stop, options.modalities, crop=cropper)
+        pipeline = DaliImagePipeline(options.batch_size, device=options.device)
+        opened: MMUFile | None = None
+        try:
+            for path, start, stop in tasks:
+                if opened is None or opened.path != path:
+                    if opened is not None:
+                        opened.close()
+                    opened = MMUFile(path)
+                yield prepare_rows(opened, start, stop, options.modalities, image_pipeline=pipeline)
+        finally:
+            if opened is not None:
+                opened.close()
         return
     loader = torch.utils.data.DataLoader(
         _Tasks(tasks, options.modalities),
         batch_size=None,
-        num_workers=options.workers,
+        num_workers=workers,
         pin_memory=torch.device(options.device).type == "cuda",
         persistent_workers=False,
     )
     yield from loader
+
+
+def _auto_workers(options: EncodeOptions, num_tasks: int) -> int:
+    if options.workers is not None:
+        return options.workers
+    if num_tasks <= AUTO_WORKERS_MIN_BATCHES:
+        return 0
+    if torch.device(options.device).type == "cpu":
+        return 1
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
 def _schema(dim: int, dtype: str, job: dict[str, Any]):
@@ -208,28 +326,55 @@ def _schema(dim: int, dtype: str, job: dict[str, Any]):
     return pa.schema(fields, metadata={"aion_fast.job": json.dumps(job, sort_keys=True)})
 
 
+def _errors_schema():
+    import pyarrow as pa
+
+    types = {"object_id": pa.string(), "file": pa.string(), "row": pa.int64(), "modality": pa.string(),
+             "reason": pa.string(), "object_encoded": pa.bool_()}  # fmt: skip
+    return pa.schema([(name, types[name]) for name in ERROR_COLUMNS])
+
+
 class _ShardWriter:
-    """Streams one shard's rows into ``<shard>.parquet.tmp`` in row groups; ``close`` renames it into place."""
+    """Collects one shard's rows; writes resumable part files; ``close`` joins them into ``<shard>.parquet``.
 
-    def __init__(self, output: Path, shard: str, input_path: str, dim: int, job: dict[str, Any]):
-        import pyarrow.parquet as pq
+    Args:
+        output: the job's output folder.
+        shard: the shard's name.
+        input_path: the input file (written in the ``file`` column).
+        dim: embedding width.
+        job: the job description (schema metadata, progress record).
+        row_group_rows: rows per row group of the final file and least rows per part file.
+        progress: the shard's progress record to resume from (None = start the shard afresh).
+        identity: what the progress record must match to be resumed (input size and mtime, batch step).
+    """
 
+    def __init__(self, output: Path, shard: str, input_path: str, dim: int, job: dict[str, Any], row_group_rows: int,
+                 progress: dict[str, Any] | None, identity: dict[str, Any]):  # fmt: skip
+        self.output, self.parts_dir = output, output / "_parts"
         self.final = output / f"{shard}.parquet"
-        self.tmp = output / f"{shard}.parquet.tmp"
         self.shard, self.input = shard, input_path
         self.schema = _schema(dim, job["dtype"], job)
-        self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        self.row_group_rows = row_group_rows
+        self.progress = progress or {"job": job, **identity, "rows_done": 0, "parts": []}
         self.pending: list[Any] = []
         self.pending_rows = 0
+        self.pending_errors: list[dict[str, Any]] = []
+        self.rows_done = self.progress["rows_done"]
         self.rows_written = 0
-        self.errors: list[dict[str, Any]] = []
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [e for part in self.progress["parts"] for e in part["errors"]] + self.pending_errors
 
     def add(self, batch: ObjectBatch, rows: np.ndarray, vectors: torch.Tensor) -> None:
+        """Adds the encoded ``rows`` of ``batch`` ((n,) positions, (n, D) vectors) and the batch's ledger rows."""
         import pyarrow as pa
 
+        if batch.start != self.rows_done:
+            raise RuntimeError(f"{self.input}: batch starts at row {batch.start}, expected {self.rows_done}")
         used = batch.used()
-        values = vectors.to(torch.float16 if self.schema.field("embedding").type.value_type == pa.float16() else
-                            torch.float32).numpy()  # fmt: skip
+        half = self.schema.field("embedding").type.value_type == pa.float16()
+        values = vectors.to(torch.float16 if half else torch.float32).numpy()
         table = pa.table(
             {
                 "object_id": [batch.object_id[r] for r in rows],
@@ -246,51 +391,82 @@ class _ShardWriter:
         self.pending_rows += table.num_rows
         encoded = set(rows.tolist())
         for issue in batch.issues:
-            self.errors.append(
+            self.pending_errors.append(
                 {"object_id": batch.object_id[issue.row], "file": self.input, "row": batch.start + issue.row,
                  "modality": issue.modality, "reason": issue.reason, "object_encoded": issue.row in encoded}
             )  # fmt: skip
-        if self.pending_rows >= ROW_GROUP_ROWS:
-            self._flush(final=False)
+        self.rows_done = batch.start + batch.size
+        if self.pending_rows >= self.row_group_rows:
+            self._write_part()
 
-    def _flush(self, final: bool) -> None:
-        import pyarrow as pa
-
-        if not self.pending:
-            return
-        table = pa.concat_tables(self.pending)
-        cut = table.num_rows if final else (table.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
-        if cut:
-            self.writer.write_table(table.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
-            self.rows_written += cut
-        rest = table.slice(cut)
-        self.pending = [rest] if rest.num_rows else []
-        self.pending_rows = rest.num_rows
-
-    def close(self, parts: Path) -> None:
+    def _write_part(self) -> None:
+        """Writes the pending rows as the next part file, then the progress record naming it."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self._flush(final=True)
-        self.writer.close()
-        errors = pa.Table.from_pylist(
-            self.errors,
-            schema=pa.schema(
-                [("object_id", pa.string()), ("file", pa.string()), ("row", pa.int64()), ("modality", pa.string()),
-                 ("reason", pa.string()), ("object_encoded", pa.bool_())]
-            ),
-        )  # fmt: skip
-        ledger = parts / f"{self.shard}.errors.parquet"
+        name = f"{self.shard}.part{len(self.progress['parts']):05d}.parquet"
+        tmp = self.parts_dir / f"{name}.tmp"
+        pq.write_table(pa.concat_tables(self.pending), tmp)
+        os.replace(tmp, self.parts_dir / name)
+        self.progress["parts"].append({"file": name, "rows": self.pending_rows, "errors": self.pending_errors})
+        self.progress["rows_done"] = self.rows_done
+        atomic_write_text(self.parts_dir / f"{self.shard}.progress.json", json.dumps(self.progress))
+        self.pending, self.pending_rows, self.pending_errors = [], 0, []
+
+    def close(self) -> None:
+        """Joins the parts and the pending rows into ``<shard>.parquet`` (row groups of ``row_group_rows``) and
+        writes the shard's ledger; both via temporary names."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tmp = self.final.with_name(self.final.name + ".tmp")
+        carry: list[Any] = []
+        carry_rows = 0
+        with pq.ParquetWriter(tmp, self.schema) as writer:
+            sources = [pq.read_table(self.parts_dir / p["file"], schema=self.schema) for p in self.progress["parts"]]
+            for table in [*sources, *self.pending]:
+                carry.append(table)
+                carry_rows += table.num_rows
+                if carry_rows >= self.row_group_rows:
+                    joined = pa.concat_tables(carry)
+                    cut = (carry_rows // self.row_group_rows) * self.row_group_rows
+                    writer.write_table(joined.slice(0, cut), row_group_size=self.row_group_rows)
+                    self.rows_written += cut
+                    carry, carry_rows = [joined.slice(cut)], carry_rows - cut
+            if carry_rows:
+                writer.write_table(pa.concat_tables(carry), row_group_size=self.row_group_rows)
+                self.rows_written += carry_rows
+        errors = pa.Table.from_pylist(self.errors, schema=_errors_schema())
+        ledger = self.parts_dir / f"{self.shard}.errors.parquet"
         pq.write_table(errors, ledger.with_name(ledger.name + ".tmp"))
         os.replace(ledger.with_name(ledger.name + ".tmp"), ledger)
-        os.replace(self.tmp, self.final)
+        os.replace(tmp, self.final)
+
+
+def _remove_progress(parts_dir: Path, shard: str) -> None:
+    """Deletes a shard's part files and progress record (after its final file and record exist, or to restart)."""
+    for path in [*parts_dir.glob(f"{shard}.part*.parquet"), *parts_dir.glob(f"{shard}.part*.parquet.tmp"),
+                 parts_dir / f"{shard}.progress.json"]:  # fmt: skip
+        path.unlink(missing_ok=True)
+
+
+def _load_progress(parts_dir: Path, shard: str, job: dict, identity: dict) -> dict[str, Any] | None:
+    """The shard's progress record if it belongs to this job, input and batch step and its parts exist."""
+    path = parts_dir / f"{shard}.progress.json"
+    try:
+        progress = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = progress.get("job") == job and all(progress.get(k) == v for k, v in identity.items())
+    if not same or not all((parts_dir / p["file"]).is_file() for p in progress.get("parts", [])):
+        return None
+    return progress
 
 
 def _job_description(checkpoint: Path | str, options: EncodeOptions, untrained: bool) -> dict[str, Any]:
     import hashlib
 
     import aion_fast
-    from aion_fast.demo import checkpoint_digest
     from aion_fast.hub import read_config
 
     config = read_config(checkpoint)
@@ -299,7 +475,7 @@ def _job_description(checkpoint: Path | str, options: EncodeOptions, untrained: 
         "model": str(options.model) if options.model else "untrained-demo",
         "untrained_demo_checkpoint": untrained,
         "model_config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
-        "model_weights_sha256_16": checkpoint_digest(checkpoint) if local else None,
+        "model_weights_sha256_16": cached_checkpoint_digest(checkpoint) if local else None,
         "aion_fast_version": aion_fast.__version__,
         "modalities": list(options.modalities),
         "pooling": options.pooling,
@@ -319,6 +495,10 @@ def _validate(options: EncodeOptions) -> None:
         raise ValueError(f"--batch-size must be >= 1, got {options.batch_size}.")
     if options.loader not in ("torch", "dali"):
         raise ValueError(f"--loader {options.loader!r}: choose torch or dali.")
+    if options.workers is not None and options.workers < 0:
+        raise ValueError(f"--workers must be >= 0 (or omitted for automatic), got {options.workers}.")
+    if options.row_group_rows < 1:
+        raise ValueError(f"--row-group-rows must be >= 1, got {options.row_group_rows}.")
 
 
 def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, options: EncodeOptions) -> dict:
@@ -336,6 +516,7 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
 
     from aion_fast.demo import ensure_demo_checkpoint
 
+    start_time = time.perf_counter()
     _validate(options)
     missing = [str(p) for p in inputs if not Path(p).is_file()]
     if missing:
@@ -349,55 +530,88 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
     if distributed:
         _init_process_group()
     out = Path(output)
-    parts = out / "_parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    mine = shards_of_rank(names, rank, world)
+    parts_dir = out / "_parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
 
-    start_time = time.perf_counter()
-    todo, skipped = [], []
-    for index in mine:
-        path = Path(inputs[index])
-        stat = path.stat()
-        record_path = parts / f"{names[index]}.json"
+    todo: list[int] = []
+    skipped: list[str] = []
+    done_before = 0  # objects of this rank finished by an earlier run (complete shards and recorded parts)
+    for index in shards_of_rank(names, rank, world):
+        stat = Path(inputs[index]).stat()
+        record_path = parts_dir / f"{names[index]}.json"
         if record_path.is_file() and (out / f"{names[index]}.parquet").is_file():
             record = json.loads(record_path.read_text())
             if record["job"] == job and record["size"] == stat.st_size and record["mtime_ns"] == stat.st_mtime_ns:
                 skipped.append(names[index])
+                done_before += record.get("rows_in", 0)
+                _remove_progress(parts_dir, names[index])  # left over if a run stopped right after the record
                 continue
         todo.append(index)
 
     tasks: list[tuple[str, int, int]] = []
     rows_of: dict[int, int] = {}
+    progress_of: dict[int, dict | None] = {}
+    identity_of: dict[int, dict] = {}
     for index in todo:
         with MMUFile(inputs[index]) as handle:
             chunk = handle.chunk_rows()
             rows_of[index] = handle.num_rows
         align = chunk if chunk <= options.batch_size else 1
-        tasks += [(str(inputs[index]), a, b) for a, b in row_ranges(rows_of[index], options.batch_size, align)]
-    total = sum(rows_of.values())
+        ranges = row_ranges(rows_of[index], options.batch_size, align)
+        stat = Path(inputs[index]).stat()
+        step = ranges[0][1] - ranges[0][0] if ranges else 0
+        identity_of[index] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "step": step,
+                              "row_group_rows": options.row_group_rows}  # fmt: skip
+        progress_of[index] = _load_progress(parts_dir, names[index], job, identity_of[index])
+        if progress_of[index] is None:
+            _remove_progress(parts_dir, names[index])
+        first = progress_of[index]["rows_done"] if progress_of[index] else 0
+        done_before += first
+        tasks += [(str(inputs[index]), a, b) for a, b in ranges if a >= first]
+    total = sum(rows_of.values()) - sum(p["rows_done"] for p in progress_of.values() if p)
+    workers = _auto_workers(options, len(tasks))
 
-    encoder = BatchEncoder(checkpoint, options.device) if tasks else None
+    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aion-fast-sha256")  # overlaps the encoding
+    digests: dict[int, Future] = {}
+    encoder = BatchEncoder(checkpoint, options.device) if tasks or todo else None
     by_path = {str(inputs[i]): i for i in todo}
     writers: dict[int, _ShardWriter] = {}
-    remaining = {i: rows_of[i] for i in todo}
+    remaining = {i: rows_of[i] - (progress_of[i]["rows_done"] if progress_of[i] else 0) for i in todo}
     shard_start: dict[int, float] = {}
-    encoded = failed = issues = 0
-    bar = tqdm(total=total, unit="obj", disable=not options.progress, desc=f"rank {rank}/{world}", file=sys.stderr)
-    for batch in _batches(tasks, options):
-        index = by_path[batch.file]
-        if index not in writers:
-            shard_start[index] = time.perf_counter()
-            writers[index] = _ShardWriter(out, names[index], batch.file, encoder.model.config.dim, job)
-        rows, vectors = encoder(batch)
-        writers[index].add(batch, rows, vectors)
-        encoded += len(rows)
-        failed += batch.size - len(rows)
-        issues += sum(1 for issue in batch.issues if issue.modality != "*")
-        remaining[index] -= batch.size
-        bar.update(batch.size)
-        if remaining[index] == 0:
-            _finish_shard(writers.pop(index), parts, inputs[index], job, time.perf_counter() - shard_start[index])
-    bar.close()
+    encoded = failed = issues = partial = 0
+    bar = tqdm(total=total, unit="obj", disable=not options.progress, desc=f"rank {rank}/{world}", file=sys.stderr,
+               dynamic_ncols=True)  # fmt: skip
+
+    def open_writer(index: int) -> _ShardWriter:
+        shard_start[index] = time.perf_counter()
+        digests[index] = hashing.submit(file_sha256, inputs[index])
+        return _ShardWriter(out, names[index], str(inputs[index]), encoder.model.config.dim, job,
+                            options.row_group_rows, progress_of[index], identity_of[index])  # fmt: skip
+
+    def finish(index: int) -> None:
+        writer = writers.pop(index) if index in writers else open_writer(index)
+        _finish_shard(writer, inputs[index], digests[index].result(), time.perf_counter() - shard_start[index])
+
+    try:
+        for index in [i for i in todo if remaining[i] == 0]:  # every row already in recorded parts
+            finish(index)
+        for batch in _batches(tasks, options, workers):
+            index = by_path[batch.file]
+            if index not in writers:
+                writers[index] = open_writer(index)
+            rows, vectors = encoder(batch)
+            writers[index].add(batch, rows, vectors)
+            encoded += len(rows)
+            failed += batch.size - len(rows)
+            issues += sum(1 for issue in batch.issues if issue.modality != "*")
+            partial += len({issue.row for issue in batch.issues if issue.modality != "*"} & set(rows.tolist()))
+            remaining[index] -= batch.size
+            bar.update(batch.size)
+            if remaining[index] == 0:
+                finish(index)
+    finally:
+        bar.close()
+        hashing.shutdown(wait=True)
     wall = time.perf_counter() - start_time
 
     summary: dict[str, Any] = {
@@ -406,17 +620,21 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
         "launcher": source,
         "checkpoint": str(checkpoint),
         "untrained_demo_checkpoint": untrained,
+        "loader": options.loader,
+        "workers": workers,
         "shards_encoded": len(todo),
         "shards_skipped_complete": len(skipped),
         "objects_encoded": encoded,
+        "objects_encoded_with_modalities_skipped": partial,
         "objects_failed": failed,
+        "objects_skipped_done_before": done_before,
         "modalities_skipped": issues,
         "wall_s": round(wall, 3),
         "objects_per_s": round(encoded / wall, 3) if wall > 0 else None,
     }
     if distributed:
         torch.distributed.barrier()
-    complete = all((parts / f"{name}.json").is_file() for name in names)
+    complete = all((parts_dir / f"{name}.json").is_file() for name in names)
     if complete and (rank == 0 or not distributed):
         summary["manifest"] = str(out / "manifest.json")
         merge_manifest(out, job)
@@ -426,23 +644,26 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
     return summary
 
 
-def _finish_shard(writer: _ShardWriter, parts: Path, input_path: str | os.PathLike, job: dict, wall: float) -> None:
-    writer.close(parts)
+def _finish_shard(writer: _ShardWriter, input_path: str | os.PathLike, sha256: str, wall: float) -> None:
+    writer.close()
     stat = Path(input_path).stat()
+    errors = writer.errors
     record = {
         "shard": writer.shard,
         "input": str(input_path),
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
-        "sha256": file_sha256(input_path),
+        "sha256": sha256,
         "output": writer.final.name,
+        "rows_in": writer.rows_done,
         "rows_written": writer.rows_written,
-        "objects_failed": sum(1 for e in writer.errors if not e["object_encoded"] and e["modality"] == "*"),
-        "modality_issues": sum(1 for e in writer.errors if e["modality"] != "*"),
-        "job": job,
+        "objects_failed": sum(1 for e in errors if not e["object_encoded"] and e["modality"] == "*"),
+        "modality_issues": sum(1 for e in errors if e["modality"] != "*"),
+        "job": writer.progress["job"],
         "wall_s": round(wall, 3),
     }
-    atomic_write_text(parts / f"{writer.shard}.json", json.dumps(record, indent=2))
+    atomic_write_text(writer.parts_dir / f"{writer.shard}.json", json.dumps(record, indent=2))
+    _remove_progress(writer.parts_dir, writer.shard)
 
 
 def _init_process_group() -> None:
@@ -468,6 +689,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         dtype=args.dtype,
         progress=not args.quiet,
+        row_group_rows=args.row_group_rows,
     )
     try:
         summary = run_encode(args.inputs, args.output, options)
@@ -481,9 +703,10 @@ def _run_cli(args: argparse.Namespace) -> int:
         )
     print(json.dumps(summary, indent=2))
     print(
-        f"rank {summary['rank']}/{summary['world_size']}: encoded {summary['objects_encoded']} objects, "
-        f"failed {summary['objects_failed']}, modalities skipped {summary['modalities_skipped']}, "
-        f"shards skipped as complete {summary['shards_skipped_complete']}, in {summary['wall_s']} s "
+        f"rank {summary['rank']}/{summary['world_size']}: encoded {summary['objects_encoded']} objects "
+        f"({summary['objects_encoded_with_modalities_skipped']} with a modality skipped), "
+        f"failed {summary['objects_failed']}, skipped {summary['objects_skipped_done_before']} done by an earlier run "
+        f"({summary['shards_skipped_complete']} complete shards), in {summary['wall_s']} s "
         f"({summary['objects_per_s']} objects/s) -> {args.output}"
     )
     return 0
@@ -514,9 +737,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     encode.add_argument("--batch-size", type=int, default=256, help="objects per device batch (default: 256)")
     encode.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     encode.add_argument("--loader", choices=["torch", "dali"], default="torch", help="input pipeline")
-    encode.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (default: 1)")
+    encode.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes (default: automatic; 0 for jobs of a few batches, 1 on CPU)",
+    )
     encode.add_argument("--pooling", choices=["mean"], default="mean", help="mean over present tokens")
     encode.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="embedding dtype")
+    encode.add_argument(
+        "--row-group-rows",
+        type=int,
+        default=ROW_GROUP_ROWS,
+        help="rows per Parquet row group, also how often a shard's progress is saved (default: %(default)s)",
+    )
     encode.add_argument("--quiet", action="store_true", help="no progress bar")
     encode.set_defaults(run=_run_cli)
     merge = commands.add_parser("merge-manifest", help="join the shard records of an encode output directory")

@@ -5,6 +5,8 @@ Output directory layout::
     <output>/<shard>.parquet             embeddings of one input file (renamed into place when complete)
     <output>/_parts/<shard>.errors.parquet   that shard's ledger of unusable modalities / failed objects
     <output>/_parts/<shard>.json         that shard's record (written last: its presence marks the shard done)
+    <output>/_parts/<shard>.partNNNNN.parquet, <shard>.progress.json
+                                         a shard in progress: its completed parts and their record (resumption)
     <output>/manifest.json               the merged manifest (``merge_manifest``)
     <output>/errors.parquet              every shard's ledger, in shard order
 
@@ -23,6 +25,7 @@ from typing import Any
 __all__ = [
     "ERROR_COLUMNS",
     "atomic_write_text",
+    "cached_checkpoint_digest",
     "distributed_rank",
     "file_sha256",
     "merge_manifest",
@@ -48,6 +51,47 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
         while chunk := handle.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _digest_cache_file() -> Path:
+    root = os.environ.get("AION_FAST_CACHE_DIR") or Path.home() / ".cache" / "aion_fast"
+    return Path(root) / "checkpoint_digests.json"
+
+
+def cached_checkpoint_digest(directory: str | os.PathLike) -> str:
+    """:func:`aion_fast.demo.checkpoint_digest` of a local checkpoint, remembered across runs.
+
+    The digest reads every tensor (~0.1 s for the demo checkpoint, seconds for aion-base), so it is kept in
+    ``~/.cache/aion_fast/checkpoint_digests.json`` (``$AION_FAST_CACHE_DIR`` overrides the folder) under the
+    checkpoint's resolved path, valid while every ``*.safetensors`` file below it has the same relative path, size
+    and modification time (the rule ``make`` and ``git status`` use). A changed or added weight file recomputes it;
+    an unwritable cache only costs the recomputation.
+    """
+    from aion_fast.demo import checkpoint_digest
+
+    root = Path(directory).resolve()
+    stamp = []
+    for path in sorted(root.rglob("*.safetensors")):
+        stat = path.stat()
+        stamp.append([str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns])
+    cache_file = _digest_cache_file()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(str(root))
+    if isinstance(entry, dict) and entry.get("files") == stamp and isinstance(entry.get("digest"), str):
+        return entry["digest"]
+    digest = checkpoint_digest(root)
+    cache[str(root)] = {"files": stamp, "digest": digest}
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")  # concurrent ranks: last rename wins
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass
+    return digest
 
 
 def shard_names(inputs: Sequence[str | os.PathLike]) -> list[str]:
@@ -116,7 +160,7 @@ def merge_manifest(output: str | os.PathLike, job: dict[str, Any] | None = None)
     import pyarrow.parquet as pq
 
     parts = Path(output) / "_parts"
-    records = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json")) if not p.name.endswith(".progress.json")]
     jobs = {json.dumps(r["job"], sort_keys=True) for r in records}
     if job is not None:
         records = [r for r in records if r["job"] == job]

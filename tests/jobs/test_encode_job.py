@@ -105,6 +105,37 @@ def test_float16_and_bad_options(tmp_path, demo_checkpoint):
         run_encode([tmp_path / "nope.hdf5"], tmp_path / "c", EncodeOptions(**base))
 
 
+def test_checkpoint_digest_cache_follows_the_weight_files(tmp_path, demo_checkpoint, monkeypatch):
+    import shutil
+
+    from aion_fast.demo import checkpoint_digest
+    from aion_fast.jobs.manifest import cached_checkpoint_digest
+
+    monkeypatch.setenv("AION_FAST_CACHE_DIR", str(tmp_path / "cache"))
+    checkpoint = Path(shutil.copytree(demo_checkpoint, tmp_path / "ckpt"))
+    first = cached_checkpoint_digest(checkpoint)
+    assert first == checkpoint_digest(checkpoint) and (tmp_path / "cache" / "checkpoint_digests.json").is_file()
+    assert cached_checkpoint_digest(checkpoint) == first
+    weights = checkpoint / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1
+    stat = weights.stat()
+    save_file(tensors, weights)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # a rewrite changes the mtime: recomputed
+    assert cached_checkpoint_digest(checkpoint) == checkpoint_digest(checkpoint) != first
+
+
+def test_auto_workers():
+    from aion_fast.jobs.encode import AUTO_WORKERS_MIN_BATCHES, _auto_workers
+
+    assert _auto_workers(EncodeOptions(), AUTO_WORKERS_MIN_BATCHES) == 0
+    assert _auto_workers(EncodeOptions(), AUTO_WORKERS_MIN_BATCHES + 1) == 1
+    assert _auto_workers(EncodeOptions(workers=3), 1) == 3
+
+
 def test_shard_assignment_is_disjoint_and_deterministic():
     names = shard_names([f"/d/s{i}/healpix={h}/001-of-001.hdf5" for i in range(2) for h in (3, 1, 2)])
     assert names[0] == "s0__healpix=3__001-of-001"
@@ -132,27 +163,41 @@ def _contents(folder):
 
 
 def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, demo_checkpoint):
-    inputs = _many_shards(tmp_path / "in")
-    common = [*inputs, "--model", demo_checkpoint, "--batch-size", "2", "--workers", "0", "--quiet"]
-    command, env = _cli([*common, "--output", tmp_path / "killed"])
+    """Killed after two complete shards and inside the third (row groups of 2 rows = one part per batch of 2): the
+    re-run skips the complete shards, resumes the third after its last recorded part, and the output equals an
+    uninterrupted run's, row groups included."""
+    inputs = [write_mmu(tmp_path / "in" / f"s{i}" / "001-of-001.hdf5", legacysurvey_columns(n=n, seed=i))
+              for i, n in enumerate((3, 3, 24))]  # fmt: skip
+    common = [*inputs, "--model", demo_checkpoint, "--batch-size", "2", "--workers", "0", "--row-group-rows", "2"]
+    command, env = _cli([*common, "--quiet", "--output", tmp_path / "killed"])
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = tmp_path / "killed" / "_parts"
-    deadline = time.monotonic() + 60
-    while not list(parts.glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
+    progress = parts / "s2__001-of-001.progress.json"
+    deadline = time.monotonic() + 90
+    while not progress.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    done_at_kill = len(list(parts.glob("*.json")))
-    assert 1 <= done_at_kill < len(inputs), f"kill landed after {done_at_kill} shards; the test needs mid-way"
+    records = sorted(p.name for p in parts.glob("*.json") if not p.name.endswith("progress.json"))
+    assert records == ["s0__001-of-001.json", "s1__001-of-001.json"]
+    rows_done = json.loads(progress.read_text())["rows_done"]
+    assert 2 <= rows_done < 24, f"kill landed at row {rows_done} of the last shard; the test needs mid-shard"
     assert not (tmp_path / "killed" / "manifest.json").exists()
 
-    command, env = _cli([*common, "--output", tmp_path / "killed"])
     rerun = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f'"shards_skipped_complete": {done_at_kill}' in rerun.stdout
-    command, env = _cli([*common, "--output", tmp_path / "clean"])
-    subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    summary = json.loads(rerun.stdout[rerun.stdout.index("{") : rerun.stdout.rindex("}") + 1])
+    assert summary["shards_skipped_complete"] == 2 and summary["objects_skipped_done_before"] == 6 + rows_done
+    assert summary["objects_encoded"] == 24 - rows_done
+    command, env = _cli([*common, "--output", tmp_path / "clean"])  # with the progress bar: objects/s and ETA
+    clean = subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=120)
+    assert "obj/s" in clean.stderr and "24/30" in clean.stderr.replace(" ", "")
     assert _contents(tmp_path / "killed") == _contents(tmp_path / "clean")
+    for folder in ("killed", "clean"):
+        assert pq.ParquetFile(tmp_path / folder / "s2__001-of-001.parquet").metadata.num_row_groups == 12
+        assert sorted(p.name for p in (tmp_path / folder / "_parts").iterdir()) == sorted(
+            f"s{i}__001-of-001.{kind}" for i in range(3) for kind in ("json", "errors.parquet")
+        )
     assert not list((tmp_path / "killed").glob("*.tmp"))
 
 
@@ -179,15 +224,43 @@ def test_torchrun_two_processes_same_rows_as_one(tmp_path, demo_checkpoint):
 
 @pytest.mark.skipif(not dali_available(), reason="nvidia-dali is not installed (pip install nvidia-dali-cuda130)")
 def test_dali_cpu_loader_equals_default_loader(tmp_path, demo_checkpoint):
+    """DALI's CPU mode: same cropped flux, preprocessed input equal to image_preprocess bit for bit (Legacy Survey and
+    HSC, with a NaN at a masked pixel and a shuffled band order), same tokens and the same Parquet output."""
+    from aion_fast.codecs import CodecManager
     from aion_fast.data.mmu import MMUFile, prepare_rows
-    from aion_fast.jobs.dali import DaliCropper
+    from aion_fast.jobs.dali import DaliImagePipeline
+    from aion_fast.jobs.encode import encode_preprocessed_images
+    from aion_fast.modalities import BAND_CLAMP_MAX, BAND_TO_INDEX
+    from aion_fast.ops.image_preprocess import image_preprocess
 
-    path = write_mmu(tmp_path / "ls.hdf5", legacysurvey_columns(n=5))
-    with MMUFile(path) as source:
-        default = prepare_rows(source, 0, 5, ["image"])
-        dali = prepare_rows(source, 0, 5, ["image"], crop=DaliCropper(batch_size=3))
-    assert torch.equal(default.parts[0].modality.flux, dali.parts[0].modality.flux)
+    ls = legacysurvey_columns(n=5)
+    ls["image_array"][1, 2, 70, 70] = np.nan
+    ls["image_mask"][1, 70, 70] = False
+    ls["image_band"][3] = ["des-z", "des-g", "des-r", "des-i"]
+    rng = np.random.default_rng(3)
+    hsc = {
+        "image_array": (rng.normal(size=(3, 5, 160, 160)) * 30).astype(np.float32),
+        "image_band": np.array([["hsc-g", "hsc-r", "hsc-i", "hsc-z", "hsc-y"]] * 3),
+        "object_id": np.arange(3),
+    }
+    codecs = CodecManager(repo=demo_checkpoint)
+    for name, columns, n in (("ls", ls, 5), ("hsc", hsc, 3)):
+        with MMUFile(write_mmu(tmp_path / f"{name}.hdf5", columns)) as source:
+            default = prepare_rows(source, 0, n, ["image"]).parts[0]
+            dali = prepare_rows(source, 0, n, ["image"], image_pipeline=DaliImagePipeline(batch_size=2)).parts[0]
+        image = default.modality
+        assert default.preprocessed is None and np.array_equal(default.rows, dali.rows)
+        assert torch.equal(image.flux, dali.modality.flux), name
+        bands = image.bands
+        expected = image_preprocess(image.flux, [BAND_TO_INDEX[b] for b in bands], [BAND_CLAMP_MAX[b] for b in bands],
+                                    10.0 ** (4.5 / 2.5) if name == "hsc" else 1.0)  # fmt: skip
+        assert torch.equal(dali.preprocessed, expected), name
+        codec = codecs.codec(type(image))
+        assert torch.equal(encode_preprocessed_images(codec, dali.preprocessed, len(bands)), codec.encode(image)), name
+
     base = dict(model=str(demo_checkpoint), workers=0, progress=False, batch_size=4)
+    path = tmp_path / "ls.hdf5"
     run_encode([path], tmp_path / "torch", EncodeOptions(**base))
-    run_encode([path], tmp_path / "dali", EncodeOptions(loader="dali", **base))
+    summary = run_encode([path], tmp_path / "dali", EncodeOptions(loader="dali", **base))
+    assert summary["loader"] == "dali" and summary["objects_encoded"] == 5
     assert _contents(tmp_path / "torch") == _contents(tmp_path / "dali")
