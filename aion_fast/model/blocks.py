@@ -8,12 +8,21 @@ The reference fills hidden scores with ``-finfo.max`` before a softmax. For a qu
 yields equal weights, i.e. the mean of the values over every key. :class:`AttentionMask` detects such rows once, SDPA
 runs with them unmasked (no NaN), and their output is replaced by the value mean, which is what the reference returns.
 This case is not exotic: :meth:`AION.forward` always builds a decoder self-attention mask that hides every key.
+Training (:meth:`AION.predict_masked`) keeps that computation but averages over a row's *selected* queries only
+(``AttentionMask.uniform_keys``), so a padded training row computes what inference computes on its queries alone.
+
+Packed (variable-length) sequences. With ``AttentionMask.packed`` set, blocks take ``(1, T, D)`` tensors holding
+the present tokens of every sample back to back (no padding), and attention runs per sample through
+:func:`varlen_attention`: flash-attn's ``flash_attn_varlen_func`` on CUDA half/bf16 tensors when flash-attn is
+installed, otherwise ``scaled_dot_product_attention`` under a block-diagonal mask (or, for large packs, on the
+sequences re-padded with a key-padding mask). Both give the padded path's result.
 
 State-dict names match the reference (``attn.qkv``, ``attn.q_norm``, ``cross_attn.kv``, ``mlp.fc1``...).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "AttentionMask",
+    "PackedLayout",
     "CrossAttention",
     "DecoderBlock",
     "DropPath",
@@ -32,6 +42,10 @@ __all__ = [
     "Mlp",
     "SelfAttention",
     "attend",
+    "sdpa_varlen_attention",
+    "segment_mean",
+    "varlen_attention",
+    "varlen_backend",
 ]
 
 NORM_EPS = 1e-6
@@ -61,7 +75,10 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalizes ``(..., dim)`` over the last axis."""
-        return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
+        bias = self.bias
+        if bias.dtype != self.weight.dtype:  # the zero buffer beside weights cast by mixed precision (FSDP bf16)
+            bias = bias.to(self.weight.dtype)
+        return F.layer_norm(x, (self.dim,), self.weight, bias, self.eps)
 
 
 class DropPath(nn.Module):
@@ -135,6 +152,48 @@ class GatedMlp(nn.Module):
 
 
 @dataclass(frozen=True)
+class PackedLayout:
+    """Where each sample's tokens lie in a packed ``(T, ...)`` tensor (samples back to back, no padding).
+
+    Attributes:
+        cu_seqlens_q: ``(B + 1,)`` int32 offsets of the query samples (``cu[b]:cu[b + 1]`` is sample ``b``).
+        cu_seqlens_k: ``(B + 1,)`` int32 offsets of the key samples (the same tensor for self-attention).
+        max_seqlen_q: Longest query sample.
+        max_seqlen_k: Longest key sample.
+        segment_q: ``(Tq,)`` int64 sample index of every packed query.
+        segment_k: ``(Tk,)`` int64 sample index of every packed key.
+    """
+
+    cu_seqlens_q: Tensor
+    cu_seqlens_k: Tensor
+    max_seqlen_q: int
+    max_seqlen_k: int
+    segment_q: Tensor
+    segment_k: Tensor
+
+    @property
+    def batch(self) -> int:
+        """Number of samples ``B``."""
+        return self.cu_seqlens_q.shape[0] - 1
+
+    @classmethod
+    def from_lengths(cls, lengths_q: Tensor, lengths_k: Tensor | None = None) -> PackedLayout:
+        """Builds the layout from per-sample lengths ``(B,)`` (``lengths_k`` defaults to ``lengths_q``)."""
+        self_attention = lengths_k is None
+        lengths_k = lengths_q if self_attention else lengths_k
+
+        def offsets(lengths: Tensor) -> Tensor:
+            return F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+
+        def segments(lengths: Tensor) -> Tensor:
+            return torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device), lengths)
+
+        cu_q, seg_q = offsets(lengths_q), segments(lengths_q)
+        cu_k, seg_k = (cu_q, seg_q) if self_attention else (offsets(lengths_k), segments(lengths_k))
+        return cls(cu_q, cu_k, int(lengths_q.max()), int(lengths_k.max()), seg_q, seg_k)
+
+
+@dataclass(frozen=True)
 class AttentionMask:
     """An attention mask prepared once per forward and shared by every block that uses it.
 
@@ -143,11 +202,16 @@ class AttentionMask:
         fully_hidden_rows: ``(B, 1, Lq or 1, 1)`` bool, True for queries whose keys are all hidden (their output is
             the mean of the values); ``None`` if there are none.
         uniform: Every query of every sample has all keys hidden: attention reduces to the value mean.
+        uniform_keys: With ``uniform``: ``(B, Lk)`` bool, True for the keys the mean runs over (a training row's
+            selected queries); ``None`` = every key (the reference's behaviour).
+        packed: Tensors are packed ``(1, T, D)`` sequences laid out as described (``allowed`` is then unused).
     """
 
     allowed: Tensor | None = None
     fully_hidden_rows: Tensor | None = None
     uniform: bool = False
+    uniform_keys: Tensor | None = None
+    packed: PackedLayout | None = None
 
     @classmethod
     def from_hidden(cls, hidden: Tensor | None) -> AttentionMask:
@@ -184,12 +248,153 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask) -> Tensor:
     Returns:
         ``(B, H, Lq, d)``.
     """
+    if mask.packed is not None:
+        layout = mask.packed
+        q, k, v = (t[0].transpose(0, 1) for t in (q, k, v))  # (T, H, d)
+        if mask.uniform:
+            out = segment_mean(v, layout.segment_k, layout.batch)[layout.segment_q]
+        else:
+            out = varlen_attention(q, k, v, layout)
+        return out.transpose(0, 1)[None]
     if mask.uniform:
+        if mask.uniform_keys is not None:
+            weights = mask.uniform_keys[:, None, :, None].to(v.dtype)
+            mean = (v * weights).sum(dim=-2, keepdim=True) / weights.sum(dim=-2, keepdim=True).clamp_min(1.0)
+            return mean.expand(*q.shape[:-1], v.shape[-1])
         return v.mean(dim=-2, keepdim=True).expand(*q.shape[:-1], v.shape[-1])
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.allowed)
     if mask.fully_hidden_rows is not None:
         out = torch.where(mask.fully_hidden_rows, v.mean(dim=-2, keepdim=True), out)
     return out
+
+
+def segment_mean(values: Tensor, segments: Tensor, batch: int) -> Tensor:
+    """Mean of the packed rows of every sample.
+
+    Args:
+        values: ``(T, ...)`` packed rows.
+        segments: ``(T,)`` int64 sample index of every row.
+        batch: Number of samples ``B``.
+
+    Returns:
+        ``(B, ...)``; zero for a sample without rows.
+    """
+    sums = values.new_zeros((batch, *values.shape[1:])).index_add_(0, segments, values)
+    counts = torch.bincount(segments, minlength=batch).clamp_min(1).to(values.dtype)
+    return sums / counts.reshape(batch, *([1] * (values.ndim - 1)))
+
+
+#: Environment variable forcing the packed-attention backend: ``flash`` or ``sdpa`` (default: best available).
+ATTENTION_BACKEND_ENV = "AION_FAST_ATTENTION"
+
+#: The SDPA fallback masks a packed ``(Tq, Tk)`` block-diagonal matrix up to this many entries, and re-pads beyond.
+BLOCK_DIAGONAL_MAX_ELEMENTS = 1 << 24
+
+
+def _flash_attn_varlen():
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError:
+        return None
+    return flash_attn_varlen_func
+
+
+def varlen_backend(q: Tensor) -> tuple[str, list[str]]:
+    """Picks the packed-attention backend for queries like ``q``.
+
+    Args:
+        q: ``(T, H, d)`` packed queries.
+
+    Returns:
+        ``("flash" or "sdpa", reasons flash-attn was not used)``.
+
+    Raises:
+        ValueError: ``AION_FAST_ATTENTION=flash`` was asked for but cannot run (the reasons are listed).
+    """
+    reasons = []
+    if not q.is_cuda:
+        reasons.append("tensors are not on a CUDA device")
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        reasons.append(f"dtype is {q.dtype}, flash-attn needs float16 or bfloat16 (train with bf16)")
+    if q.shape[-1] % 8 or q.shape[-1] > 256:
+        reasons.append(f"head dim {q.shape[-1]} is not a multiple of 8 up to 256")
+    if _flash_attn_varlen() is None:
+        reasons.append("flash-attn is not installed (pip install flash-attn --no-build-isolation)")
+    requested = os.environ.get(ATTENTION_BACKEND_ENV, "").strip().lower()
+    if requested not in ("", "flash", "sdpa"):
+        raise ValueError(f"{ATTENTION_BACKEND_ENV}={requested!r}; use 'flash', 'sdpa' or leave it unset")
+    if requested == "flash" and reasons:
+        raise ValueError(f"{ATTENTION_BACKEND_ENV}=flash but flash-attn cannot run: {'; '.join(reasons)}")
+    if requested == "sdpa":
+        reasons.append(f"{ATTENTION_BACKEND_ENV}=sdpa")
+    return ("sdpa" if reasons else "flash"), reasons
+
+
+def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
+    """Softmax attention of every packed query sample to the key sample of the same index.
+
+    Args:
+        q: ``(Tq, H, d)`` packed queries.
+        k: ``(Tk, H, d)`` packed keys.
+        v: ``(Tk, H, d)`` packed values.
+        layout: Sample offsets of queries and keys.
+
+    Returns:
+        ``(Tq, H, d)``; a query whose sample has no key gets zeros.
+    """
+    if q.is_cuda and torch.is_autocast_enabled("cuda"):
+        # Under autocast, QK-norm (a LayerNorm) returns float32 q and k beside bf16 v: give flash-attn one dtype.
+        dtype = torch.get_autocast_dtype("cuda")
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    backend, _ = varlen_backend(q)
+    if backend == "flash":
+        flash_attn_varlen_func = _flash_attn_varlen()
+        return flash_attn_varlen_func(
+            q, k, v, layout.cu_seqlens_q, layout.cu_seqlens_k, layout.max_seqlen_q, layout.max_seqlen_k, 0.0
+        )
+    return sdpa_varlen_attention(q, k, v, layout)
+
+
+def sdpa_varlen_attention(
+    q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout, max_block_elements: int = BLOCK_DIAGONAL_MAX_ELEMENTS
+) -> Tensor:
+    """The ``scaled_dot_product_attention`` fallback of :func:`varlen_attention` (same arguments and result).
+
+    Up to ``max_block_elements`` query-key pairs it runs one SDPA call over the whole pack under a block-diagonal
+    mask; beyond, it scatters the samples into a padded ``(B, L, H, d)`` batch and masks the key padding.
+    """
+    seg_q, seg_k = layout.segment_q, layout.segment_k
+    if q.shape[0] * k.shape[0] <= max_block_elements:
+        allowed = seg_q[:, None] == seg_k[None, :]
+        keyless = ~allowed.any(dim=1)
+        if bool(keyless.any()):
+            allowed = allowed | keyless[:, None]
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], attn_mask=allowed
+        )[0].transpose(0, 1)
+        return out.masked_fill(keyless[:, None, None], 0.0)
+
+    batch = layout.batch
+    pos_q = torch.arange(q.shape[0], device=q.device) - layout.cu_seqlens_q.long()[seg_q]
+    pos_k = torch.arange(k.shape[0], device=k.device) - layout.cu_seqlens_k.long()[seg_k]
+
+    def pad(packed: Tensor, segments: Tensor, positions: Tensor, length: int) -> Tensor:
+        padded = packed.new_zeros(batch, length, *packed.shape[1:])
+        padded[segments, positions] = packed
+        return padded.transpose(1, 2)  # (B, H, L, d)
+
+    lengths_k = layout.cu_seqlens_k.long().diff()
+    allowed = torch.arange(layout.max_seqlen_k, device=k.device)[None, :] < lengths_k[:, None]
+    keyless = lengths_k == 0
+    allowed = (allowed | keyless[:, None])[:, None, None, :]
+    out = F.scaled_dot_product_attention(
+        pad(q, seg_q, pos_q, layout.max_seqlen_q),
+        pad(k, seg_k, pos_k, layout.max_seqlen_k),
+        pad(v, seg_k, pos_k, layout.max_seqlen_k),
+        attn_mask=allowed,
+    )
+    out = out.transpose(1, 2)[seg_q, pos_q]
+    return out.masked_fill(keyless[seg_q][:, None, None], 0.0)
 
 
 class SelfAttention(nn.Module):
@@ -231,6 +436,14 @@ class SelfAttention(nn.Module):
             # Every key is hidden: the output is the value mean, the same for all queries, so q and k are not needed.
             bias = None if self.qkv.bias is None else self.qkv.bias[2 * dim :]
             values = F.linear(x, self.qkv.weight[2 * dim :], bias)
+            if mask.packed is not None:  # (1, T, D): the mean of each packed sample
+                layout = mask.packed
+                means = segment_mean(values[0], layout.segment_k, layout.batch)
+                return self.proj(means)[layout.segment_q][None]
+            if mask.uniform_keys is not None:  # the mean over each row's selected keys
+                weights = mask.uniform_keys[..., None].to(values.dtype)
+                mean = (values * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
+                return self.proj(mean).expand(batch, length, dim)
             return self.proj(values.mean(dim=1, keepdim=True)).expand(batch, length, dim)
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
         if self.q_norm is not None:

@@ -22,12 +22,12 @@ from torch import Tensor, nn
 
 from aion_fast import hub
 from aion_fast.model import checkpoint as ckpt
-from aion_fast.model.blocks import AttentionMask, BlockOptions, DecoderBlock, EncoderBlock, LayerNorm
+from aion_fast.model.blocks import AttentionMask, BlockOptions, DecoderBlock, EncoderBlock, LayerNorm, PackedLayout
 from aion_fast.model.config import AIONConfig
 from aion_fast.model.embeddings import build_decoder_embedding, build_encoder_embedding
 from aion_fast.model.modality_info import GRID, MODALITY_INFO, ModalitySpec
 
-__all__ = ["AION", "build_decoder_attention_mask"]
+__all__ = ["AION", "MaskedPrediction", "build_decoder_attention_mask"]
 
 _INIT_STD = 0.02
 
@@ -41,12 +41,14 @@ class _TokenSequence:
         emb: ``(B, N, D)`` positional plus modality embeddings (zero where absent).
         padding: ``(B, N)`` bool, True where absent; ``None`` when every position is present.
         mod_ids: ``(B, N)`` int16 modality id of every position, absent ones included (-1 for register tokens).
+        ids: ``(B, N)`` int64 token ids carried through the selection (decoder targets); ``None`` if not asked for.
     """
 
     tokens: Tensor
     emb: Tensor
     padding: Tensor | None
     mod_ids: Tensor
+    ids: Tensor | None = None
 
     @property
     def mod_mask(self) -> Tensor:
@@ -58,6 +60,24 @@ class _TokenSequence:
         if self.padding is not None:
             return self.padding
         return torch.zeros(self.tokens.shape[:2], dtype=torch.bool, device=self.tokens.device)
+
+
+@dataclass
+class MaskedPrediction:
+    """Logits of the selected decoder targets of a masked-modeling step, with the ids they should predict.
+
+    Within a token key, rows follow the decoder sequence row-major: object by object, each object's selected
+    queries in decoder order (modalities in ``target_mask`` order, then position; a sequence query ``j`` predicts
+    the token ``j + 1``).
+
+    Attributes:
+        logits: Token key -> ``(n_key, vocab_size)`` logits, one row per selected target of that key (``n_key`` may
+            be 0: every key of ``target_mask`` is present so each output head takes part in every step).
+        targets: Token key -> ``(n_key,)`` int64 target ids, aligned with ``logits``.
+    """
+
+    logits: dict[str, Tensor]
+    targets: dict[str, Tensor]
 
 
 def build_decoder_attention_mask(
@@ -406,6 +426,23 @@ class AION(nn.Module):
             decoder_attention_mask: ``(B, M, M)`` bool, True where the key is hidden from the query.
             mod_mask: ``(B, M)`` int16 modality ids, -1 where not a target.
         """
+        selected = self._embed_target_sequence(target_mask, num_decoder_tokens, None)
+        batch, length = selected.tokens.shape[:2]
+        compressed = torch.zeros(batch, length, dtype=torch.long, device=self.device)
+        attention_mask = build_decoder_attention_mask(
+            compressed, selected.mod_ids, self.config.decoder_causal_mask, self.config.decoder_sep_mask
+        )
+        target_ids = torch.zeros(batch, length, dtype=torch.long, device=self.device)
+        decoder_mask = selected.full_padding()[:, None, :]
+        return selected.tokens, selected.emb, decoder_mask, target_ids, attention_mask, selected.mod_mask
+
+    def _embed_target_sequence(
+        self,
+        target_mask: Mapping[str, Tensor],
+        num_decoder_tokens: int | None,
+        target_tokens: Mapping[str, Tensor] | None,
+    ) -> _TokenSequence:
+        """Decoder queries of :meth:`embed_targets`, optionally with the ids they predict (``target_tokens``)."""
         if not isinstance(target_mask, Mapping) or not target_mask:
             raise ValueError("target_mask must be a non-empty dict mapping token keys to bool tensors")
         pieces = []
@@ -423,7 +460,7 @@ class AION(nn.Module):
         if batch == 0:
             raise ValueError("target_mask describes an empty batch (B = 0)")
 
-        tokens, embs, masks, mod_ids = [], [], [], []
+        tokens, embs, masks, mod_ids, ids = [], [], [], [], []
         for key, spec, not_target in pieces:
             embedding = self.decoder_embeddings[key]
             if spec.kind == GRID:
@@ -438,20 +475,14 @@ class AION(nn.Module):
                 embs.append(embedding.query_embedding(not_target)[:, :-1])
                 masks.append(not_target[:, 1:] | not_target[:, :-1])
             mod_ids.append(torch.full((length,), spec.id, dtype=torch.int16, device=self.device))
+            if target_tokens is not None:
+                ids.append(_target_ids(key, spec, target_tokens, not_target.shape, self.device))
         tokens = torch.cat(tokens, dim=1)
         emb = torch.cat(embs, dim=1)
         not_target = torch.cat(masks, dim=1)
         mod_ids = torch.cat(mod_ids).expand(batch, -1)
-
-        selected = _select_present_first(tokens, emb, not_target, mod_ids, num_decoder_tokens)
-        length = selected.tokens.shape[1]
-        compressed = torch.zeros(batch, length, dtype=torch.long, device=self.device)
-        attention_mask = build_decoder_attention_mask(
-            compressed, selected.mod_ids, self.config.decoder_causal_mask, self.config.decoder_sep_mask
-        )
-        target_ids = torch.zeros(batch, length, dtype=torch.long, device=self.device)
-        decoder_mask = selected.full_padding()[:, None, :]
-        return selected.tokens, selected.emb, decoder_mask, target_ids, attention_mask, selected.mod_mask
+        ids = torch.cat(ids, dim=1) if target_tokens is not None else None
+        return _select_present_first(tokens, emb, not_target, mod_ids, num_decoder_tokens, ids)
 
     def _run_decoder(
         self, queries: Tensor, context: Tensor, self_mask: AttentionMask, cross_mask: AttentionMask
@@ -522,6 +553,94 @@ class AION(nn.Module):
             logits[key] = self.decoder_embeddings[key](hidden[:, start : start + count])
             start += count
         return logits
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Training
+
+    def predict_masked(
+        self,
+        tokens: Mapping[str, Tensor],
+        input_mask: Mapping[str, Tensor],
+        target_mask: Mapping[str, Tensor],
+        num_encoder_tokens: int | None = None,
+        num_decoder_tokens: int | None = None,
+        packed: bool = False,
+    ) -> MaskedPrediction:
+        """One masked-modeling prediction: encode the inputs, decode the targets, return their logits and ids.
+
+        The encoder side is :meth:`embed_inputs` (``input_mask`` as its ``mask``), the decoder side
+        :meth:`embed_targets` with the true ids carried along. Decoder self-attention is the one inference uses
+        (:meth:`forward`, :mod:`aion_fast.generate`): under the reference's all-hidden mask each query receives the
+        mean of the values of its object's queries. Here the mean runs over the object's *selected* queries only,
+        so a row padded to ``num_decoder_tokens`` computes what inference computes for those queries alone (the
+        reference would also average the padding rows in). A causal decoder (``decoder_causal_mask``) uses its
+        causal mask as in :meth:`embed_targets`.
+
+        Args:
+            tokens: Token key -> ``(B, n)`` ids for every key of ``input_mask`` and ``target_mask`` (any value,
+                e.g. 0, where the token does not exist).
+            input_mask: Token key -> ``(B, n)`` bool, True where the token is NOT an encoder input.
+            target_mask: Token key -> ``(B, n)`` bool, True where the token is NOT a target.
+            num_encoder_tokens: Encoder token budget (present inputs first); default: all.
+            num_decoder_tokens: Decoder query budget (targets first); default: all.
+            packed: Run the blocks on packed variable-length sequences (no padding rows; flash-attn varlen
+                kernels on GPU when installed, SDPA otherwise). Same result as the padded path up to rounding;
+                non-causal decoders only.
+
+        Returns:
+            The logits and target ids per token key of ``target_mask``.
+
+        Raises:
+            ValueError: Invalid tokens or masks, a key missing from ``tokens``, or ``packed`` with a causal decoder.
+        """
+        if not isinstance(tokens, Mapping):
+            raise ValueError("tokens must be a dict mapping token keys to (B, n) id tensors")
+        if not isinstance(input_mask, Mapping) or not input_mask:
+            raise ValueError("input_mask must be a non-empty dict mapping token keys to bool tensors (True = hidden)")
+        missing = [key for key in input_mask if key not in tokens]
+        if missing:
+            raise ValueError(f"input_mask names {missing} but tokens has no such key; pass their ids in tokens")
+        if packed and self.config.decoder_causal_mask:
+            raise ValueError("packed=True supports non-causal decoders only (decoder_causal_mask=False, as AION-1)")
+        encoder = self._embed_encoder_sequence({key: tokens[key] for key in input_mask}, input_mask,
+                                               num_encoder_tokens)  # fmt: skip
+        queries = self._embed_target_sequence(target_mask, num_decoder_tokens, tokens)
+        query_valid = ~queries.full_padding()
+        if packed:
+            hidden = self._decode_packed(encoder, queries, query_valid)
+        else:
+            context, cross_mask = self._run_encoder(encoder.tokens, encoder.emb, encoder.padding)
+            if self.config.decoder_causal_mask:
+                compressed = torch.zeros(queries.mod_ids.shape, dtype=torch.long, device=self.device)
+                self_mask = AttentionMask.from_hidden(
+                    build_decoder_attention_mask(compressed, queries.mod_ids, True, self.config.decoder_sep_mask)
+                )
+            else:
+                self_mask = AttentionMask(uniform=True, uniform_keys=None if queries.padding is None else query_valid)
+            hidden = self._run_decoder(queries.tokens + queries.emb, context, self_mask, cross_mask)[query_valid]
+        mod_ids = queries.mod_ids[query_valid]
+        ids = queries.ids[query_valid]
+        logits, targets = {}, {}
+        for key in target_mask:
+            rows = mod_ids == MODALITY_INFO[key].id
+            logits[key] = self.decoder_embeddings[key](hidden[rows])
+            targets[key] = ids[rows]
+        return MaskedPrediction(logits, targets)
+
+    def _decode_packed(self, encoder: _TokenSequence, queries: _TokenSequence, query_valid: Tensor) -> Tensor:
+        """Encoder and decoder on packed sequences; returns ``(T_targets, D)`` rows in ``query_valid`` order."""
+        encoder_valid = ~encoder.full_padding()
+        lengths_in, lengths_out = encoder_valid.sum(dim=1), query_valid.sum(dim=1)
+        x = (encoder.tokens + encoder.emb)[encoder_valid][None]
+        emb = encoder.emb[encoder_valid][None]
+        encoder_mask = AttentionMask(packed=PackedLayout.from_lengths(lengths_in))
+        for block in self.encoder:
+            x = block(x, encoder_mask)
+        context = self.decoder_proj_context(self.encoder_norm(x)) + emb
+        self_mask = AttentionMask(uniform=True, packed=PackedLayout.from_lengths(lengths_out))
+        cross_mask = AttentionMask(packed=PackedLayout.from_lengths(lengths_out, lengths_in))
+        y = (queries.tokens + queries.emb)[query_valid][None]
+        return self._run_decoder(y, context, self_mask, cross_mask)[0]
 
     def _check_targets(self, target_modality: str | type | Sequence[str | type]) -> list[tuple[str, int]]:
         if isinstance(target_modality, str) or not isinstance(target_modality, Sequence):
@@ -664,6 +783,23 @@ def _check_token_count(spec: ModalitySpec, count: int, where: str) -> None:
         )
 
 
+def _target_ids(
+    key: str, spec: ModalitySpec, target_tokens: Mapping[str, Tensor], shape: torch.Size, device: torch.device
+) -> Tensor:
+    """The ids the queries of one target key predict: ``(B, n)`` for grids, ``(B, n - 1)`` next tokens for sequences."""
+    if key not in target_tokens:
+        raise ValueError(f"target_mask names {key!r} but tokens has no such key; pass its ids in tokens")
+    ids = _as_token_matrix(key, target_tokens[key])
+    if ids.shape != shape:
+        raise ValueError(
+            f"tokens[{key!r}] has shape {tuple(ids.shape)} but target_mask[{key!r}] has shape {tuple(shape)}; "
+            "the mask needs one entry per token"
+        )
+    ids = ids.to(device=device, dtype=torch.long)
+    _check_token_range(spec, ids)
+    return ids if spec.kind == GRID else ids[:, 1:]
+
+
 def _as_padding(key: str, padding: Any, token_shape: torch.Size, ids_shape: torch.Size) -> Tensor | None:
     """Checks one modality's mask and returns it as ``(B, n)`` bool."""
     if padding is None:
@@ -691,7 +827,7 @@ def _check_token_range(spec: ModalitySpec, ids: Tensor) -> None:
 
 
 def _select_present_first(
-    tokens: Tensor, emb: Tensor, padding: Tensor | None, mod_ids: Tensor, keep: int | None
+    tokens: Tensor, emb: Tensor, padding: Tensor | None, mod_ids: Tensor, keep: int | None, ids: Tensor | None = None
 ) -> _TokenSequence:
     """Moves absent positions behind present ones (stable), keeps ``keep`` positions and zeroes absent ones.
 
@@ -701,6 +837,7 @@ def _select_present_first(
         padding: ``(B, T)`` bool, True where absent; ``None`` if all present.
         mod_ids: ``(B, T)`` int16 modality ids.
         keep: Number of positions to keep; ``None`` keeps all.
+        ids: Optional ``(B, T)`` token ids to carry through the same selection (not zeroed).
 
     Returns:
         The selected sequence; gathers only when the order actually changes.
@@ -715,7 +852,8 @@ def _select_present_first(
     if padding is not None and not bool(padding.any()):
         padding = None
     if padding is None:
-        return _TokenSequence(tokens[:, :keep], emb[:, :keep], None, mod_ids[:, :keep])
+        kept_ids = None if ids is None else ids[:, :keep]
+        return _TokenSequence(tokens[:, :keep], emb[:, :keep], None, mod_ids[:, :keep], kept_ids)
 
     already_ordered = not bool((padding[:, :-1] & ~padding[:, 1:]).any())
     if not already_ordered:
@@ -723,12 +861,15 @@ def _select_present_first(
         rows = order[..., None].expand(-1, -1, tokens.shape[-1])
         tokens, emb = tokens.gather(1, rows), emb.gather(1, rows)
         padding, mod_ids = padding.gather(1, order), mod_ids.gather(1, order)
+        ids = None if ids is None else ids.gather(1, order)
     else:
         tokens, emb, padding, mod_ids = tokens[:, :keep], emb[:, :keep], padding[:, :keep], mod_ids[:, :keep]
+        ids = None if ids is None else ids[:, :keep]
     absent = padding[..., None]
     return _TokenSequence(
         tokens=tokens.masked_fill(absent, 0.0),
         emb=emb.masked_fill(absent, 0.0),
         padding=padding if bool(padding.any()) else None,
         mod_ids=mod_ids,
+        ids=ids,
     )
