@@ -125,6 +125,24 @@ def build_untrained_checkpoint(directory: str | Path, seed: int = DEMO_SEED) -> 
     return directory
 
 
+#: The trained demo model shipped in the package (built by scripts/train_demo.sh from configs/aion-demo.yaml).
+BUNDLED_DEMO_MODEL = Path(__file__).parent / "data" / "demo_model"
+#: How outputs name the bundled demo model.
+DEMO_MODEL_LABEL = "aion_fast-demo (trained on the 27-object bundled sample; NOT AION-1 science quality)"
+
+
+def default_model() -> tuple[Path, str]:
+    """The checkpoint a job uses when no ``--model`` is given, and the label its outputs carry.
+
+    Returns:
+        ``(directory, label)``: the bundled trained demo model when the package has it, else the untrained seed-0
+        checkpoint (generated on first use) labelled ``"untrained-demo"``.
+    """
+    if (BUNDLED_DEMO_MODEL / "model.safetensors").is_file():
+        return BUNDLED_DEMO_MODEL, DEMO_MODEL_LABEL
+    return ensure_demo_checkpoint(), "untrained-demo"
+
+
 def default_checkpoint_dir() -> Path:
     """Cache location of the demo checkpoint."""
     return Path.home() / ".cache" / "aion_fast" / f"demo-untrained-seed{DEMO_SEED}-v2"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv (scripts/setup.sh) and run the main job on the bundled Multimodal Universe sample: `aion-fast encode`
 # of its DESI (real EDR spectra), Legacy Survey and Gaia (synthetic) files into ./aion-fast-embeddings/.
-# Without --model it uses the small UNTRAINED demo checkpoint (seed 0) and says so. Extra arguments go to
-# `aion-fast encode` (e.g. --model DIR, --device cuda, --loader dali).
+# Without --model it uses the bundled DEMO model (aion_fast/data/demo_model: trained on the sample, not science
+# quality) and says so. Extra arguments go to `aion-fast encode` (e.g. --model DIR, --device cuda, --loader dali).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

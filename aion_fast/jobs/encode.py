@@ -73,7 +73,7 @@ class EncodeOptions:
     """What one ``aion-fast encode`` run does (everything but the inputs and the output folder).
 
     Attributes:
-        model: checkpoint directory or hub id; None = the untrained demo checkpoint.
+        model: checkpoint directory or hub id; None = the bundled demo model (aion_fast.demo.default_model).
         modalities: groups of :data:`~aion_fast.data.mmu.MODALITY_GROUPS` to use.
         batch_size: objects per device batch.
         device: torch device for codecs and transformer.
@@ -463,7 +463,7 @@ def _load_progress(parts_dir: Path, shard: str, job: dict, identity: dict) -> di
     return progress
 
 
-def _job_description(checkpoint: Path | str, options: EncodeOptions, untrained: bool) -> dict[str, Any]:
+def _job_description(checkpoint: Path | str, options: EncodeOptions, label: str) -> dict[str, Any]:
     import hashlib
 
     import aion_fast
@@ -472,8 +472,9 @@ def _job_description(checkpoint: Path | str, options: EncodeOptions, untrained: 
     config = read_config(checkpoint)
     local = Path(checkpoint).is_dir()
     return {
-        "model": str(options.model) if options.model else "untrained-demo",
-        "untrained_demo_checkpoint": untrained,
+        "model": label,
+        "demo_checkpoint": options.model is None,
+        "untrained_demo_checkpoint": label == "untrained-demo",
         "model_config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
         "model_weights_sha256_16": cached_checkpoint_digest(checkpoint) if local else None,
         "aion_fast_version": aion_fast.__version__,
@@ -514,16 +515,16 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
     """
     from tqdm import tqdm
 
-    from aion_fast.demo import ensure_demo_checkpoint
+    from aion_fast.demo import default_model
 
     start_time = time.perf_counter()
     _validate(options)
     missing = [str(p) for p in inputs if not Path(p).is_file()]
     if missing:
         raise ValueError(f"input files {missing[:5]} do not exist; pass MMU .hdf5 files.")
-    untrained = options.model is None
-    checkpoint = ensure_demo_checkpoint() if untrained else options.model
-    job = _job_description(checkpoint, options, untrained)
+    checkpoint, label = default_model() if options.model is None else (options.model, str(options.model))
+    untrained = label == "untrained-demo"
+    job = _job_description(checkpoint, options, label)
     names = shard_names(inputs)
     rank, world, source = distributed_rank()
     distributed = source == "torchrun" and world > 1
@@ -620,6 +621,7 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
         "launcher": source,
         "checkpoint": str(checkpoint),
         "untrained_demo_checkpoint": untrained,
+        "demo_checkpoint": options.model is None,
         "loader": options.loader,
         "workers": workers,
         "shards_encoded": len(todo),
@@ -701,6 +703,11 @@ def _run_cli(args: argparse.Namespace) -> int:
             "NOTE: using the UNTRAINED demo checkpoint (random weights, seed 0): the pipeline runs end to end, "
             "but these embeddings carry no science. Pass --model DIR for a trained AION-1 checkpoint."
         )
+    elif summary.get("demo_checkpoint"):
+        print(
+            "NOTE: using the bundled DEMO model (trained by aion_fast on the 27-object sample): NOT AION-1 science "
+            "quality. Pass --model DIR_OR_HUB_ID for a real AION-1 checkpoint."
+        )
     print(json.dumps(summary, indent=2))
     print(
         f"rank {summary['rank']}/{summary['world_size']}: encoded {summary['objects_encoded']} objects "
@@ -727,7 +734,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "command resumes; under torchrun or SLURM each rank takes a disjoint set of files.",
     )
     encode.add_argument("inputs", nargs="+", help="MMU .hdf5 files")
-    encode.add_argument("--model", default=None, help="checkpoint directory or hub id (default: untrained demo)")
+    encode.add_argument("--model", default=None, help="checkpoint directory or hub id (default: bundled demo)")
     encode.add_argument("--output", required=True, help="output directory")
     encode.add_argument(
         "--modalities",
