@@ -354,11 +354,18 @@ def _build_codec_network(
 # Checkpoint -> exported directory
 
 
+def default_model_label() -> str:
+    """How the export records the checkpoint used when no ``model`` is given."""
+    from aion_fast.demo import default_model
+
+    return default_model()[1]
+
+
 def _local_checkpoint(model: str | os.PathLike | None) -> Path:
-    from aion_fast.demo import ensure_demo_checkpoint
+    from aion_fast.demo import default_model
 
     if model is None:
-        return ensure_demo_checkpoint()
+        return default_model()[0]
     if Path(model).is_dir():
         if (Path(model) / METADATA_NAME).is_file():
             raise ValueError(f"--model {model} is already an exported directory; export from the original checkpoint")
@@ -427,7 +434,7 @@ def export(
     """Exports a checkpoint into a self-describing directory that ``--model`` accepts everywhere.
 
     Args:
-        model: checkpoint directory or hub id; ``None`` = the untrained demo checkpoint.
+        model: checkpoint directory or hub id; ``None`` = the bundled demo model (``aion_fast.demo.default_model``).
         output: directory to write (must not hold an export unless ``overwrite``).
         format: ``"onnx"`` (ONNX Runtime) or ``"torch"`` (PyTorch INT8/FP8 applied when loaded, for GPUs).
         precision: ``"fp32"`` / ``"int8"`` for onnx; ``"int8"`` / ``"fp8"`` for torch.
@@ -484,7 +491,7 @@ def export(
             "format_version": FORMAT_VERSION,
             "precision": precision,
             "aion_fast_version": aion_fast.__version__,
-            "source_model": str(model) if model is not None else "untrained-demo",
+            "source_model": str(model) if model is not None else default_model_label(),
             "modalities": list(modalities),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpu_has_vnni": cpu_has_vnni(),

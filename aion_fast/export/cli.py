@@ -50,7 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "+ pooling and the image/spectrum codec networks, INT8 by ONNX Runtime (dynamic for the transformer, static "
         "calibrated on --calibration objects for the codecs; layers that hurt accuracy stay fp32).",
     )
-    parser.add_argument("--model", default=None, help="checkpoint directory or hub id (default: untrained demo)")
+    parser.add_argument("--model", default=None, help="checkpoint directory or hub id (default: bundled demo)")
     parser.add_argument("--output", required=True, help="directory to write, e.g. aion-int8/")
     parser.add_argument("--format", default="onnx", help="onnx (ONNX Runtime) or torch (PyTorch INT8/FP8 for GPUs)")
     parser.add_argument("--precision", default="int8", help="onnx: fp32 or int8; torch: int8 or fp8")
