@@ -191,7 +191,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, demo_checkpoint):
     assert summary["objects_encoded"] == 24 - rows_done
     command, env = _cli([*common, "--output", tmp_path / "clean"])  # with the progress bar: objects/s and ETA
     clean = subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=120)
-    assert "obj/s" in clean.stderr and "24/30" in clean.stderr.replace(" ", "")
+    bar = clean.stderr.replace(" ", "")  # tqdm redraws at its own pace: only the final count is certain
+    assert "obj/s" in bar and "30/30" in bar and "<00:00" in bar  # rate and ETA
     assert _contents(tmp_path / "killed") == _contents(tmp_path / "clean")
     for folder in ("killed", "clean"):
         assert pq.ParquetFile(tmp_path / folder / "s2__001-of-001.parquet").metadata.num_row_groups == 12
