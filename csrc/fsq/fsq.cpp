@@ -11,6 +11,26 @@
 
 namespace aion_fast {
 
+namespace {
+
+// Per-channel half widths floor(L/2) and mixed-radix place values prod(L[:d]) as float32, after checking that every
+// level and the product stay in the range where the float32 arithmetic of the exact C++ path is exact.
+void mixed_radix(const py::array& levels, py::ssize_t D, std::vector<float>& half_width, std::vector<float>& basis) {
+  const auto* lv = static_cast<const std::int32_t*>(levels.data());
+  half_width.assign(static_cast<size_t>(D), 0.0f);
+  basis.assign(static_cast<size_t>(D), 0.0f);
+  std::int64_t running = 1;
+  for (py::ssize_t d = 0; d < D; ++d) {
+    AION_CHECK(lv[d] >= 2 && lv[d] <= 21, levels, "every level must lie in [2, 21] for the exact C++ path");
+    half_width[d] = static_cast<float>(lv[d] / 2);
+    basis[d] = static_cast<float>(running);
+    running *= lv[d];
+    AION_CHECK(running <= (std::int64_t{1} << 24), levels, "prod(levels) must be <= 2^24 for the exact C++ path");
+  }
+}
+
+}  // namespace
+
 std::int64_t fsq_encode_from_tanh(const py::array& tanh_z, const py::array& levels, const py::array& half_l,
                                   const py::array& offset, py::array& out) {
   AION_CHECK_ARRAY(tanh_z, float, 2);  // (M, D)
@@ -26,16 +46,8 @@ std::int64_t fsq_encode_from_tanh(const py::array& tanh_z, const py::array& leve
   AION_CHECK_DIM(out, 0, M);
   AION_CHECK_OUTPUT(out);
 
-  const auto* lv = static_cast<const std::int32_t*>(levels.data());
-  std::vector<float> half_width(static_cast<size_t>(D)), basis(static_cast<size_t>(D));
-  std::int64_t running = 1;
-  for (py::ssize_t d = 0; d < D; ++d) {
-    AION_CHECK(lv[d] >= 2 && lv[d] <= 21, levels, "every level must lie in [2, 21] for the exact C++ path");
-    half_width[d] = static_cast<float>(lv[d] / 2);
-    basis[d] = static_cast<float>(running);
-    running *= lv[d];
-    AION_CHECK(running <= (std::int64_t{1} << 24), levels, "prod(levels) must be <= 2^24 for the exact C++ path");
-  }
+  std::vector<float> half_width, basis;
+  mixed_radix(levels, D, half_width, basis);
   const auto* t = static_cast<const float*>(tanh_z.data());
   const auto* hl = static_cast<const float*>(half_l.data());
   const auto* off = static_cast<const float*>(offset.data());
@@ -100,16 +112,8 @@ std::int64_t fsq_encode(const py::array& z, const py::array& levels, const py::a
   AION_CHECK_DIM(out, 1, v.I);
   AION_CHECK_OUTPUT(out);
   const cpu::VmlTanhFn fn = bound_tanh();
-  const auto* lv = static_cast<const std::int32_t*>(levels.data());
-  std::vector<float> half_width(static_cast<size_t>(D)), basis(static_cast<size_t>(D));
-  std::int64_t running = 1;
-  for (py::ssize_t d = 0; d < D; ++d) {
-    AION_CHECK(lv[d] >= 2 && lv[d] <= 21, levels, "every level must lie in [2, 21] for the exact C++ path");
-    half_width[d] = static_cast<float>(lv[d] / 2);
-    basis[d] = static_cast<float>(running);
-    running *= lv[d];
-    AION_CHECK(running <= (std::int64_t{1} << 24), levels, "prod(levels) must be <= 2^24 for the exact C++ path");
-  }
+  std::vector<float> half_width, basis;
+  mixed_radix(levels, D, half_width, basis);
   const auto* sh = static_cast<const float*>(shift.data());
   const auto* hl = static_cast<const float*>(half_l.data());
   const auto* off = static_cast<const float*>(offset.data());
