@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from aion_fast._utils import as_normal_tensor
 from aion_fast.codecs.base import Codec
 from aion_fast.codecs.nn.magvit import MagVitAE
 from aion_fast.codecs.preprocessing import (
@@ -209,9 +210,28 @@ class ImageCodec(Codec):
             device=self.device,
             what=f"{type(x).__name__}.flux",
         )
-        h = self.subsample_in.embed_padded(padded, len(x.bands))
+        return self._encode_preprocessed(padded, len(x.bands))
+
+    def _encode_preprocessed(self, padded: Tensor, num_bands: int) -> Tensor:
+        """(B, 96, 96, 9) preprocessed images (absent bands 0) -> (B, embedding_dim, num_tokens) latents."""
+        h = self.subsample_in.embed_padded(padded, num_bands)
         h = self.pre_quant_proj(self.model.encode(h))
         return h.flatten(2)
+
+    def encode_preprocessed(self, padded: Tensor, num_bands: int) -> Tensor:
+        """Tokens of images already preprocessed as :func:`aion_fast.ops.image_preprocess` does (e.g. by DALI).
+
+        Args:
+            padded: (B, 96, 96, 9) float32, channels last, absent bands 0.
+            num_bands: bands present, C (4 for the Legacy Survey, 5 for HSC).
+
+        Returns:
+            (B, 576) int64 tokens, equal to :meth:`encode` of the images the inputs were preprocessed from.
+        """
+        with torch.inference_mode():
+            latents = self._encode_preprocessed(padded.to(self.device, torch.float32), num_bands)
+            tokens = self.quantizer.encode(latents).long()
+        return as_normal_tensor(tokens)
 
     # ------------------------------------------------------------------ decode
 

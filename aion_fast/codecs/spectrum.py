@@ -45,6 +45,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from aion_fast._utils import as_normal_tensor
 from aion_fast.codecs.base import Codec
 from aion_fast.codecs.nn.convnext import ConvNeXtDecoder1d, ConvNeXtEncoder1d
 from aion_fast.codecs.spectral_grid import LatentSpectralGrid, rows_without_overlap
@@ -307,6 +308,29 @@ class SpectrumCodec(Codec):
         grid_input, norm_codes = self._prepare(x)
         latent_codes = self.quantizer.encode(self._embed(grid_input), channel_first=True)
         return torch.cat([norm_codes[:, None], latent_codes], dim=1)
+
+    def encode_batches(self, spectra: Sequence[Spectrum]) -> list[Tensor]:
+        """Tokens of several spectrum batches (e.g. one per SDSS row length) with one pass of the network.
+
+        Each batch is validated, normalised and resampled onto the latent grid on its own (the resampling needs rows
+        of one length), then the (B_i, 2, G) grids are concatenated for the encoder and the quantizer.
+
+        Args:
+            spectra: Spectrum batches (any lengths).
+
+        Returns:
+            One (B_i, 1 + T) int64 token tensor per batch, equal to :meth:`encode` of each batch.
+        """
+        with torch.inference_mode():
+            prepared = []
+            for spectrum in spectra:
+                self._check_input(spectrum)
+                prepared.append(self._prepare(spectrum))
+            grid = torch.cat([g for g, _ in prepared])
+            norm = torch.cat([n for _, n in prepared])
+            latent = self.quantizer.encode(self._embed(grid), channel_first=True)
+            tokens = torch.cat([norm[:, None], latent], dim=1)
+        return [as_normal_tensor(t) for t in tokens.split([g.shape[0] for g, _ in prepared])]
 
     # ------------------------------------------------------------------ decoding
 

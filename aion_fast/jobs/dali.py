@@ -14,7 +14,7 @@ then go through one DALI pipeline (``fn.external_source``) that does every step 
 
 The outputs, the cropped flux (n, C, 96, 96) and the codec input (n, 96, 96, 9), equal the default loader's crop
 and ``image_preprocess`` of it bit for bit (tested in DALI's CPU mode); the job then enters the image codec after
-its preprocessing (:func:`aion_fast.jobs.encode.encode_preprocessed_images`). Spectra and scalars are read as in
+its preprocessing (:meth:`aion_fast.codecs.image.ImageCodec.encode_preprocessed`). Spectra and scalars are read as in
 the default loader. DALI is imported only here; without ``nvidia-dali`` the loader raises a ``ValueError`` saying
 how to install it.
 """

@@ -43,7 +43,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from aion_fast._utils import as_normal_tensor
 from aion_fast.data.mmu import MODALITY_GROUPS, MMUFile, ObjectBatch, Part, prepare_rows, row_ranges
 from aion_fast.jobs.manifest import (
     ERROR_COLUMNS,
@@ -190,61 +189,15 @@ def _encode_parts(codecs: Any, parts: list[Part]) -> list[torch.Tensor]:
     if isinstance(codec, ImageCodec):
         for i, part in enumerate(parts):
             if part.preprocessed is not None and part.preprocessed_with == _image_factors(codec):
-                out[i] = encode_preprocessed_images(codec, part.preprocessed, len(part.modality.bands))
+                out[i] = codec.encode_preprocessed(part.preprocessed, len(part.modality.bands))
     if isinstance(codec, SpectrumCodec) and len(parts) > 1:
-        for i, tokens in enumerate(encode_spectra_together(codec, [p.modality for p in parts])):
+        for i, tokens in enumerate(codec.encode_batches([p.modality for p in parts])):
             out[i] = tokens
     return [t if t is not None else codecs.encode(p.modality)[p.modality.token_key] for t, p in zip(out, parts)]
 
 
 def _image_factors(codec: Any) -> tuple[float, float]:
     return float(codec.range_compression_factor), float(codec.mult_factor)
-
-
-def encode_preprocessed_images(codec: Any, preprocessed: torch.Tensor, num_bands: int) -> torch.Tensor:
-    """Image tokens from inputs already preprocessed as :func:`aion_fast.ops.image_preprocess` does (the DALI loader).
-
-    Runs the rest of :meth:`aion_fast.codecs.image.ImageCodec._encode` (projection to the multi-survey channels,
-    MagViT encoder, pre-quantization convolution) and the FSQ quantizer.
-
-    Args:
-        codec: an :class:`~aion_fast.codecs.image.ImageCodec`.
-        preprocessed: (B, 96, 96, 9) float32, channels last, absent bands 0.
-        num_bands: bands present, C (4 for the Legacy Survey, 5 for HSC).
-
-    Returns:
-        (B, 576) int64 tokens, equal to ``codec.encode`` of the images the inputs were preprocessed from.
-    """
-    with torch.inference_mode():
-        h = codec.subsample_in.embed_padded(preprocessed.to(codec.device, torch.float32), num_bands)
-        h = codec.pre_quant_proj(codec.model.encode(h)).flatten(2)
-        tokens = codec.quantizer.encode(h).long()
-    return as_normal_tensor(tokens)
-
-
-def encode_spectra_together(codec: Any, spectra: Sequence[Any]) -> list[torch.Tensor]:
-    """Tokens of several spectrum batches (e.g. one per SDSS row length) with one pass of the codec's network.
-
-    Each batch is validated, normalised and resampled onto the latent grid on its own (the resampling needs rows
-    of one length), then the (B_i, 2, G) grids are concatenated for the encoder and the quantizer.
-
-    Args:
-        codec: a :class:`~aion_fast.codecs.spectrum.SpectrumCodec`.
-        spectra: Spectrum batches (any lengths).
-
-    Returns:
-        One (B_i, 1 + T) int64 token tensor per batch, equal to ``codec.encode`` of each batch.
-    """
-    with torch.inference_mode():
-        prepared = []
-        for spectrum in spectra:
-            codec._check_input(spectrum)
-            prepared.append(codec._prepare(spectrum))
-        grid = torch.cat([g for g, _ in prepared])
-        norm = torch.cat([n for _, n in prepared])
-        latent = codec.quantizer.encode(codec._embed(grid), channel_first=True)
-        tokens = torch.cat([norm[:, None], latent], dim=1)
-    return [as_normal_tensor(t) for t in tokens.split([g.shape[0] for g, _ in prepared])]
 
 
 class _Tasks(torch.utils.data.IterableDataset):

@@ -230,7 +230,6 @@ def test_dali_cpu_loader_equals_default_loader(tmp_path, demo_checkpoint):
     from aion_fast.codecs import CodecManager
     from aion_fast.data.mmu import MMUFile, prepare_rows
     from aion_fast.jobs.dali import DaliImagePipeline
-    from aion_fast.jobs.encode import encode_preprocessed_images
     from aion_fast.modalities import BAND_CLAMP_MAX, BAND_TO_INDEX
     from aion_fast.ops.image_preprocess import image_preprocess
 
@@ -257,7 +256,7 @@ def test_dali_cpu_loader_equals_default_loader(tmp_path, demo_checkpoint):
                                     10.0 ** (4.5 / 2.5) if name == "hsc" else 1.0)  # fmt: skip
         assert torch.equal(dali.preprocessed, expected), name
         codec = codecs.codec(type(image))
-        assert torch.equal(encode_preprocessed_images(codec, dali.preprocessed, len(bands)), codec.encode(image)), name
+        assert torch.equal(codec.encode_preprocessed(dali.preprocessed, len(bands)), codec.encode(image)), name
 
     base = dict(model=str(demo_checkpoint), workers=0, progress=False, batch_size=4)
     path = tmp_path / "ls.hdf5"

@@ -106,10 +106,10 @@ def test_sdss_padding_removed_before_interpolation(tmp_path, demo_checkpoint):
 
     # Rows of both lengths share one pass of the spectrum network (the encode job's batching): same tokens as one
     # codec call per length, and BatchEncoder.tokens puts them in their rows.
-    from aion_fast.jobs.encode import BatchEncoder, encode_spectra_together
+    from aion_fast.jobs.encode import BatchEncoder
 
     per_length = [codecs.encode(p.modality)["tok_spectrum_sdss"] for p in parts]
-    together = encode_spectra_together(codecs.codec(m.SDSSSpectrum), [p.modality for p in parts])
+    together = codecs.codec(m.SDSSSpectrum).encode_batches([p.modality for p in parts])
     assert all(torch.equal(a, b) for a, b in zip(per_length, together))
 
     class Tokenizer:  # what BatchEncoder.tokens reads (aion_fast.train.tokenize relies on this too)
