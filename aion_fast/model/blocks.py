@@ -23,8 +23,9 @@ activations instead of the whole batch at once; only attention sees the whole te
 the same values (bit for bit here; tests/model allows fp32 rounding in case BLAS picks another kernel for another
 row count). Why: MKL's sgemm on a tall ``(B * N, 128) x (128, 384)`` product runs at ~92 GFLOP/s on the 2-core
 AVX2 CPU of bench/RESULTS.md and at ~160 GFLOP/s on 1,024-row slices of it, and a block's MLP activations stay in
-cache between the activation, the gate and ``fc2``: the demo-size encoder on 64 Legacy Survey objects (588 tokens)
-took 0.81 s one way and 0.52 s the other. ``AION_FAST_CPU_ROW_BLOCK=0`` turns it off.
+cache between the activation, the gate and ``fc2``. One encoder block on 588 tokens (best of 6, that CPU): width 128,
+64 objects 376 -> 249 ms; width 768 (base), 8 objects 510 -> 478 ms, 32 objects 2388 -> 1951 ms; blocks of 1,024 to
+4,096 rows are within ~5% of 2,048. ``AION_FAST_CPU_ROW_BLOCK=0`` turns it off.
 
 State-dict names match the reference (``attn.qkv``, ``attn.q_norm``, ``cross_attn.kv``, ``mlp.fc1``...).
 """
@@ -60,7 +61,7 @@ __all__ = [
 NORM_EPS = 1e-6
 
 #: Rows per block of the CPU inference path of :class:`EncoderBlock` (module docstring); 0 turns it off.
-CPU_ROW_BLOCK = int(os.environ.get("AION_FAST_CPU_ROW_BLOCK", "1024"))
+CPU_ROW_BLOCK = int(os.environ.get("AION_FAST_CPU_ROW_BLOCK", "2048"))
 
 
 def _linear_into(x: Tensor, layer: nn.Linear, out: Tensor) -> Tensor:
