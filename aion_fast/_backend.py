@@ -11,6 +11,9 @@ Each op lists a :class:`Backend` per name; a backend states why it cannot run a 
 ``AION_FAST_BACKEND`` (``torch``, ``cpp`` or ``triton``) forces one backend; if it cannot run the call,
 :class:`BackendUnavailableError` says why instead of silently falling back.
 
+:func:`direct_extension` lets an op's eager CPU call skip :func:`select` when its answer is known to be ``cpp``
+(the variable unset or ``cpp`` and the extension loaded), cached per value of the variable.
+
 Importing this module is free: it neither imports ``aion_fast._C`` nor Triton, never initialises CUDA and never
 touches the network. The extension is imported on first use by :func:`load_extension`; if that fails, ONE warning
 is logged and the PyTorch path is used.
@@ -38,6 +41,7 @@ __all__ = [
     "forced_backend",
     "load_extension",
     "cpp_reasons",
+    "direct_extension",
     "no_autocast",
     "no_kernel",
     "no_reasons",
@@ -54,7 +58,7 @@ BACKENDS: tuple[str, ...] = ("triton", "cpp", "torch")
 #: Environment variable that forces a backend.
 ENV_VAR = "AION_FAST_BACKEND"
 #: Must equal ``API_VERSION`` of the compiled module (``csrc/bindings.cpp``); anything else is a stale build.
-EXPECTED_API_VERSION = 4
+EXPECTED_API_VERSION = 5
 
 _REBUILD_HINT = "rebuild it with `pip install -e .` (see README, Development)"
 _UNSET = object()
@@ -116,6 +120,56 @@ def _reset_extension_cache() -> None:
     """Forgets the cached import result (tests)."""
     global _extension, _extension_error
     _extension, _extension_error = _UNSET, None
+    _direct_extension.clear()
+
+
+#: direct_extension()'s answer per raw value of AION_FAST_BACKEND (None: unset).
+_direct_extension: dict[Any, Any] = {}
+#: ENV_VAR as a key of CPython's ``os.environ._data`` (bytes on POSIX), or None elsewhere.
+_ENV_KEY_RAW = os.environ.encodekey(ENV_VAR) if hasattr(os.environ, "encodekey") else None
+
+
+def _forced_raw() -> Any:
+    """``AION_FAST_BACKEND`` as stored in ``os.environ`` (None when unset), for cache keys.
+
+    A plain dict lookup in CPython's ``os.environ._data`` (~0.1 us): ``os.environ.get`` costs 1-2 us when the
+    variable is absent, as it raises and catches a KeyError. Any other mapping is read with ``get``.
+    """
+    env = os.environ
+    data = getattr(env, "_data", None)
+    if type(data) is dict and _ENV_KEY_RAW is not None:
+        return data.get(_ENV_KEY_RAW)
+    return env.get(ENV_VAR)
+
+
+def _getenv(name: str, default: str) -> str:
+    """``os.environ.get(name, default)`` without the KeyError that costs 1-2 us per unset variable (see above)."""
+    env = os.environ
+    data = getattr(env, "_data", None)
+    if type(data) is dict and _ENV_KEY_RAW is not None:
+        raw = data.get(env.encodekey(name))
+        return default if raw is None else env.decodevalue(raw)
+    return env.get(name, default)
+
+
+def direct_extension() -> Any:
+    """``aion_fast._C`` when an op's eager CPU call may run it without :func:`select`, else None.
+
+    That is: ``AION_FAST_BACKEND`` is unset, empty or ``cpp`` (so :func:`select` would take ``cpp`` for a CPU tensor
+    it supports: ``triton`` only takes CPU tensors when forced) and the extension loads. The answer is cached per
+    value of the variable, so a call costs one environment read. The op still checks that the call is one its C++
+    path supports (CPU float32 tensor, not compiling, supported sizes) and otherwise goes through :func:`select`,
+    which raises or falls back exactly as before.
+    """
+    raw = _forced_raw()
+    module = _direct_extension.get(raw, _UNSET)
+    if module is not _UNSET:
+        return module
+    value = os.environ.get(ENV_VAR)
+    module = load_extension() if value is None or value.strip().lower() in ("", "cpp") else None
+    if len(_direct_extension) < 64:  # bounded whatever values a process cycles through
+        _direct_extension[raw] = module
+    return module
 
 
 def triton_unavailable_reason() -> str | None:
@@ -150,7 +204,7 @@ def forced_backend() -> str | None:
     Raises:
         ValueError: the variable holds something other than ``torch``, ``cpp`` or ``triton``.
     """
-    value = os.environ.get(ENV_VAR, "").strip().lower()
+    value = _getenv(ENV_VAR, "").strip().lower()
     if not value:
         return None
     if value not in BACKENDS:
@@ -240,7 +294,7 @@ def cpp_reasons(x: Any) -> list[str]:
 
 def triton_interpreter_on() -> bool:
     """Whether ``TRITON_INTERPRET`` is set: Triton then runs kernels on CPU tensors with its interpreter."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() not in ("", "0", "false", "no", "off")
+    return _getenv("TRITON_INTERPRET", "0").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def triton_reasons(x: Any, allow_interpreter: bool = False) -> list[str]:

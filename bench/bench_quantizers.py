@@ -4,6 +4,8 @@
 The calls are the codecs' own: (B, D, T) channel-first latents, FSQ levels [7, 5, 5, 5, 5] over 576 image tokens,
 LFQ dim 10 over 272 spectrum tokens. Every aion_fast result is checked against the reference's before timing
 (encode: equal indices; decode: equal codes). ``python bench/report.py <json>`` prints reference / impl ratios.
+The ``cpp`` rows time the public call as users make it: with AION_FAST_BACKEND unset or ``cpp``, a CPU float32
+``fsq_encode`` / ``lfq_encode`` takes the same eager fast path straight to aion_fast._C (see aion_fast/ops/fsq.py).
 """
 
 from __future__ import annotations

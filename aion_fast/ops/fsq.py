@@ -42,6 +42,12 @@ evaluates it; the index is truncated to int32. Backends must reproduce the refer
   which is what the reference runs there) and the kernel does the rest, so indices equal the reference's on that
   device.
 
+Eager fast path: a CPU float32 tensor, outside ``torch.compile``, with ``AION_FAST_BACKEND`` unset or ``cpp``, levels
+given as a list or tuple that the C++ path takes and a float ``eps``, goes from :func:`fsq_encode` straight to the
+threshold kernel (AVX2 blocks of 16 positions over all channels, both cores from 2^16 elements; the extension
+allocates the indices), skipping the per-call validation and backend selection already done once per (levels,
+eps); everything else takes the dispatcher, which validates and raises as documented.
+
 NaN/inf policy (encode): :math:`\tanh(\pm\infty) = \pm 1`, so infinite latents map to the outermost levels like
 any large value. A NaN latent has no level (the reference would return an arbitrary out-of-range index), so every
 backend raises ``ValueError`` naming ``z``. Decode raises ``ValueError`` for indices outside
@@ -54,6 +60,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -269,6 +276,12 @@ class _Thresholds:
     first: torch.Tensor  # (D + 1,) int32 offsets into values
     basis: torch.Tensor  # (D,) int32
     base: int  # index of the all-lowest-level code
+    shift: torch.Tensor  # (D,) float32, s_d
+
+    @functools.cached_property
+    def kernel_args(self) -> tuple:
+        """(shift, values, first, basis, base) as the extension takes them (numpy views, made once)."""
+        return self.shift.numpy(), self.values.numpy(), self.first.numpy(), self.basis.numpy(), self.base
 
 
 @functools.lru_cache(maxsize=64)
@@ -325,7 +338,7 @@ def decision_thresholds(levels: tuple[int, ...], eps: float) -> _Thresholds | st
     for lo, hi in ranges:
         first.append(first[-1] + hi - lo)
     base = sum((lo + lv // 2) * int(c.basis[d]) for d, ((lo, _), lv) in enumerate(zip(ranges, levels, strict=True)))
-    return _Thresholds(values, torch.tensor(first, dtype=torch.int32), c.basis, base)
+    return _Thresholds(values, torch.tensor(first, dtype=torch.int32), c.basis, base, c.shift)
 
 
 # Eager calls go straight to the ``*_impl`` functions: the first call of any torch.library custom op imports
@@ -339,12 +352,8 @@ def _fsq_encode_cpp_impl(z: torch.Tensor, levels: list[int], eps: float, channel
     shape = _index_shape(z, channel_first)
     thresholds = decision_thresholds(tuple(levels), eps)
     if isinstance(thresholds, _Thresholds):
-        view = _as_odi(z, channel_first)
-        out = torch.empty(view.shape[0], view.shape[2], dtype=torch.int32)
-        n_nan = ext.fsq_encode_thresholds(
-            view.numpy(), c.shift.numpy(), thresholds.values.numpy(), thresholds.first.numpy(),
-            thresholds.basis.numpy(), thresholds.base, out.numpy(),
-        )  # fmt: skip
+        out_array, n_nan = ext.fsq_encode_thresholds_new(_as_odi(z, channel_first).numpy(), *thresholds.kernel_args)
+        out = torch.from_numpy(out_array)
     elif fused_tanh_unavailable_reason() is None:
         view = _as_odi(z, channel_first)
         out = torch.empty(view.shape[0], view.shape[2], dtype=torch.int32)
@@ -362,6 +371,47 @@ def _fsq_encode_cpp_impl(z: torch.Tensor, levels: list[int], eps: float, channel
     if n_nan:
         raise ValueError(f"fsq_encode: z contains NaN in {n_nan} of {out.numel()} vectors; FSQ has no level for NaN")
     return out.reshape(shape)
+
+
+@functools.lru_cache(maxsize=64)
+def _direct_levels(levels: tuple, eps: float) -> tuple[int, ...] | None:
+    """The validated levels when an fsq_encode(levels, eps) call may take the C++ fast path, else None."""
+    try:
+        lv = _as_levels(levels)
+    except (TypeError, ValueError):
+        return None
+    if eps <= -1 or any(v % 2 == 0 and (v - 1) * (1 + eps) / 2 <= 0.5 for v in lv) or _exact_packing_reasons(lv, eps):
+        return None
+    return lv
+
+
+def _fsq_encode_direct(ext: Any, z: torch.Tensor, levels: Any, eps: Any, channel_first: bool) -> torch.Tensor | None:
+    """The eager fast path of :func:`fsq_encode`: a CPU float32 tensor straight to the threshold kernel.
+
+    Returns None (the caller then validates and dispatches as usual) unless ``levels`` is a list or tuple and ``eps``
+    a float that the C++ path takes, ``z`` is strided, non-empty and of a matching shape, and the decision thresholds
+    exist. Same kernel and indices as the ``cpp`` backend, minus the per-call dispatch; NaN raises the same error.
+    """
+    if type(levels) not in (list, tuple) or type(eps) is not float or z.layout is not torch.strided:
+        return None
+    try:
+        lv = _direct_levels(tuple(levels), eps)
+    except TypeError:  # unhashable level values: the slow path says what is wrong with them
+        return None
+    ndim = z.ndim
+    if lv is None or ndim < (2 if channel_first else 1) or z.shape[1 if channel_first else -1] != len(lv):
+        return None
+    thresholds = decision_thresholds(lv, eps)
+    if not isinstance(thresholds, _Thresholds) or z.numel() == 0:
+        return None
+    if z.requires_grad:
+        z = z.detach()
+    view = z if channel_first and ndim == 3 else _as_odi(z, channel_first)
+    out, n_nan = ext.fsq_encode_thresholds_new(view.numpy(), *thresholds.kernel_args)
+    if n_nan:
+        raise ValueError(f"fsq_encode: z contains NaN in {n_nan} of {out.size} vectors; FSQ has no level for NaN")
+    indices = torch.from_numpy(out)
+    return indices if view is z else indices.reshape(_index_shape(z, channel_first))
 
 
 @torch.library.custom_op("aion_fast::fsq_encode_cpp", mutates_args=())
@@ -514,6 +564,12 @@ def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_f
         ValueError: ``z`` contains NaN, its channel axis is not D long, or ``eps`` makes the bound degenerate.
         BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
     """
+    if type(z) is torch.Tensor and z.dtype is torch.float32 and z.is_cpu and not torch.compiler.is_compiling():
+        ext = _backend.direct_extension()
+        if ext is not None:
+            indices = _fsq_encode_direct(ext, z, levels, eps, channel_first)
+            if indices is not None:
+                return indices
     lv = _as_levels(levels)
     axis = 1 if channel_first else -1
     if z.ndim < (2 if channel_first else 1) or z.shape[axis] != len(lv):

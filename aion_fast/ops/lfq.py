@@ -18,12 +18,20 @@ for indices outside :math:`[0, 2^D)`.
 
 Backends: ``torch`` (:func:`torch_lfq_encode` / :func:`torch_lfq_decode`, the reference), ``cpp``
 (``aion_fast._C``, CPU: encode reads the latents in place in either layout, so the spectrum codec's channel-first
-(B, D, T) latents are not transposed into a copy; OpenMP only above 2^18 elements), ``triton``
+(B, D, T) latents are not transposed into a copy; AVX2 blocks of 32 positions over all channels, both cores from
+2^16 elements), ``triton``
 (:mod:`aion_fast.kernels.lfq`, CUDA tensors, and CPU tensors under ``TRITON_INTERPRET=1`` when forced with
 ``AION_FAST_BACKEND=triton``, for the tests). Every backend returns the reference's values exactly.
+
+Eager fast path: a CPU float32 tensor, outside ``torch.compile``, with ``AION_FAST_BACKEND`` unset or ``cpp``, goes
+from :func:`lfq_encode` straight to the C++ kernel (the extension allocates the indices), skipping the per-call
+backend selection and autocast handling that cannot change its result; everything else (other dtypes and devices,
+errors, forced backends, tracing through the ``aion_fast::lfq_encode_cpp`` custom op) takes the dispatcher.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -101,6 +109,27 @@ def _lfq_encode_cpp_impl(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
     out = torch.empty(view.shape[0], view.shape[2], dtype=torch.int32)
     ext.lfq_encode(view.numpy(), out.numpy())
     return out.reshape(_index_shape(z, channel_first))
+
+
+def _lfq_encode_direct(ext: Any, z: torch.Tensor, channel_first: bool) -> torch.Tensor | None:
+    """The eager fast path of :func:`lfq_encode`: a CPU float32 tensor straight to aion_fast._C.
+
+    Returns None (the caller then validates and dispatches as usual) for anything but a strided, non-empty ``z``
+    of a supported shape. Same kernel and indices as the ``cpp`` backend, minus the per-call dispatch: the output
+    array is allocated by the extension and wrapped without a copy.
+    """
+    ndim = z.ndim
+    if ndim < (2 if channel_first else 1) or z.layout is not torch.strided:
+        return None
+    dim = z.shape[1] if channel_first else z.shape[-1]
+    if not 1 <= dim <= MAX_DIM or z.numel() == 0:
+        return None
+    if z.requires_grad:
+        z = z.detach()
+    if channel_first and ndim == 3:  # (B, D, T): already the kernel's (O, D, I) view, indices (B, T)
+        return torch.from_numpy(ext.lfq_encode_new(z.numpy()))
+    indices = torch.from_numpy(ext.lfq_encode_new(_as_odi(z, channel_first).numpy()))
+    return indices.reshape(_index_shape(z, channel_first))
 
 
 @torch.library.custom_op("aion_fast::lfq_encode_cpp", mutates_args=())
@@ -206,6 +235,12 @@ def lfq_encode(z: torch.Tensor, channel_first: bool = False) -> torch.Tensor:
         ValueError: D is outside [1, 31], or ``z`` has too few axes.
         BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
     """
+    if type(z) is torch.Tensor and z.dtype is torch.float32 and z.is_cpu and not torch.compiler.is_compiling():
+        ext = _backend.direct_extension()
+        if ext is not None:
+            indices = _lfq_encode_direct(ext, z, channel_first)
+            if indices is not None:
+                return indices
     if z.ndim < (2 if channel_first else 1):
         raise ValueError(
             f"lfq_encode: z must have shape {'(B, D, ...)' if channel_first else '(..., D)'}, got {tuple(z.shape)}"

@@ -8,6 +8,7 @@
 #include "aion_fast/checks.h"
 #include "aion_fast/cpu_kernels.h"
 #include "aion_fast/ops.h"
+#include "aion_fast/quantizers.h"
 
 namespace aion_fast {
 
@@ -123,11 +124,12 @@ std::int64_t fsq_encode(const py::array& z, const py::array& levels, const py::a
                                  basis.data(), fn, kVmlTorchMode, o);
 }
 
-std::int64_t fsq_encode_thresholds(const py::array& z, const py::array& shift, const py::array& thresholds,
-                                   const py::array& first, const py::array& basis, std::int64_t base,
-                                   py::array& out) {
-  // z: (O, D, I) float32, any element strides
-  const StridedView v = strided_view_3d(z, "z");
+namespace {
+
+// Checks the arguments of the threshold encode of z (viewed as v: (O, D, I)) and runs it into out (O, I) int32.
+std::int64_t run_fsq_encode_thresholds(const StridedView& v, const py::array& shift, const py::array& thresholds,
+                                       const py::array& first, const py::array& basis, std::int64_t base,
+                                       std::int32_t* out) {
   AION_CHECK(v.D >= 1 && v.D <= cpu::kMaxChannels, z, "the number of channels D (axis 1) must lie in [1, 1024]");
   const py::ssize_t D = v.D;
   AION_CHECK_ARRAY(shift, float, 1);  // (D,)
@@ -137,10 +139,6 @@ std::int64_t fsq_encode_thresholds(const py::array& z, const py::array& shift, c
   AION_CHECK_DIM(first, 0, D + 1);
   AION_CHECK_ARRAY(basis, std::int32_t, 1);  // (D,)
   AION_CHECK_DIM(basis, 0, D);
-  AION_CHECK_ARRAY(out, std::int32_t, 2);  // (O, I)
-  AION_CHECK_DIM(out, 0, v.O);
-  AION_CHECK_DIM(out, 1, v.I);
-  AION_CHECK_OUTPUT(out);
   AION_CHECK(base >= 0 && base < (std::int64_t{1} << 31), base, "must lie in [0, 2^31)");
   const auto* f = static_cast<const std::int32_t*>(first.data());
   AION_CHECK(f[0] == 0 && f[D] == thresholds.shape(0), first, "must run from 0 to len(thresholds)");
@@ -148,10 +146,33 @@ std::int64_t fsq_encode_thresholds(const py::array& z, const py::array& shift, c
   const auto* sh = static_cast<const float*>(shift.data());
   const auto* th = static_cast<const float*>(thresholds.data());
   const auto* bs = static_cast<const std::int32_t*>(basis.data());
-  auto* o = static_cast<std::int32_t*>(out.mutable_data());
   py::gil_scoped_release release;
   return cpu::fsq_encode_thresholds(v.data, v.O, D, v.I, v.s_o, v.s_d, v.s_i, sh, th, f, bs,
-                                    static_cast<std::int32_t>(base), o);
+                                    static_cast<std::int32_t>(base), out);
+}
+
+}  // namespace
+
+std::int64_t fsq_encode_thresholds(const py::array& z, const py::array& shift, const py::array& thresholds,
+                                   const py::array& first, const py::array& basis, std::int64_t base,
+                                   py::array& out) {
+  // z: (O, D, I) float32, any element strides
+  const StridedView v = strided_view_3d(z, "z");
+  AION_CHECK_ARRAY(out, std::int32_t, 2);  // (O, I)
+  AION_CHECK_DIM(out, 0, v.O);
+  AION_CHECK_DIM(out, 1, v.I);
+  AION_CHECK_OUTPUT(out);
+  return run_fsq_encode_thresholds(v, shift, thresholds, first, basis, base,
+                                   static_cast<std::int32_t*>(out.mutable_data()));
+}
+
+py::tuple fsq_encode_thresholds_new(const py::array& z, const py::array& shift, const py::array& thresholds,
+                                    const py::array& first, const py::array& basis, std::int64_t base) {
+  const StridedView v = strided_view_3d(z, "z");
+  py::array_t<std::int32_t> out({v.O, v.I});
+  const std::int64_t n_nan =
+      run_fsq_encode_thresholds(v, shift, thresholds, first, basis, base, out.mutable_data());
+  return py::make_tuple(std::move(out), n_nan);
 }
 
 std::int64_t fsq_decode(const py::array& index, const py::array& levels, py::array& out) {

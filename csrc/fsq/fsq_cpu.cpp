@@ -24,10 +24,19 @@
 //
 // Decode: digit_d = floor(index / basis_d) mod L_d, code_d = (digit_d - h_d) / h_d.
 //
+// fsq_encode_thresholds with unit-stride positions (the codecs' channel-first (B, D, T) latents) and AVX2: 16
+// positions in two registers at a time, all D channels: x = z + shift, count -= (x >= t) per threshold (the common
+// counts unrolled), index += count * basis; NaN lanes (unordered compares, two channels per compare) become -1.
+// Compute-bound (~27 vector ops per channel and 8 positions for L = 5), so large inputs use both cores.
+//
 // Vectorisation: a chunk of rows is processed as one flat run of rows*D elements against per-channel constants
 // tiled to the same length, so the element loop has no modulo and gcc vectorises it; the per-row sums follow.
 // Constraints of this file: see cpu_kernels.h (no pybind11, no std templates, no heap, no exceptions).
 #include <cstdint>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "aion_fast/cpu_kernels.h"
 
@@ -52,6 +61,93 @@ template <typename T>
 void tile(T* dst, const T* src, std::int64_t D, std::int64_t rows) {
   for (std::int64_t r = 0; r < rows; ++r)
     for (std::int64_t d = 0; d < D; ++d) dst[r * D + d] = src[d];
+}
+
+// Positions per parallel work item of the unit-stride threshold encode.
+constexpr std::int64_t kThresholdTile = 1024;
+
+#if defined(__AVX2__)
+// cnt[v] -= (x[v] >= t) for the K thresholds t = thr[0..K) (K < 0: k of them, a loop).
+template <int K>
+inline void count_at_least(const __m256* x, __m256i* cnt, const float* thr, std::int32_t k) {
+  const std::int32_t n = K >= 0 ? K : k;
+  for (std::int32_t t = 0; t < n; ++t) {
+    const __m256 th = _mm256_broadcast_ss(thr + t);
+    cnt[0] = _mm256_sub_epi32(cnt[0], _mm256_castps_si256(_mm256_cmp_ps(x[0], th, _CMP_GE_OQ)));
+    cnt[1] = _mm256_sub_epi32(cnt[1], _mm256_castps_si256(_mm256_cmp_ps(x[1], th, _CMP_GE_OQ)));
+  }
+}
+
+// 16 positions starting at p (channel d at p + d * s_d): indices into dst, returns how many hold a NaN (index -1).
+inline std::int64_t threshold_block16(const float* p, std::int64_t D, std::int64_t s_d, const float* shift,
+                                      const float* thresholds, const std::int32_t* first, const std::int32_t* basis,
+                                      std::int32_t base, std::int32_t* dst) {
+  __m256i acc[2] = {_mm256_set1_epi32(base), _mm256_set1_epi32(base)};
+  __m256 nan[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  __m256 prev[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (std::int64_t d = 0; d < D; ++d, p += s_d) {
+    __m256 x[2] = {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
+    if (shift[d] != 0.0f) {  // adding +-0 changes no comparison (-0.0 >= t iff +0.0 >= t), so skip it
+      const __m256 sh = _mm256_set1_ps(shift[d]);
+      x[0] = _mm256_add_ps(x[0], sh);  // the reference's float32 add
+      x[1] = _mm256_add_ps(x[1], sh);
+    }
+    if (d & 1) {  // one unordered compare flags a NaN in either of two channels
+      nan[0] = _mm256_or_ps(nan[0], _mm256_cmp_ps(prev[0], x[0], _CMP_UNORD_Q));
+      nan[1] = _mm256_or_ps(nan[1], _mm256_cmp_ps(prev[1], x[1], _CMP_UNORD_Q));
+    } else {
+      prev[0] = x[0];
+      prev[1] = x[1];
+    }
+    __m256i cnt[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    const float* thr = thresholds + first[d];
+    const std::int32_t k = first[d + 1] - first[d];
+    switch (k) {  // unrolled for the counts of the codecs' levels (L = 5 and 7, and 8: 4, 6, 7 steps)
+      case 4: count_at_least<4>(x, cnt, thr, k); break;
+      case 6: count_at_least<6>(x, cnt, thr, k); break;
+      case 7: count_at_least<7>(x, cnt, thr, k); break;
+      default: count_at_least<-1>(x, cnt, thr, k); break;
+    }
+    const __m256i b = _mm256_set1_epi32(basis[d]);
+    acc[0] = _mm256_add_epi32(acc[0], _mm256_mullo_epi32(cnt[0], b));
+    acc[1] = _mm256_add_epi32(acc[1], _mm256_mullo_epi32(cnt[1], b));
+  }
+  if (D & 1) {
+    nan[0] = _mm256_or_ps(nan[0], _mm256_cmp_ps(prev[0], prev[0], _CMP_UNORD_Q));
+    nan[1] = _mm256_or_ps(nan[1], _mm256_cmp_ps(prev[1], prev[1], _CMP_UNORD_Q));
+  }
+  // NaN lanes: all-ones mask OR index = -1
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_or_si256(acc[0], _mm256_castps_si256(nan[0])));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8), _mm256_or_si256(acc[1], _mm256_castps_si256(nan[1])));
+  return __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(nan[0]))) +
+         __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(nan[1])));
+}
+#endif
+
+// The indices of n unit-stride positions starting at z (channel d at z + d * s_d) into out; returns the NaN count.
+std::int64_t threshold_positions(const float* z, std::int64_t D, std::int64_t s_d, std::int64_t n,
+                                 const float* shift, const float* thresholds, const std::int32_t* first,
+                                 const std::int32_t* basis, std::int32_t base, std::int32_t* __restrict out) {
+  std::int64_t n_nan = 0;
+  std::int64_t j = 0;
+#if defined(__AVX2__)
+  for (; j + 16 <= n; j += 16)
+    n_nan += threshold_block16(z + j, D, s_d, shift, thresholds, first, basis, base, out + j);
+#endif
+  for (; j < n; ++j) {  // the tail (everything without AVX2)
+    std::int32_t acc = base;
+    bool is_nan = false;
+    for (std::int64_t d = 0; d < D; ++d) {
+      const float x = z[d * s_d + j] + shift[d];
+      is_nan |= x != x;
+      std::int32_t count = 0;
+      for (std::int32_t t = first[d]; t < first[d + 1]; ++t) count += static_cast<std::int32_t>(x >= thresholds[t]);
+      acc += count * basis[d];
+    }
+    n_nan += is_nan;
+    out[j] = is_nan ? -1 : acc;
+  }
+  return n_nan;
 }
 
 }  // namespace
@@ -155,9 +251,21 @@ std::int64_t fsq_encode_thresholds(const float* z, std::int64_t O, std::int64_t 
                                    std::int64_t s_d, std::int64_t s_i, const float* shift, const float* thresholds,
                                    const std::int32_t* first, const std::int32_t* basis, std::int32_t base,
                                    std::int32_t* __restrict out) {
+  std::int64_t n_nan = 0;
+  if (s_i == 1) {
+    const std::int64_t tiles_per_outer = (I + kThresholdTile - 1) / kThresholdTile;
+    const std::int64_t n_tiles = O * tiles_per_outer;
+#pragma omp parallel for schedule(static) if (O * I * D >= kParallelMinElements) reduction(+ : n_nan)
+    for (std::int64_t k = 0; k < n_tiles; ++k) {
+      const std::int64_t o = k / tiles_per_outer;
+      const std::int64_t i0 = (k % tiles_per_outer) * kThresholdTile;
+      n_nan += threshold_positions(z + o * s_o + i0, D, s_d, min64(kThresholdTile, I - i0), shift, thresholds, first,
+                                   basis, base, out + o * I + i0);
+    }
+    return n_nan;
+  }
   const std::int64_t tiles_per_outer = (I + kScratch - 1) / kScratch;
   const std::int64_t n_tiles = O * tiles_per_outer;
-  std::int64_t n_nan = 0;
 
 #pragma omp parallel for schedule(static) if (O * I * D >= kParallelMinElements) reduction(+ : n_nan)
   for (std::int64_t k = 0; k < n_tiles; ++k) {

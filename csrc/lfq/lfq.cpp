@@ -5,6 +5,7 @@
 #include "aion_fast/checks.h"
 #include "aion_fast/cpu_kernels.h"
 #include "aion_fast/ops.h"
+#include "aion_fast/quantizers.h"
 
 namespace aion_fast {
 
@@ -19,6 +20,18 @@ void lfq_encode(const py::array& z, py::array& out) {
   auto* o = static_cast<std::int32_t*>(out.mutable_data());
   py::gil_scoped_release release;
   cpu::lfq_encode_strided(v.data, v.O, v.D, v.I, v.s_o, v.s_d, v.s_i, o);
+}
+
+py::array_t<std::int32_t> lfq_encode_new(const py::array& z) {
+  const StridedView v = strided_view_3d(z, "z");
+  AION_CHECK(v.D >= 1 && v.D <= 31, z, "the number of channels D (axis 1) must lie in [1, 31] for int32 indices");
+  py::array_t<std::int32_t> out({v.O, v.I});
+  std::int32_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    cpu::lfq_encode_strided(v.data, v.O, v.D, v.I, v.s_o, v.s_d, v.s_i, o);
+  }
+  return out;
 }
 
 std::int64_t lfq_decode(const py::array& index, double scale, py::array& out) {

@@ -330,6 +330,70 @@ def test_encode_channel_first_nan_raises_and_shapes(backend):
     assert fsq_encode(torch.empty(0, 4, 6), levels, channel_first=True).shape == (0, 6)
 
 
+@pytest.mark.parametrize("levels", LEVELS)
+@pytest.mark.parametrize("tokens", [1, 8, 15, 16, 17, 33, 1023, 1025, 2500])
+def test_encode_channel_first_block_and_tail_sizes(backend, levels, tokens):
+    """Unit-stride positions around the C++ kernel's 16-position blocks and 1024-position tiles, read in place, from
+    inside a wider tensor (channel stride != tokens, unaligned start) and broadcast over the batch (stride 0)."""
+    z = channel_first_latents(levels, 2, tokens, seed=tokens)
+    ref = torch_fsq_encode(z.movedim(1, -1), levels, EPS)
+    assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=True), ref)
+    wide = torch.randn(2, len(levels) + 1, tokens + 5)
+    wide[:, 1:, 3 : 3 + tokens] = z
+    before = wide.clone()
+    view = wide[:, 1:, 3 : 3 + tokens]
+    assert view.stride()[1:] == (tokens + 5, 1)
+    assert_indices_equal(fsq_encode(view, levels, EPS, channel_first=True), ref)
+    assert torch.equal(wide, before)
+    broadcast = z[:1].expand(3, -1, -1)
+    assert_indices_equal(fsq_encode(broadcast, levels, EPS, channel_first=True), ref[:1].expand(3, -1))
+
+
+@pytest.mark.parametrize("levels", LEVELS)
+def test_encode_nan_in_any_channel_and_lane_raises(backend, levels):
+    """A NaN in any one channel, at any lane of a 16-position block or in the tail, is found and counted once."""
+    d_count = len(levels)
+    for d in range(d_count):
+        for j in (0, 7, 8, 15, 16, 31, 33, 34):  # 35 tokens: two blocks of 16, a tail of 3
+            z = torch.randn(2, d_count, 35)
+            z[1, d, j] = math.nan
+            with pytest.raises(ValueError, match=r"\bz\b.*NaN in 1 (of 70 )?vectors"):
+                fsq_encode(z, levels, EPS, channel_first=True)
+    z = torch.randn(2, d_count, 35)
+    z[0, :, 5] = math.nan  # every channel of one position: still one vector
+    z[1, -1, 20] = math.nan
+    z[1, 0, 34] = math.nan
+    with pytest.raises(ValueError, match=r"NaN in 3 (of 70 )?vectors"):
+        fsq_encode(z, levels, EPS, channel_first=True)
+
+
+def test_encode_fast_path_inputs(ext, monkeypatch):
+    """The eager C++ fast path: grad-tracking latents, every layout and levels type, and the forced backends."""
+    levels = [7, 5, 5, 5, 5]
+    z = channel_first_latents(tuple(levels), 4, 300).requires_grad_()
+    before = z.detach().clone()
+    ref = torch_fsq_encode(z.detach().movedim(1, -1), levels, EPS)
+    for variant in (levels, tuple(levels), torch.tensor(levels), np.array(levels)):
+        out = fsq_encode(z, variant, EPS, channel_first=True)
+        assert_indices_equal(out, ref)
+        assert not out.requires_grad and out.is_contiguous()
+    assert torch.equal(z.detach(), before)
+    assert_indices_equal(fsq_encode(z.detach().movedim(1, -1), levels, EPS), ref)  # channels last
+    assert_indices_equal(fsq_encode(z.detach()[..., None], levels, EPS, channel_first=True), ref[..., None])
+    with torch.inference_mode():
+        assert_indices_equal(fsq_encode(z.detach(), levels, EPS, channel_first=True), ref)
+    assert _backend.direct_extension() is ext
+    for value in ("torch", "triton", "nonsense"):
+        monkeypatch.setenv(_backend.ENV_VAR, value)
+        assert _backend.direct_extension() is None  # the dispatcher decides (and raises for "nonsense")
+    with pytest.raises(ValueError, match="expected one of"):
+        fsq_encode(z, levels, EPS, channel_first=True)
+    for value in ("cpp", " CPP ", ""):
+        monkeypatch.setenv(_backend.ENV_VAR, value)
+        assert _backend.direct_extension() is ext
+        assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=True), ref)
+
+
 @pytest.mark.parametrize("levels", LEVELS[:2])
 def test_encode_bf16_and_autocast_channel_first(backend, levels):
     """bf16 latents are widened exactly and quantised in float32: indices equal the reference's on z.float()."""

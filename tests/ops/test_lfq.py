@@ -154,6 +154,47 @@ def test_encode_channel_first_matches_reference(backend, dim, batch, tokens):
     assert torch.equal(z.view(torch.int32), before.view(torch.int32))  # bitwise: NaN included
 
 
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("tokens", [1, 7, 8, 9, 31, 32, 33, 1023, 1025, 2500])
+def test_encode_channel_first_block_and_tail_sizes(backend, dim, tokens):
+    """Unit-stride positions around the C++ kernel's 8/32-position blocks and 1024-position tiles, with special values
+    in every lane, read in place, from inside a wider tensor and broadcast over the batch (stride 0)."""
+    g = torch.Generator().manual_seed(tokens * 31 + dim)
+    z = torch.randn(3, dim, tokens, generator=g)
+    specials = torch.tensor([math.nan, -math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38])
+    mask = torch.rand(z.shape, generator=g) < 0.2
+    z[mask] = specials[torch.randint(len(specials), (int(mask.sum()),), generator=g)]
+    ref = torch_lfq_encode(z.movedim(1, -1))
+    assert_indices_equal(lfq_encode(z, channel_first=True), ref)
+    wide = torch.randn(3, dim + 1, tokens + 5, generator=g)
+    wide[:, 1:, 3 : 3 + tokens] = z
+    before = wide.clone()
+    view = wide[:, 1:, 3 : 3 + tokens]
+    assert view.stride()[1:] == (tokens + 5, 1)
+    assert_indices_equal(lfq_encode(view, channel_first=True), ref)
+    assert torch.equal(wide.view(torch.int32), before.view(torch.int32))
+    assert_indices_equal(lfq_encode(z[:1].expand(4, -1, -1), channel_first=True), ref[:1].expand(4, -1))
+
+
+def test_encode_fast_path_inputs(monkeypatch):
+    """The eager C++ fast path: grad-tracking latents, layouts, inference mode, and forced backends."""
+    z = torch.randn(4, 10, 272).requires_grad_()
+    ref = torch_lfq_encode(z.detach().movedim(1, -1))
+    out = lfq_encode(z, channel_first=True)
+    assert_indices_equal(out, ref)
+    assert not out.requires_grad and out.is_contiguous()
+    assert_indices_equal(lfq_encode(z.detach().movedim(1, -1)), ref)
+    assert_indices_equal(lfq_encode(z.detach()[..., None], channel_first=True), ref[..., None])
+    with torch.inference_mode():
+        assert_indices_equal(lfq_encode(z.detach(), channel_first=True), ref)
+    for value in ("torch", "cpp", ""):
+        monkeypatch.setenv("AION_FAST_BACKEND", value)
+        assert_indices_equal(lfq_encode(z, channel_first=True), ref)
+    monkeypatch.setenv("AION_FAST_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="expected one of"):
+        lfq_encode(z, channel_first=True)
+
+
 def test_encode_channel_first_bf16_autocast_and_shapes(backend):
     z = torch.randn(3, 10, 272).to(torch.bfloat16)
     ref = torch_lfq_encode(z.float().movedim(1, -1))
