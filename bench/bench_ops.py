@@ -8,8 +8,9 @@ within 1e-5 relative (the reference's ``F.linear`` bias addition and PyTorch's t
 in the last bit, amplified by sinh; the codec tests use the same bound).
 
 Encode side: ``image_preprocess`` (crop, clip, rescale, arcsinh, placement) and ``spectrum_to_latent``. Their C++
-kernels are bound by glibc's ``asinhf`` (scalar; ~85% of their time), which they must call to stay bit-identical
-with PyTorch's CPU arcsinh, itself a per-element ``asinhf`` call (see the kernels' comments). Decode side:
+kernels must reproduce glibc's ``asinhf`` bit for bit (PyTorch's CPU arcsinh is a per-element ``asinhf`` call): they
+run an AVX2 replica of it, verified against the loaded libm at first use, else the scalar libm call
+(``aion_fast._C.asinhf_vector_verified()`` says which; csrc/asinhf/asinhf_cpu.cpp). Decode side:
 ``image_postprocess`` (54 -> 9 projection, sinh, rescale, band selection) and ``spectrum_to_observed``.
 """
 

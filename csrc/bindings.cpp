@@ -56,6 +56,14 @@ PYBIND11_MODULE(_C, m) {
         "flux"_a, "mask"_a,
         "Spectrum decode: (B, K, G) f32 on the grid -> flux (B, M) f32 and mask (B, M) bool at wavelength; returns "
         "the number of undecided mask values.");
+  m.def("asinhf_vector_verified", &aion_fast::asinhf_vector_verified,
+        "(bool, reason): whether image_preprocess/spectrum_to_latent use the verified vector asinhf, else libm's.");
+  m.def("asinhf_f32", &aion_fast::asinhf_f32, "x"_a, "out"_a, "impl"_a = "auto",
+        "asinhf of x (N,) f32 into out; impl 'auto' (the kernels' choice), 'vector' or 'libm'.");
+  m.def("asinhf_count_mismatches", &aion_fast::asinhf_count_mismatches, "first"_a, "stride"_a, "count"_a,
+        "(n, first): vector asinhf vs libm asinhf on bit patterns first + k * stride (mod 2**32), k < count.");
+  m.def("asinhf_force_libm", &aion_fast::asinhf_force_libm, "force"_a,
+        "Test hook: True forces the kernels onto libm asinhf, False restores the self-check's verdict.");
   m.def("roar_step", &aion_fast::roar_step, "logits"_a, "positions"_a, "tokens"_a, "input_mask"_a, "target_mask"_a,
         "object_ids"_a, "sample_ids"_a, "next_positions"_a, "seed"_a, "step"_a, "next_step"_a, "temperature"_a,
         "top_k"_a, "top_p"_a,

@@ -35,6 +35,9 @@ py::dict build_info() {
 #else
   info["cuda"] = false;
 #endif
+  const py::tuple asinhf = asinhf_vector_verified();  // runs the one-time self-check of csrc/asinhf/
+  info["asinhf_vector"] = asinhf[0];
+  info["asinhf"] = asinhf[1];
   return info;
 }
 

@@ -25,8 +25,10 @@ Backends:
   every pixel, then one batched ``searchsorted`` places the grid in each row.
 * ``cpp``: ``aion_fast._C``, CPU. One OpenMP task per row; the segment of each grid point is found by one merge pass
   over the sorted row and the sorted grid (O(L + G), no binary search), only the two samples around each grid point
-  are cleaned and scaled (no (B, 2, L) intermediate), arcsinh is libm's ``asinhf`` like PyTorch's CPU ``asinh``:
-  bit-identical to the reference for rows sorted as the ``Spectrum`` modality requires (tested). The inverse
+  are cleaned and scaled (no (B, 2, L) intermediate), arcsinh returns the bits of libm's ``asinhf`` like PyTorch's
+  CPU ``asinh`` (an AVX2 replica of glibc's ``asinhf``, used after a start-up self-check against the loaded libm,
+  else the libm call; ``aion_fast._C.asinhf_vector_verified()`` says which): bit-identical to the reference for
+  rows sorted as the ``Spectrum`` modality requires (tested). The inverse
   standard deviation :math:`\sqrt{v}` is computed by PyTorch first (one fused-in-place pass): PyTorch's CPU sqrt is
   not correctly rounded, so no compiled ``sqrtf`` reproduces it.
 * ``triton``: :mod:`aion_fast.kernels.spectrum_grid` for CUDA tensors (binary search per grid point, the parallel

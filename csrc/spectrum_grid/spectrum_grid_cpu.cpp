@@ -15,15 +15,16 @@
 // sorted, #{j : x_j < u_k} is found by ONE merge pass per row (a pointer that only moves forward), O(L + G),
 // instead of a binary search per grid point; for sorted rows it equals torch.searchsorted(x, u) exactly. Only the
 // two samples around each grid point are cleaned and scaled, so no (B, 2, L) intermediate is built.
-// asinhf is libm's, the function PyTorch's CPU asinh calls per element (bit-identical values). The square root
+// asinhf has the bits of libm's asinhf, the function PyTorch's CPU asinh calls per element: asinhf_array
+// (asinhf_glibc.h) runs the verified AVX2 replica of glibc's asinhf, else libm per element, over each finished
+// (2, G) output row in place (asinhf(+0) = +0 keeps the zeros outside the spectrum). The square root
 // stays in PyTorch: its CPU sqrt is not the correctly rounded sqrtf (on the 2.13 CPU wheel ~17% of float32 results
 // differ from sqrtf by an ulp, and its scalar and vectorised paths disagree), so, as FSQ does with tanh, PyTorch
 // computes it on the same (B, L) tensor as the reference and this kernel replays everything else.
 // Constraints of this file: see cpu_kernels.h (no pybind11, no std templates, no heap, no exceptions).
-#include <math.h>
-
 #include <cstdint>
 
+#include "aion_fast/asinhf_glibc.h"
 #include "spectrum_grid_cpu.h"
 
 namespace aion_fast {
@@ -89,11 +90,12 @@ void spectrum_to_latent(const float* __restrict flux, const float* __restrict is
       const float du = u - x[j];
       float slope = (yl0 - yr0) / dx;
       float v = du * slope;
-      out_flux[k] = asinhf(yl0 + v);
+      out_flux[k] = yl0 + v;
       slope = (yl1 - yr1) / dx;
       v = du * slope;
-      out_istd[k] = asinhf(yl1 + v);
+      out_istd[k] = yl1 + v;
     }
+    asinhf_array(out_flux, out_flux, 2 * G);  // both channels in place; asinhf(+0) = +0 outside the spectrum
   }
 }
 

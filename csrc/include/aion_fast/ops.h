@@ -109,7 +109,23 @@ bool roar_has_cuda();
 py::tuple philox4x32_10(std::uint32_t c0, std::uint32_t c1, std::uint32_t c2, std::uint32_t c3, std::uint32_t k0,
                         std::uint32_t k1);
 
-// Compile-time facts about this build (compiler, flags, OpenMP, CUDA), for diagnostics.
+// arcsinh of the image/spectrum kernels (csrc/asinhf/, asinhf_glibc.h): (True, why) when they use the verified
+// vector replica of glibc's asinhf, (False, why not) when they call libm's asinhf per element.
+py::tuple asinhf_vector_verified();
+
+// asinhf of a float32 array x (N,) into out (N,); impl: "auto" (what the kernels use), "vector" (the replica, even
+// unverified) or "libm" (for tests).
+void asinhf_f32(const py::array& x, py::array& out, const std::string& impl);
+
+// Compares the vector replica with libm's asinhf on the float bit patterns first + k * stride (mod 2^32),
+// k < count <= 2^32: returns (number that differ, first differing pattern or None).
+py::tuple asinhf_count_mismatches(std::uint32_t first, std::uint32_t stride, std::int64_t count);
+
+// Test hook: True forces the kernels onto libm's asinhf, False restores the self-check's verdict.
+void asinhf_force_libm(bool force);
+
+// Compile-time facts about this build (compiler, flags, OpenMP, CUDA) and which asinhf the kernels use, for
+// diagnostics.
 py::dict build_info();
 
 }  // namespace aion_fast
