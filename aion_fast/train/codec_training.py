@@ -223,7 +223,7 @@ def _read_image_records(source: MMUFile, start: int, stop: int) -> list[tuple]:
             f"{good.shape}."
         )
     n = stop - start
-    band_column = source._h5[source.columns["image_band"]]
+    band_column = source.dataset("image_band")
     bands = np.asarray(band_column[start:stop] if band_column.ndim == 2
                        else np.broadcast_to(band_column[()], (n, flux.shape[1])))  # fmt: skip
     top, left = crop_window(*flux.shape[2:], what=f"{source.path}: image_array")
