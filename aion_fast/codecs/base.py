@@ -182,7 +182,7 @@ class Codec(nn.Module, ABC):
                 f"missing {result.missing_keys[:10]}, unexpected {result.unexpected_keys[:10]}."
             )
         codec.source = str(path_or_id)
-        if device is not None:
+        if device is not None and torch.device(device).type != "cpu":  # built and loaded on the CPU already
             codec = codec.to(device)
         return codec.eval()
 
