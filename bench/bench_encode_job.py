@@ -125,6 +125,7 @@ def _reference_loop(model, codecs, ref_m, files):
 def test_encode_job(benchmark, record, bench_device, checkpoint, input_files, tmp_path, monkeypatch, impl):
     name, files = input_files
     _, expected, rounds = INPUTS[name]
+    benchmark.group = f"encode job, {name} ({expected} objects), batch {BATCH}"
     if impl == "reference":
 
         def fn():  # like `aion-fast encode`, the timed call loads the checkpoint and then encodes every file
