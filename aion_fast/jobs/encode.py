@@ -115,7 +115,7 @@ class BatchEncoder:
         if is_exported(checkpoint):  # a directory written by `aion-fast export` (ONNX / INT8)
             self.model, self.codecs = load_for_encoding(checkpoint, self.device)
             return
-        self.model = AION.from_pretrained(checkpoint).eval().to(self.device)
+        self.model = AION.from_pretrained(checkpoint, encoder_only=True).eval().to(self.device)
         self.codecs = CodecManager(repo=checkpoint, device=self.device)
 
     def tokens(self, batch: ObjectBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

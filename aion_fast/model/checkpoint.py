@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,10 @@ __all__ = [
 
 
 def read_checkpoint(
-    config_file: Path, weights_file: Path, device: torch.device | str = "cpu"
+    config_file: Path,
+    weights_file: Path,
+    device: torch.device | str = "cpu",
+    wanted: Callable[[str], bool] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, str]]:
     """Reads a config and safetensors weights.
 
@@ -42,6 +45,7 @@ def read_checkpoint(
         config_file: Path of ``config.json``.
         weights_file: Path of ``model.safetensors``.
         device: Where to place the tensors.
+        wanted: Reads only the tensors whose name it accepts (the others are never read from disk); None = all.
 
     Returns:
         The config dict, the stored tensors by name, and the file's string metadata.
@@ -52,8 +56,42 @@ def read_checkpoint(
     with safe_open(str(weights_file), framework="pt", device=str(device)) as weights:
         metadata = dict(weights.metadata() or {})
         for name in weights.keys():
-            tensors[name] = weights.get_tensor(name)
+            if wanted is None or wanted(name):
+                tensors[name] = weights.get_tensor(name)
     return config, tensors, metadata
+
+
+#: State-dict prefixes of the decoder side, which an encoder-only model (``AION.from_pretrained(encoder_only=True)``)
+#: neither builds nor reads; ``mask_token`` and ``decoder_proj_context`` (the encoder's context projection) stay.
+DECODER_PREFIXES = ("decoder.", "decoder_embeddings.", "decoder_norm.")
+
+
+def encoder_subset(
+    stored: Mapping[str, Tensor], metadata: Mapping[str, str], tied_groups: Iterable[tuple[str, str]]
+) -> dict[str, Tensor]:
+    """The encoder side of a stored state dict, for an encoder-only model.
+
+    A tied modality embedding may be stored under its decoder name only (safetensors keeps one name per shared
+    tensor); the encoder name then takes that tensor, directly or through the metadata's alias.
+
+    Args:
+        stored: Tensors read from the checkpoint (decoder modality embeddings included, the rest of the decoder
+            may be absent).
+        metadata: The checkpoint's ``{dropped name: kept name}`` entries.
+        tied_groups: ``(encoder name, decoder name)`` pairs of the full model.
+
+    Returns:
+        The stored tensors without decoder names, encoder twins filled in.
+    """
+    subset = {name: tensor for name, tensor in stored.items() if not name.startswith(DECODER_PREFIXES)}
+    for encoder_name, decoder_name in tied_groups:
+        if encoder_name in subset:
+            continue
+        for source in (decoder_name, metadata.get(encoder_name)):
+            if source is not None and source in stored:
+                subset[encoder_name] = stored[source]
+                break
+    return subset
 
 
 def resolve_state_dict(

@@ -119,10 +119,12 @@ class AION(nn.Module):
         ValueError: Unknown config keys or invalid values.
     """
 
-    def __init__(self, config: Mapping[str, Any], *, initialize_weights: bool = True):
+    def __init__(self, config: Mapping[str, Any], *, initialize_weights: bool = True, encoder_only: bool = False):
         super().__init__()
         cfg = AIONConfig.from_dict(config)
         self.config = cfg
+        #: Built without the decoder (:meth:`from_pretrained` ``encoder_only=True``): embeddings only.
+        self.encoder_only = bool(encoder_only)
         self.modality_info: dict[str, ModalitySpec] = {
             key: MODALITY_INFO[key] for key in sorted(set(cfg.domains_in) | set(cfg.domains_out))
         }
@@ -131,8 +133,9 @@ class AION(nn.Module):
         self.encoder_embeddings = nn.ModuleDict(
             {key: build_encoder_embedding(MODALITY_INFO[key], dim) for key in cfg.domains_in}
         )
+        decoder_keys = [] if encoder_only else cfg.domains_out
         self.decoder_embeddings = nn.ModuleDict(
-            {key: build_decoder_embedding(MODALITY_INFO[key], dim) for key in cfg.domains_out}
+            {key: build_decoder_embedding(MODALITY_INFO[key], dim) for key in decoder_keys}
         )
 
         options = BlockOptions(
@@ -151,8 +154,9 @@ class AION(nn.Module):
         self.encoder = nn.ModuleList([EncoderBlock(options, rate, cfg.use_act_checkpoint) for rate in encoder_rates])
         self.encoder_norm = LayerNorm(dim, bias=cfg.norm_bias)
         self.decoder_proj_context = nn.Linear(dim, dim)
+        decoder_rates = [] if encoder_only else decoder_rates
         self.decoder = nn.ModuleList([DecoderBlock(options, rate, cfg.use_act_checkpoint) for rate in decoder_rates])
-        self.decoder_norm = LayerNorm(dim, bias=cfg.norm_bias)
+        self.decoder_norm = None if encoder_only else LayerNorm(dim, bias=cfg.norm_bias)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         if cfg.num_register_tokens > 0:
             self.register_tokens = nn.Parameter(torch.zeros(1, cfg.num_register_tokens, dim))
@@ -162,6 +166,14 @@ class AION(nn.Module):
         if initialize_weights:  # from_pretrained skips it: every weight is then read from the checkpoint
             self.init_weights()
         self.tie_modality_embeddings()
+
+    def _require_decoder(self, what: str) -> None:
+        """Raises the clear error of an encoder-only model asked to decode."""
+        if self.encoder_only:
+            raise RuntimeError(
+                f"AION.{what} needs the decoder, but this model was loaded with encoder_only=True (embeddings only); "
+                "load it with AION.from_pretrained(path) to predict, generate or save."
+            )
 
     # ------------------------------------------------------------------------------------------------------------
     # Construction helpers
@@ -175,7 +187,8 @@ class AION(nn.Module):
         """Token keys whose modality embedding is shared by the encoder and the decoder."""
         if not self.config.share_modality_embeddings:
             return []
-        return [key for key in self.config.domains_in if key in self.decoder_embeddings]
+        outputs = set(self.config.domains_out)
+        return [key for key in self.config.domains_in if key in outputs]
 
     def tied_parameter_groups(self) -> list[tuple[str, str]]:
         """State-dict names that refer to one tensor, as ``(encoder name, decoder name)`` pairs."""
@@ -186,6 +199,8 @@ class AION(nn.Module):
 
     def tie_modality_embeddings(self) -> None:
         """Makes the decoder use the encoder's modality embedding Parameter for keys present on both sides."""
+        if self.encoder_only:
+            return
         for key in self.tied_modality_keys():
             self.decoder_embeddings[key].mod_emb = self.encoder_embeddings[key].mod_emb
 
@@ -266,6 +281,7 @@ class AION(nn.Module):
         return MODALITY_INFO[key]
 
     def _output_spec(self, key: str) -> ModalitySpec:
+        self._require_decoder("decoding")
         if key not in MODALITY_INFO:
             raise ValueError(f"unknown token key {key!r}; known keys: {sorted(MODALITY_INFO)}")
         if key not in self.decoder_embeddings:
@@ -426,6 +442,7 @@ class AION(nn.Module):
             decoder_attention_mask: ``(B, M, M)`` bool, True where the key is hidden from the query.
             mod_mask: ``(B, M)`` int16 modality ids, -1 where not a target.
         """
+        self._require_decoder("embed_targets")
         selected = self._embed_target_sequence(target_mask, num_decoder_tokens, None)
         batch, length = selected.tokens.shape[:2]
         compressed = torch.zeros(batch, length, dtype=torch.long, device=self.device)
@@ -487,6 +504,7 @@ class AION(nn.Module):
     def _run_decoder(
         self, queries: Tensor, context: Tensor, self_mask: AttentionMask, cross_mask: AttentionMask
     ) -> Tensor:
+        self._require_decoder("decode_embeddings")
         y = queries
         for block in self.decoder:
             y = block(y, context, self_mask, cross_mask)
@@ -593,6 +611,7 @@ class AION(nn.Module):
         Raises:
             ValueError: Invalid tokens or masks, a key missing from ``tokens``, or ``packed`` with a causal decoder.
         """
+        self._require_decoder("predict_masked")
         if not isinstance(tokens, Mapping):
             raise ValueError("tokens must be a dict mapping token keys to (B, n) id tensors")
         if not isinstance(input_mask, Mapping) or not input_mask:
@@ -693,6 +712,8 @@ class AION(nn.Module):
         path_or_hub_id: str | os.PathLike,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        encoder_only: bool = False,
     ) -> AION:
         """Loads a checkpoint laid out like ``polymathic-ai/aion-base``.
 
@@ -700,6 +721,10 @@ class AION(nn.Module):
             path_or_hub_id: Local directory with ``config.json`` and ``model.safetensors``, or a Hub repository id.
             device: Target device (default CPU).
             dtype: Cast floating-point weights to this dtype (default: as stored).
+            encoder_only: Build and read only what embeddings need (token and modality embeddings, encoder blocks,
+                norms, context projection): about half the weights of the released models are the decoder's, never
+                read from disk then. ``embed``/``encode`` give the full model's values; decoding, generation,
+                training and ``save_pretrained`` raise.
 
         Returns:
             The model in eval mode.
@@ -712,10 +737,16 @@ class AION(nn.Module):
         config_file = hub.resolve_file(path_or_hub_id, hub.CONFIG_NAME)
         weights_file = hub.resolve_file(path_or_hub_id, hub.WEIGHTS_NAME)
         device = torch.device("cpu" if device is None else device)
-        config, stored, metadata = ckpt.read_checkpoint(config_file, weights_file, device)
+        wanted = None
+        if encoder_only:  # the decoder's modality embeddings are read: one may be the only copy of a tied tensor
+            wanted = lambda name: not name.startswith(ckpt.DECODER_PREFIXES) or name.endswith(".mod_emb")  # noqa: E731
+        config, stored, metadata = ckpt.read_checkpoint(config_file, weights_file, device, wanted)
         with torch.device("meta"):
-            model = cls(config, initialize_weights=False)
-        state_dict = ckpt.resolve_state_dict(model.state_dict(), stored, metadata, model.tied_parameter_groups())
+            model = cls(config, initialize_weights=False, encoder_only=encoder_only)
+        tied = model.tied_parameter_groups()
+        if encoder_only:
+            stored, tied = ckpt.encoder_subset(stored, metadata, tied), []
+        state_dict = ckpt.resolve_state_dict(model.state_dict(), stored, metadata, tied)
         model.load_state_dict(state_dict, strict=True, assign=True)
         model.tie_modality_embeddings()
         if dtype is not None:
@@ -731,6 +762,7 @@ class AION(nn.Module):
         Returns:
             The directory path.
         """
+        self._require_decoder("save_pretrained")
         return ckpt.write_checkpoint(directory, self.config.to_dict(), self.state_dict())
 
 

@@ -128,3 +128,45 @@ def test_unreachable_hub_explains_local_layout(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(CheckpointNotFoundError, match=r"local directory.*config\.json \+ model\.safetensors"):
         AION.from_pretrained("polymathic-ai/no-such-aion-checkpoint")
+
+
+def test_encoder_only_load_reads_no_decoder_and_embeds_like_the_full_model(tiny, tmp_path):
+    """encoder_only=True needs only the encoder side of the file (here the decoder blocks, norm and heads are cut
+    out of it; the reference stores some tied modality embeddings under their decoder name only) and gives the full
+    model's encoder outputs."""
+    tensors = load_file(str(tiny.directory / "model.safetensors"))
+    kept = {
+        name: tensor
+        for name, tensor in tensors.items()
+        if not name.startswith(("decoder.", "decoder_norm.", "decoder_embeddings.")) or name.endswith(".mod_emb")
+    }
+    assert len(kept) < len(tensors)
+    with safe_open(str(tiny.directory / "model.safetensors"), framework="pt") as weights:
+        metadata = weights.metadata() or {}
+    save_file(kept, str(tmp_path / "model.safetensors"), metadata=metadata)
+    (tmp_path / "config.json").write_text((tiny.directory / "config.json").read_text())
+    with pytest.raises(ValueError, match="missing"):
+        AION.from_pretrained(tmp_path)  # the full model needs what was cut out
+    model = AION.from_pretrained(tmp_path, encoder_only=True)
+    assert not any(name.startswith(("decoder.", "decoder_norm", "decoder_embeddings")) for name in model.state_dict())
+    for key in TIED_KEYS:  # stored under the decoder name only
+        assert torch.equal(model.encoder_embeddings[key].mod_emb, tiny.reference.encoder_embeddings[key].mod_emb)
+    tokens = random_tokens(["tok_image", "tok_spectrum_desi", "tok_z", "catalog"], 3)
+    mask = random_padding(tokens, ["tok_spectrum_desi", "catalog"])
+    from aion_fast.embedding import embed
+
+    with torch.inference_mode():
+        assert torch.equal(model.encode(tokens, input_mask=mask), tiny.model.encode(tokens, input_mask=mask))
+        assert torch.equal(embed(model, tokens, input_mask=mask), embed(tiny.model, tokens, input_mask=mask))
+
+
+def test_encoder_only_model_refuses_to_decode(tiny, tmp_path):
+    model = AION.from_pretrained(tiny.directory, encoder_only=True)
+    tokens = random_tokens(["tok_image", "tok_z"], 2)
+    with pytest.raises(RuntimeError, match="encoder_only=True"):
+        model(tokens, ["tok_z"])
+    with pytest.raises(RuntimeError, match="encoder_only=True"):
+        model.embed_targets({"tok_z": torch.zeros(2, 1, dtype=torch.bool)})
+    with pytest.raises(RuntimeError, match="encoder_only=True"):
+        model.save_pretrained(tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written
