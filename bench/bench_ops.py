@@ -63,7 +63,7 @@ def test_image_preprocess(benchmark, record, bench_device, impl_env, survey):
     else:
         fn = lambda: image_preprocess(flux, *args)  # noqa: E731
         assert torch.equal(fn(), _reference_image_preprocess(flux, bands, survey))
-    run_timed(benchmark, fn, bench_device, rounds=10)
+    run_timed(benchmark, fn, bench_device, rounds=30)
 
 
 @pytest.mark.parametrize("impl_env", IMPLS, indirect=True)
