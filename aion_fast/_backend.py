@@ -125,31 +125,27 @@ def _reset_extension_cache() -> None:
 
 #: direct_extension()'s answer per raw value of AION_FAST_BACKEND (None: unset).
 _direct_extension: dict[Any, Any] = {}
-#: ENV_VAR as a key of CPython's ``os.environ._data`` (bytes on POSIX), or None elsewhere.
-_ENV_KEY_RAW = os.environ.encodekey(ENV_VAR) if hasattr(os.environ, "encodekey") else None
 
 
-def _forced_raw() -> Any:
-    """``AION_FAST_BACKEND`` as stored in ``os.environ`` (None when unset), for cache keys.
+def _environ_raw(name: str) -> Any:
+    """The value of environment variable ``name`` as ``os.environ`` stores it (bytes on POSIX), None when unset.
 
     A plain dict lookup in CPython's ``os.environ._data`` (~0.1 us): ``os.environ.get`` costs 1-2 us when the
-    variable is absent, as it raises and catches a KeyError. Any other mapping is read with ``get``.
+    variable is absent, as it raises and catches a KeyError. Any other mapping is read with ``get`` (a str).
     """
     env = os.environ
     data = getattr(env, "_data", None)
-    if type(data) is dict and _ENV_KEY_RAW is not None:
-        return data.get(_ENV_KEY_RAW)
-    return env.get(ENV_VAR)
+    if type(data) is dict and hasattr(env, "encodekey"):
+        return data.get(env.encodekey(name))
+    return env.get(name)
 
 
 def _getenv(name: str, default: str) -> str:
-    """``os.environ.get(name, default)`` without the KeyError that costs 1-2 us per unset variable (see above)."""
-    env = os.environ
-    data = getattr(env, "_data", None)
-    if type(data) is dict and _ENV_KEY_RAW is not None:
-        raw = data.get(env.encodekey(name))
-        return default if raw is None else env.decodevalue(raw)
-    return env.get(name, default)
+    """``os.environ.get(name, default)`` without the KeyError of an unset variable (see :func:`_environ_raw`)."""
+    raw = _environ_raw(name)
+    if raw is None:
+        return default
+    return raw if isinstance(raw, str) else os.environ.decodevalue(raw)
 
 
 def direct_extension() -> Any:
@@ -161,7 +157,7 @@ def direct_extension() -> Any:
     path supports (CPU float32 tensor, not compiling, supported sizes) and otherwise goes through :func:`select`,
     which raises or falls back exactly as before.
     """
-    raw = _forced_raw()
+    raw = _environ_raw(ENV_VAR)
     module = _direct_extension.get(raw, _UNSET)
     if module is not _UNSET:
         return module

@@ -345,16 +345,29 @@ def decision_thresholds(levels: tuple[int, ...], eps: float) -> _Thresholds | st
 # torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatchers call the registered ops instead.
 
 
+def _nan_error(n_nan: int, vectors: int) -> ValueError:
+    return ValueError(f"fsq_encode: z contains NaN in {n_nan} of {vectors} vectors; FSQ has no level for NaN")
+
+
+def _encode_by_thresholds(ext: Any, z: torch.Tensor, thresholds: _Thresholds, channel_first: bool) -> torch.Tensor:
+    """Non-empty float32 CPU latents -> int32 indices by the C++ threshold kernel (it allocates them); NaN raises."""
+    view = z if channel_first and z.ndim == 3 else _as_odi(z, channel_first)  # (B, D, T) is already (O, D, I)
+    out, n_nan = ext.fsq_encode_thresholds_new(view.numpy(), *thresholds.kernel_args)
+    if n_nan:
+        raise _nan_error(n_nan, out.size)
+    indices = torch.from_numpy(out)
+    return indices if view is z else indices.reshape(_index_shape(z, channel_first))
+
+
 def _fsq_encode_cpp_impl(z: torch.Tensor, levels: list[int], eps: float, channel_first: bool) -> torch.Tensor:
     """Non-empty float32 CPU latents in either layout -> int32 indices via aion_fast._C; ValueError on NaN."""
     ext = _backend.load_extension()
-    c = _constants(tuple(levels), eps)
-    shape = _index_shape(z, channel_first)
     thresholds = decision_thresholds(tuple(levels), eps)
     if isinstance(thresholds, _Thresholds):
-        out_array, n_nan = ext.fsq_encode_thresholds_new(_as_odi(z, channel_first).numpy(), *thresholds.kernel_args)
-        out = torch.from_numpy(out_array)
-    elif fused_tanh_unavailable_reason() is None:
+        return _encode_by_thresholds(ext, z, thresholds, channel_first)
+    c = _constants(tuple(levels), eps)
+    shape = _index_shape(z, channel_first)
+    if fused_tanh_unavailable_reason() is None:
         view = _as_odi(z, channel_first)
         out = torch.empty(view.shape[0], view.shape[2], dtype=torch.int32)
         n_nan = ext.fsq_encode(view.numpy(), c.levels.numpy(), c.shift.numpy(), c.half_l.numpy(), c.offset.numpy(),
@@ -369,8 +382,13 @@ def _fsq_encode_cpp_impl(z: torch.Tensor, levels: list[int], eps: float, channel
             tanh_z.numpy(), c.levels.numpy(), c.half_l.numpy(), c.offset.numpy(), out.numpy()
         )
     if n_nan:
-        raise ValueError(f"fsq_encode: z contains NaN in {n_nan} of {out.numel()} vectors; FSQ has no level for NaN")
+        raise _nan_error(n_nan, out.numel())
     return out.reshape(shape)
+
+
+def _eps_leaves_room(levels: tuple[int, ...], eps: float) -> bool:
+    """Whether every level keeps (L - 1)(1 + eps) / 2 > 0.5 for even L and eps > -1 (atanh(offset / half_l) finite)."""
+    return not (eps <= -1 or any(v % 2 == 0 and (v - 1) * (1 + eps) / 2 <= 0.5 for v in levels))
 
 
 @functools.lru_cache(maxsize=64)
@@ -380,7 +398,7 @@ def _direct_levels(levels: tuple, eps: float) -> tuple[int, ...] | None:
         lv = _as_levels(levels)
     except (TypeError, ValueError):
         return None
-    if eps <= -1 or any(v % 2 == 0 and (v - 1) * (1 + eps) / 2 <= 0.5 for v in lv) or _exact_packing_reasons(lv, eps):
+    if not _eps_leaves_room(lv, eps) or _exact_packing_reasons(lv, eps):
         return None
     return lv
 
@@ -404,14 +422,7 @@ def _fsq_encode_direct(ext: Any, z: torch.Tensor, levels: Any, eps: Any, channel
     thresholds = decision_thresholds(lv, eps)
     if not isinstance(thresholds, _Thresholds) or z.numel() == 0:
         return None
-    if z.requires_grad:
-        z = z.detach()
-    view = z if channel_first and ndim == 3 else _as_odi(z, channel_first)
-    out, n_nan = ext.fsq_encode_thresholds_new(view.numpy(), *thresholds.kernel_args)
-    if n_nan:
-        raise ValueError(f"fsq_encode: z contains NaN in {n_nan} of {out.size} vectors; FSQ has no level for NaN")
-    indices = torch.from_numpy(out)
-    return indices if view is z else indices.reshape(_index_shape(z, channel_first))
+    return _encode_by_thresholds(ext, z.detach() if z.requires_grad else z, thresholds, channel_first)
 
 
 @torch.library.custom_op("aion_fast::fsq_encode_cpp", mutates_args=())
@@ -578,7 +589,7 @@ def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_f
     if z.is_complex():
         raise TypeError(f"fsq_encode: z must be real, got {z.dtype}")
     eps = float(eps)
-    if any(v % 2 == 0 and (v - 1) * (1 + eps) / 2 <= 0.5 for v in lv) or eps <= -1:  # atanh(offset / half_l) finite
+    if not _eps_leaves_room(lv, eps):
         raise ValueError(f"fsq_encode: eps={eps} leaves no room for levels {list(lv)}: need (L - 1)(1 + eps) / 2 > 0.5")
     channel_first = bool(channel_first)
     if z.numel() == 0:

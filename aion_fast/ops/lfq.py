@@ -102,13 +102,14 @@ def _index_shape(z: torch.Tensor, channel_first: bool) -> tuple[int, ...]:
     return (z.shape[0], *z.shape[2:]) if channel_first else tuple(z.shape[:-1])
 
 
-def _lfq_encode_cpp_impl(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
-    """Non-empty float32 CPU latents in either layout -> int32 indices via aion_fast._C (read in place)."""
-    ext = _backend.load_extension()
-    view = _as_odi(z, channel_first)
-    out = torch.empty(view.shape[0], view.shape[2], dtype=torch.int32)
-    ext.lfq_encode(view.numpy(), out.numpy())
-    return out.reshape(_index_shape(z, channel_first))
+def _lfq_encode_cpp_impl(z: torch.Tensor, channel_first: bool, ext: Any = None) -> torch.Tensor:
+    """Non-empty float32 CPU latents in either layout -> int32 indices via aion_fast._C (read in place; the
+    extension allocates the indices, wrapped without a copy)."""
+    ext = ext if ext is not None else _backend.load_extension()
+    if channel_first and z.ndim == 3:  # (B, D, T): already the kernel's (O, D, I) view, indices (B, T)
+        return torch.from_numpy(ext.lfq_encode_new(z.numpy()))
+    indices = torch.from_numpy(ext.lfq_encode_new(_as_odi(z, channel_first).numpy()))
+    return indices.reshape(_index_shape(z, channel_first))
 
 
 def _lfq_encode_direct(ext: Any, z: torch.Tensor, channel_first: bool) -> torch.Tensor | None:
@@ -124,12 +125,7 @@ def _lfq_encode_direct(ext: Any, z: torch.Tensor, channel_first: bool) -> torch.
     dim = z.shape[1] if channel_first else z.shape[-1]
     if not 1 <= dim <= MAX_DIM or z.numel() == 0:
         return None
-    if z.requires_grad:
-        z = z.detach()
-    if channel_first and ndim == 3:  # (B, D, T): already the kernel's (O, D, I) view, indices (B, T)
-        return torch.from_numpy(ext.lfq_encode_new(z.numpy()))
-    indices = torch.from_numpy(ext.lfq_encode_new(_as_odi(z, channel_first).numpy()))
-    return indices.reshape(_index_shape(z, channel_first))
+    return _lfq_encode_cpp_impl(z.detach() if z.requires_grad else z, channel_first, ext)
 
 
 @torch.library.custom_op("aion_fast::lfq_encode_cpp", mutates_args=())
