@@ -18,3 +18,11 @@ def as_normal_tensor(value: Any) -> Any:
         with torch.inference_mode(False):
             return value.clone()
     return value
+
+
+def linear_into(x: torch.Tensor, layer: torch.nn.Linear, out: torch.Tensor) -> torch.Tensor:
+    """``out[:] = layer(x)`` for 2-D ``x`` (rows, in) and ``out`` (rows, out) without a temporary: the addmm (or mm,
+    without bias) that ``F.linear`` runs on 2-D input, so the values are the same."""
+    if layer.bias is None:
+        return torch.mm(x, layer.weight.t(), out=out)
+    return torch.addmm(layer.bias, x, layer.weight.t(), out=out)

@@ -40,6 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from aion_fast._utils import linear_into
+
 __all__ = [
     "AttentionMask",
     "PackedLayout",
@@ -62,13 +64,6 @@ NORM_EPS = 1e-6
 
 #: Rows per block of the CPU inference path of :class:`EncoderBlock` (module docstring); 0 turns it off.
 CPU_ROW_BLOCK = int(os.environ.get("AION_FAST_CPU_ROW_BLOCK", "2048"))
-
-
-def _linear_into(x: Tensor, layer: nn.Linear, out: Tensor) -> Tensor:
-    """``out[:] = layer(x)`` for 2-D ``x`` (rows, in) and ``out`` (rows, out), without a temporary."""
-    if layer.bias is None:
-        return torch.mm(x, layer.weight.t(), out=out)
-    return torch.addmm(layer.bias, x, layer.weight.t(), out=out)
 
 
 class LayerNorm(nn.Module):
@@ -465,11 +460,24 @@ class SelfAttention(nn.Module):
                 mean = (values * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
                 return self.proj(mean).expand(batch, length, dim)
             return self.proj(values.mean(dim=1, keepdim=True)).expand(batch, length, dim)
-        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
+        return self.proj(self.attend_projected(self.qkv(x), mask))
+
+    def attend_projected(self, qkv: Tensor, mask: AttentionMask) -> Tensor:
+        """Attention on the fused projections, before ``proj``: per-head split, QK-norm, :func:`attend`.
+
+        Args:
+            qkv: ``(B, N, 3 * D)`` output of ``self.qkv``.
+            mask: Prepared mask, not uniform.
+
+        Returns:
+            ``(B, N, D)`` heads side by side.
+        """
+        batch, length, width = qkv.shape
+        q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         out = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+        return out.transpose(1, 2).reshape(batch, length, width // 3)
 
 
 class CrossAttention(nn.Module):
@@ -588,12 +596,8 @@ class EncoderBlock(nn.Module):
         flat = x.reshape(rows, dim)
         qkv = torch.empty(rows, 3 * dim, dtype=x.dtype)
         for start in range(0, rows, step):
-            _linear_into(self.norm1(flat[start : start + step]), attn.qkv, qkv[start : start + step])
-        q, k, v = qkv.view(batch, length, 3, attn.num_heads, attn.head_dim).unbind(2)
-        if attn.q_norm is not None:
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        heads = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
-        heads = heads.transpose(1, 2).reshape(rows, dim)
+            linear_into(self.norm1(flat[start : start + step]), attn.qkv, qkv[start : start + step])
+        heads = attn.attend_projected(qkv.view(batch, length, 3 * dim), mask).reshape(rows, dim)
         out = torch.empty_like(flat)
         for start in range(0, rows, step):
             h = flat[start : start + step] + attn.proj(heads[start : start + step])

@@ -281,7 +281,7 @@ class AION(nn.Module):
         return MODALITY_INFO[key]
 
     def _output_spec(self, key: str) -> ModalitySpec:
-        self._require_decoder("decoding")
+        self._require_decoder("forward")
         if key not in MODALITY_INFO:
             raise ValueError(f"unknown token key {key!r}; known keys: {sorted(MODALITY_INFO)}")
         if key not in self.decoder_embeddings:

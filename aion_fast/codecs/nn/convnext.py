@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aion_fast._utils import linear_into
+
 __all__ = ["LayerNorm1d", "ConvNeXtBlock1d", "ConvNeXtDecoder1d", "ConvNeXtEncoder1d", "GlobalResponseNorm"]
 
 
@@ -127,7 +129,7 @@ def _linear(layer: nn.Linear, x: Tensor, out: Tensor | None) -> Tensor:
     if out is None:
         return layer(x)
     b, n, c = x.shape
-    torch.addmm(layer.bias, x.view(b * n, c), layer.weight.t(), out=out.view(b * n, -1))
+    linear_into(x.view(b * n, c), layer, out.view(b * n, -1))
     return out
 
 
