@@ -15,7 +15,7 @@ import sys
 #: Modules that register a sub-command, in the order ``aion-fast --help`` lists them.
 COMMAND_MODULES: list[str] = [
     "aion_fast.cli",
-    "aion_fast.jobs.encode",
+    "aion_fast.jobs.cli",
     "aion_fast.downstream.cli",
     "aion_fast.export.cli",
     "aion_fast.train.tokenize",
@@ -49,17 +49,57 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.set_defaults(run=_demo)
 
 
+#: Optional packages -> the extra that installs them.
+_EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "torchao": "export",
+           "faiss": "downstream", "matplotlib": "downstream", "yaml": "train", "tensorboard": "train",
+           "nvidia": "gpu", "flash_attn": "gpu"}  # fmt: skip
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aion-fast", description="Fast AION-1 inference, training and export.")
+    parser = _Parser(prog="aion-fast", description="Fast AION-1 inference, training and export.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
     commands = parser.add_subparsers(dest="command", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(commands)
     return parser
 
 
+def error_line(error: BaseException) -> tuple[str, int]:
+    """One line saying what went wrong and what to do, and the exit status: 2 for a user error (bad input, option,
+    file, checkpoint, missing extra), 1 for anything else (a defect: rerun with --debug and report it)."""
+    if isinstance(error, ImportError) and error.name:
+        top = error.name.split(".")[0]
+        extra = _EXTRAS.get(top)
+        if extra is not None:
+            return f"this needs the optional package {error.name!r}: pip install 'aion-fast[{extra}]'", 2
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, (ValueError, OSError, ImportError)):
+        return text, 2
+    return f"internal error ({type(error).__name__}: {text}); rerun with --debug for the traceback and report it", 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"aion-fast {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every failure ends as one line unless --debug
+        if debug:
+            raise
+        line, status = error_line(error)
+        print(f"aion-fast {args.command}: error: {line}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import functools
 import inspect
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,17 @@ class Codec(nn.Module, ABC):
         with torch.inference_mode():
             tokens = self.quantizer.encode(self._encode(x)).long()
         return as_normal_tensor(tokens)
+
+    def encode_batches(
+        self, batches: Sequence[Modality], preprocessed: Sequence[Any] | None = None
+    ) -> list[torch.Tensor]:
+        """Tokens of several batches of this codec's modality, one tensor per batch, each equal to :meth:`encode`.
+
+        Codecs override it where batches can share work (one network pass for spectra of several lengths; images
+        already preprocessed by the DALI loader). ``preprocessed`` is per batch an optional codec-specific input
+        (see :meth:`aion_fast.codecs.image.ImageCodec.encode_batches`); codecs without one ignore it.
+        """
+        return [self.encode(batch) for batch in batches]
 
     def decode(self, z: torch.Tensor, **metadata: Any) -> Modality:
         """Reconstructs a batch from (B, num_tokens) integer tokens."""

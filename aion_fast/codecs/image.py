@@ -233,6 +233,25 @@ class ImageCodec(Codec):
             tokens = self.quantizer.encode(latents).long()
         return as_normal_tensor(tokens)
 
+    def encode_batches(
+        self, batches: Sequence[Image], preprocessed: Sequence[tuple[Tensor, tuple[float, float]] | None] | None = None
+    ) -> list[Tensor]:
+        """Tokens of several image batches; a batch whose ``preprocessed`` entry is given enters after preprocessing.
+
+        Args:
+            batches: image batches (each its own survey's bands).
+            preprocessed: per batch None, or ``(padded, (range_compression_factor, mult_factor))``: the (B, 96, 96, 9)
+                codec input made elsewhere (the DALI loader) and the arcsinh factors it was made with. It is used only
+                when those equal this codec's (else the batch is preprocessed here), so tokens equal :meth:`encode`.
+        """
+        preprocessed = preprocessed or [None] * len(batches)
+        factors = (float(self.range_compression_factor), float(self.mult_factor))
+        return [
+            self.encode_preprocessed(ready[0], len(batch.bands)) if ready is not None and ready[1] == factors
+            else self.encode(batch)
+            for batch, ready in zip(batches, preprocessed)
+        ]  # fmt: skip
+
     # ------------------------------------------------------------------ decode
 
     @staticmethod

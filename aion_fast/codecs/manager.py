@@ -59,6 +59,22 @@ class CodecManager:
             self._codecs[key] = codec_class.from_pretrained(self.repo, modality=modality_type, device=self.device)
         return self._codecs[key]
 
+    def missing_codec(self, modality_type: type[Modality]) -> str | None:
+        """None when the checkpoint holds a codec for ``modality_type`` (nothing is loaded), else the reason it
+        does not (no codec class for the modality, or no ``codecs/<name>/config.json`` in the checkpoint)."""
+        from aion_fast.hub import CheckpointNotFoundError, resolve_file
+
+        codec_class = codec_class_for(modality_type)
+        if codec_class is None:
+            return f"no codec is defined for {modality_type.__name__}"
+        if any(key[0] is codec_class and key[1] == codec_class.folder(modality_type) for key in self._codecs):
+            return None
+        try:
+            resolve_file(self.repo, f"{codec_class.folder(modality_type)}/config.json")
+        except CheckpointNotFoundError:
+            return f"the checkpoint has no {codec_class.folder(modality_type)}/config.json"
+        return None
+
     @torch.no_grad()
     def encode(self, *modalities: Modality) -> dict[str, torch.Tensor]:
         """Tokenizes several modality batches describing the same objects.
@@ -92,6 +108,26 @@ class CodecManager:
                 f"order for every modality (use input masks for missing ones)."
             )
         return tokens
+
+    def encode_batches(self, batches: list[Modality], preprocessed: list[Any] | None = None) -> list[torch.Tensor]:
+        """Tokens of several batches of ONE modality (e.g. spectra of different lengths), one tensor per batch.
+
+        Each equals ``encode(batch)[token_key]``; the codec shares work across batches where it can (one network pass
+        for spectra; DALI-preprocessed images enter after preprocessing, see ``ImageCodec.encode_batches``).
+
+        Raises:
+            ValueError: the batches are of different modalities, or ``preprocessed`` has another length.
+        """
+        kinds = {type(batch) for batch in batches}
+        if len(kinds) != 1 or not isinstance(batches[0], Modality):
+            raise ValueError(
+                f"encode_batches takes batches of one modality, got {sorted(k.__name__ for k in kinds)}; call it once "
+                f"per modality."
+            )
+        if preprocessed is not None and len(preprocessed) != len(batches):
+            raise ValueError(f"preprocessed has {len(preprocessed)} entries for {len(batches)} batches; give one each.")
+        codec = self.codec(kinds.pop())
+        return [as_normal_tensor(t.to(self.device)) for t in codec.encode_batches(batches, preprocessed)]
 
     @torch.no_grad()
     def decode(self, tokens: dict[str, torch.Tensor], modality_type: type[Modality], **metadata: Any) -> Modality:

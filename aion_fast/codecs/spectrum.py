@@ -309,7 +309,7 @@ class SpectrumCodec(Codec):
         latent_codes = self.quantizer.encode(self._embed(grid_input), channel_first=True)
         return torch.cat([norm_codes[:, None], latent_codes], dim=1)
 
-    def encode_batches(self, spectra: Sequence[Spectrum]) -> list[Tensor]:
+    def encode_batches(self, spectra: Sequence[Spectrum], preprocessed: Sequence[None] | None = None) -> list[Tensor]:
         """Tokens of several spectrum batches (e.g. one per SDSS row length) with one pass of the network.
 
         Each batch is validated, normalised and resampled onto the latent grid on its own (the resampling needs rows
@@ -317,6 +317,7 @@ class SpectrumCodec(Codec):
 
         Args:
             spectra: Spectrum batches (any lengths).
+            preprocessed: unused (spectra have no externally preprocessed form); accepted as for every codec.
 
         Returns:
             One (B_i, 1 + T) int64 token tensor per batch, equal to :meth:`encode` of each batch.

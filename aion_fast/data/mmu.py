@@ -35,6 +35,17 @@ import torch
 
 from aion_fast import modalities as m
 from aion_fast.codecs.preprocessing import CROP_SIZE, survey_bands
+from aion_fast.data.columns import (
+    CATALOG_FIELDS,
+    MODALITY_GROUPS,
+    SCALAR_COLUMNS,
+    SCALAR_SENTINELS,
+    SURVEY_PREFIXES,
+    ColumnKey,
+    Selection,
+    Use,
+    select,
+)
 
 __all__ = [
     "MODALITY_GROUPS",
@@ -48,54 +59,8 @@ __all__ = [
     "Part",
     "prepare_rows",
     "row_ranges",
+    "selection_of",
 ]
-
-#: Column-name prefixes of cross-matched files (``legacysurvey_image_array``, ``desi_spectrum_flux``, ...).
-SURVEY_PREFIXES = ("legacysurvey_", "hsc_", "desi_", "sdss_", "gaia_")
-
-#: MMU scalar column -> (modality, group). Groups are what ``--modalities`` selects.
-SCALAR_COLUMNS: dict[str, tuple[type[m.Scalar], str]] = {
-    "FLUX_G": (m.LegacySurveyFluxG, "photometry"),
-    "FLUX_R": (m.LegacySurveyFluxR, "photometry"),
-    "FLUX_I": (m.LegacySurveyFluxI, "photometry"),
-    "FLUX_Z": (m.LegacySurveyFluxZ, "photometry"),
-    "FLUX_W1": (m.LegacySurveyFluxW1, "photometry"),
-    "FLUX_W2": (m.LegacySurveyFluxW2, "photometry"),
-    "FLUX_W3": (m.LegacySurveyFluxW3, "photometry"),
-    "FLUX_W4": (m.LegacySurveyFluxW4, "photometry"),
-    "SHAPE_R": (m.LegacySurveyShapeR, "photometry"),
-    "SHAPE_E1": (m.LegacySurveyShapeE1, "photometry"),
-    "SHAPE_E2": (m.LegacySurveyShapeE2, "photometry"),
-    "EBV": (m.LegacySurveyEBV, "photometry"),
-    "a_g": (m.HSCAG, "photometry"),
-    "a_r": (m.HSCAR, "photometry"),
-    "a_i": (m.HSCAI, "photometry"),
-    "a_z": (m.HSCAZ, "photometry"),
-    "a_y": (m.HSCAY, "photometry"),
-    "g_cmodel_mag": (m.HSCMagG, "photometry"),
-    "r_cmodel_mag": (m.HSCMagR, "photometry"),
-    "i_cmodel_mag": (m.HSCMagI, "photometry"),
-    "z_cmodel_mag": (m.HSCMagZ, "photometry"),
-    "y_cmodel_mag": (m.HSCMagY, "photometry"),
-    "i_sdssshape_shape11": (m.HSCShape11, "photometry"),
-    "i_sdssshape_shape22": (m.HSCShape22, "photometry"),
-    "i_sdssshape_shape12": (m.HSCShape12, "photometry"),
-    "phot_g_mean_flux": (m.GaiaFluxG, "gaia"),
-    "phot_bp_mean_flux": (m.GaiaFluxBp, "gaia"),
-    "phot_rp_mean_flux": (m.GaiaFluxRp, "gaia"),
-    "parallax": (m.GaiaParallax, "gaia"),
-    "Z": (m.Z, "redshift"),
-}
-
-#: Every group ``--modalities`` accepts, with the modalities it may contribute.
-MODALITY_GROUPS: dict[str, tuple[type[m.Modality], ...]] = {
-    "image": (m.LegacySurveyImage, m.HSCImage),
-    "spectrum": (m.DESISpectrum, m.SDSSSpectrum),
-    "photometry": tuple(mod for mod, group in SCALAR_COLUMNS.values() if group == "photometry"),
-    "gaia": (m.GaiaXpBp, m.GaiaXpRp, *(mod for mod, group in SCALAR_COLUMNS.values() if group == "gaia")),
-    "redshift": (m.Z,),
-    "position": (m.Ra, m.Dec),
-}
 
 _IMAGE_COLUMNS = ("image_array", "image_band")
 _SPECTRUM_COLUMNS = ("spectrum_flux", "spectrum_lambda")
@@ -288,38 +253,81 @@ def numpy_crop(flux: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.ascontiguousarray(flux[window]), np.ascontiguousarray(good[window])
 
 
+class _Columns:
+    """Reads ``(survey, name)`` column keys from a format source, or from an :class:`MMUFile` (prefixes folded)."""
+
+    def __init__(self, source: Any):
+        self.source = source
+        columns = source.columns
+        self.legacy = bool(columns) and not isinstance(next(iter(columns)), tuple)
+        if self.legacy:
+            self.keys = {(_prefix_survey(raw), canonical): canonical for canonical, raw in columns.items()}
+        else:
+            self.keys = {key: key for key in columns}
+        self.survey = getattr(source, "survey", None) or _path_survey(source.path)
+        self.relative_name = getattr(source, "relative_name", None) or Path(source.path).name
+
+    def read(self, key: ColumnKey, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.source.read(self.keys[key], start, stop))
+
+    def row_shape(self, key: ColumnKey) -> tuple[int, ...]:
+        if self.legacy:
+            return tuple(self.source.dataset(self.keys[key]).shape[1:])
+        return tuple(self.source.row_shape(key))
+
+
+def _prefix_survey(raw: str) -> str | None:
+    return next((p[:-1] for p in SURVEY_PREFIXES if raw.startswith(p)), None)
+
+
+def _path_survey(path: str) -> str | None:
+    """The innermost folder of ``path`` named after a survey (``.../legacysurvey/dr10_south_21/healpix=1/x.hdf5``)."""
+    from aion_fast.data.columns import SURVEY_DEFAULT_GROUPS
+
+    parts = Path(path).parts
+    return next((part for part in reversed(parts[:-1]) if part in SURVEY_DEFAULT_GROUPS), None)
+
+
 def _image_parts(
-    source: MMUFile, start: int, stop: int, issues: list[Issue], image_pipeline: Callable | None = None
+    source: _Columns, use: Use, start: int, stop: int, issues: list[Issue], image_pipeline: Callable | None = None
 ) -> list[Part]:
     """Images of rows [start, stop): central crop, channels in codec order, one part per survey."""
-    flux = np.array(source.read("image_array", start, stop), dtype=np.float32)  # our buffer: cleaned in place
+    flux = np.array(source.read(use.columns["flux"], start, stop), dtype=np.float32)  # our buffer: cleaned in place
     n = stop - start
     if flux.ndim != 4:
-        raise ValueError(f"{source.path}: image_array must be (N, C, H, W), got {flux.shape}.")
-    top, left = crop_window(*flux.shape[2:], what=f"{source.path}: image_array")
-    band_column = source.dataset("image_band")
-    bands = np.asarray(band_column[start:stop] if band_column.ndim == 2
-                       else np.broadcast_to(band_column[()], (n, flux.shape[1])))  # fmt: skip
-    if "image_mask" in source.columns:
-        good = np.asarray(source.read("image_mask", start, stop), dtype=bool)
+        raise ValueError(f"{source.source.path}: image_array must be (N, C, H, W), got {flux.shape}.")
+    top, left = crop_window(*flux.shape[2:], what=f"{source.source.path}: image_array")
+    band_column = source.read(use.columns["band"], start, stop)
+    bands = band_column if band_column.ndim == 2 else np.broadcast_to(band_column, (n, flux.shape[1]))
+    if "mask" in use.columns:
+        good = np.asarray(source.read(use.columns["mask"], start, stop), dtype=bool)
         good = good[:, None] if good.ndim == 3 else good
     else:
         good = np.ones((n, 1, *flux.shape[2:]), dtype=bool)
     window = (slice(None), slice(None), slice(top, top + CROP_SIZE), slice(left, left + CROP_SIZE))
+    ivar = source.read(use.columns["ivar"], start, stop)[window] if "ivar" in use.columns else None
     flux_window, good_window = flux[window], good[window]  # views
-    by_survey: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    allowed = {cls.__name__ for cls in use.modalities}
+    by_bands: dict[tuple[str, ...], list[tuple[int, np.ndarray, np.ndarray]]] = {}
     for row in range(n):
         names = [b.upper() for b in _decode(bands[row])]
         survey = names[0].split("-")[0] if names else ""
-        expected = survey_bands(survey) if survey in ("DES", "HSC") else None
-        if expected is None or sorted(names) != sorted(expected):
-            issues.append(Issue(row, "image", f"image_band {names} is not one survey's band set (DES-G/R/I/Z or "
-                                              f"HSC-G/R/I/Z/Y, each once)"))  # fmt: skip
+        known = survey_bands(survey) if survey in ("DES", "HSC") else None
+        if known is None or not set(names) <= set(known) or len(set(names)) != len(names):
+            issues.append(Issue(row, "image", f"image_band {names} is not one survey's band set (a subset of "
+                                              f"DES-G/R/I/Z or HSC-G/R/I/Z/Y, each once)"))  # fmt: skip
             continue
+        cls_name = "LegacySurveyImage" if survey == "DES" else "HSCImage"
+        if cls_name not in allowed:  # the model lacks it: reported once per job, not per object
+            continue
+        expected = [b for b in known if b in names]
         order = np.array([names.index(b) for b in expected])
         row_good = np.broadcast_to(good_window[row], flux_window.shape[1:])[order]
         if not row_good.any():
             issues.append(Issue(row, "image", "every pixel of the central 96x96 window is masked (image_mask False)"))
+            continue
+        if ivar is not None and not np.any(ivar[row] > 0):
+            issues.append(Issue(row, "image", "image_ivar is 0 at every pixel of the central 96x96 window (no data)"))
             continue
         values = flux_window[row][order]
         finite = np.isfinite(values)
@@ -329,39 +337,48 @@ def _image_parts(
         if not finite.all():  # only at bad pixels (checked above): 0, in the window of our buffer too
             values[~finite] = 0.0
             flux_window[row][~np.isfinite(flux_window[row])] = 0.0
-        by_survey.setdefault(survey, []).append((row, order, values))
+        by_bands.setdefault(tuple(expected), []).append((row, order, values))  # 3-band files: own part
     parts = []
-    for survey, entries in by_survey.items():
-        cls = m.LegacySurveyImage if survey == "DES" else m.HSCImage
-        survey_bands_ = survey_bands(survey)
+    for part_bands, entries in by_bands.items():
+        cls = m.LegacySurveyImage if part_bands[0].startswith("DES") else m.HSCImage
         rows = np.array([row for row, _, _ in entries], dtype=np.int64)
         if image_pipeline is None:
             stack = torch.from_numpy(np.stack([values for _, _, values in entries]))
-            parts.append(Part(cls(flux=stack, bands=survey_bands_), rows))
+            parts.append(Part(cls(flux=stack, bands=list(part_bands)), rows))
             continue
         stamps = [flux[row] if (order == np.arange(len(order))).all() else np.ascontiguousarray(flux[row][order])
                   for row, order, _ in entries]  # fmt: skip
-        cropped, preprocessed = image_pipeline(stamps, survey_bands_)
-        parts.append(Part(cls(flux=cropped, bands=survey_bands_), rows, preprocessed, image_pipeline.factors))
+        cropped, preprocessed = image_pipeline(stamps, list(part_bands))
+        parts.append(Part(cls(flux=cropped, bands=list(part_bands)), rows, preprocessed, image_pipeline.factors))
     return parts
 
 
-def _spectrum_parts(source: MMUFile, start: int, stop: int, issues: list[Issue]) -> list[Part]:
-    """Spectra of rows [start, stop): padding (lambda <= 0) cut, one part per (survey, length)."""
-    flux = np.asarray(source.read("spectrum_flux", start, stop), dtype=np.float32)
-    wavelength = np.asarray(source.read("spectrum_lambda", start, stop), dtype=np.float32)
+def _spectrum_parts(source: _Columns, use: Use, start: int, stop: int, issues: list[Issue]) -> list[Part]:
+    """Spectra of rows [start, stop): padding (lambda <= 0) cut, one part per (survey, length).
+
+    Flux, ivar and mask go to the codec as the file holds them (the codec ignores flagged pixels, NaN included), so
+    the job's tokens equal ``CodecManager.encode`` on the file's arrays with the padding removed.
+    """
+    flux = source.read(use.columns["flux"], start, stop)
+    wavelength = source.read(use.columns["lambda"], start, stop)
     n = stop - start
-    ivar = (np.asarray(source.read("spectrum_ivar", start, stop), dtype=np.float32) if source.has("spectrum_ivar")
-            else np.ones_like(flux))  # fmt: skip
-    bad = (np.asarray(source.read("spectrum_mask", start, stop), dtype=bool) if source.has("spectrum_mask")
+    ivar = source.read(use.columns["ivar"], start, stop) if "ivar" in use.columns else np.ones(flux.shape, np.float32)
+    bad = (np.asarray(source.read(use.columns["mask"], start, stop), dtype=bool) if "mask" in use.columns
            else np.zeros(flux.shape, dtype=bool))  # fmt: skip
+    if not (flux.shape == wavelength.shape == ivar.shape == bad.shape) or flux.ndim != 2:
+        raise ValueError(
+            f"{source.source.path}: spectrum columns must share one (N, L) shape; got flux {flux.shape}, lambda "
+            f"{wavelength.shape}, ivar {ivar.shape}, mask {bad.shape}."
+        )
+    allowed = {cls.__name__ for cls in use.modalities}
     groups: dict[tuple[type, int], list[int]] = {}
     trimmed: dict[int, slice] = {}
     for row in range(n):
         valid = np.flatnonzero(np.isfinite(wavelength[row]) & (wavelength[row] > 0))
         usable = ~bad[row, valid] & (ivar[row, valid] > 0)
         if valid.size < 2 or not usable.any():
-            issues.append(Issue(row, "spectrum", "empty spectrum: fewer than 2 pixels, or none unmasked with ivar > 0"))
+            issues.append(Issue(row, "spectrum", "empty spectrum: fewer than 2 pixels, or none unmasked with ivar > 0 "
+                                                 "(all-zero ivar)"))  # fmt: skip
             continue
         window = slice(int(valid[0]), int(valid[-1]) + 1)
         if valid.size != window.stop - window.start or not (np.diff(wavelength[row, window]) > 0).all():
@@ -371,46 +388,161 @@ def _spectrum_parts(source: MMUFile, start: int, stop: int, issues: list[Issue])
         if not (np.isfinite(flux[row, window][good]).all() and np.isfinite(ivar[row, window][good]).all()):
             issues.append(Issue(row, "spectrum", "NaN/inf flux or ivar at pixels spectrum_mask marks good"))
             continue
-        desi = (
-            window.stop - window.start == _DESI_PIXELS and abs(wavelength[row, window.start] - _DESI_FIRST_LAMBDA) < 1
-        )
+        if len(use.modalities) == 1:
+            cls = use.modalities[0]
+        else:
+            desi = (window.stop - window.start == _DESI_PIXELS
+                    and abs(wavelength[row, window.start] - _DESI_FIRST_LAMBDA) < 1)  # fmt: skip
+            cls = m.DESISpectrum if desi else m.SDSSSpectrum
+            if cls.__name__ not in allowed:
+                continue
         trimmed[row] = window
-        groups.setdefault((m.DESISpectrum if desi else m.SDSSSpectrum, window.stop - window.start), []).append(row)
+        groups.setdefault((cls, window.stop - window.start), []).append(row)
     parts = []
     for (cls, _), rows in groups.items():
 
-        def stack(values: np.ndarray, rows: list[int] = rows) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(np.stack([values[r, trimmed[r]] for r in rows])))
+        def stack(values: np.ndarray, dtype: Any, rows: list[int] = rows) -> torch.Tensor:
+            return torch.from_numpy(np.stack([values[r, trimmed[r]] for r in rows]).astype(dtype, copy=False))
 
-        mask = stack(bad)
-        spectrum = cls(flux=torch.nan_to_num(stack(flux)).masked_fill(mask, 0.0),
-                       ivar=torch.nan_to_num(stack(ivar)).masked_fill(mask, 0.0), mask=mask,
-                       wavelength=stack(wavelength))  # fmt: skip
+        spectrum = cls(flux=stack(flux, np.float32), ivar=stack(ivar, np.float32), mask=stack(bad, bool),
+                       wavelength=stack(wavelength, np.float32))  # fmt: skip
         parts.append(Part(spectrum, np.asarray(rows, dtype=np.int64)))
     return parts
 
 
-def _scalar_part(values: np.ndarray, cls: type[m.Scalar], issues: list[Issue]) -> Part | None:
-    """Rows with finite values of one scalar (or 55-coefficient) modality; the others become issues."""
+def _scalar_part(values: np.ndarray, cls: type[m.Scalar], issues: list[Issue], column: str = "") -> Part | None:
+    """Rows with finite values of one scalar (or 55-coefficient) modality; the others become issues.
+
+    Single values equal to a catalogue placeholder (:data:`~aion_fast.data.columns.SCALAR_SENTINELS`, e.g. DESI's
+    -99) are absent too; coefficient vectors have no placeholder.
+    """
     values = np.asarray(values, dtype=np.float32)
-    finite = np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+    if values.ndim > 2 or (cls.num_tokens == 1 and values.ndim != 1):
+        raise ValueError(f"{column or cls.name} must hold one value per row (shape (N,)), got {values.shape[1:]} "
+                         f"per row.")  # fmt: skip
+    flat = values.reshape(values.shape[0], -1)
+    finite = np.isfinite(flat).all(axis=1)
+    placeholder = np.isin(flat, SCALAR_SENTINELS).any(axis=1) if cls.num_tokens == 1 else np.zeros_like(finite)
     for row in np.flatnonzero(~finite).tolist():
-        issues.append(Issue(row, cls.__name__, f"{cls.name} is NaN/inf"))
-    rows = np.flatnonzero(finite)
+        issues.append(Issue(row, cls.__name__, f"{column or cls.name} is NaN/inf"))
+    for row in np.flatnonzero(finite & placeholder).tolist():
+        issues.append(Issue(row, cls.__name__, f"{column or cls.name} = {flat[row, 0]:g}, the catalogue's 'not "
+                                               f"measured' placeholder"))  # fmt: skip
+    rows = np.flatnonzero(finite & ~placeholder)
     if rows.size == 0:
         return None
     return Part(cls(value=torch.from_numpy(np.ascontiguousarray(values[rows]))), rows.astype(np.int64))
 
 
+def _xp_parts(source: _Columns, use: Use, start: int, stop: int, issues: list[Issue]) -> list[Part]:
+    """Gaia XP coefficients: ``coeff`` (N, 110) = 55 BP then 55 RP, or ``bp_coefficients`` / ``rp_coefficients``."""
+    allowed = {cls.__name__ for cls in use.modalities}
+    if "coeff" in use.columns:
+        coeff = np.asarray(source.read(use.columns["coeff"], start, stop), dtype=np.float32)
+        if coeff.ndim != 2 or coeff.shape[1] != 110:
+            raise ValueError(f"{source.source.path}: coeff must be (N, 110) = 55 BP then 55 RP, got {coeff.shape}.")
+        pieces = [(coeff[:, :55], m.GaiaXpBp, "coeff[:55]"), (coeff[:, 55:], m.GaiaXpRp, "coeff[55:]")]
+    else:
+        ((role, key),) = use.columns.items()
+        values = np.asarray(source.read(key, start, stop), dtype=np.float32)
+        if values.ndim != 2 or values.shape[1] != 55:
+            raise ValueError(f"{source.source.path}: {key[1]} must be (N, 55), got {values.shape}.")
+        pieces = [(values, use.modalities[0], key[1])]
+    parts = [_scalar_part(v, cls, issues, name) for v, cls, name in pieces if cls.__name__ in allowed]
+    return [p for p in parts if p is not None]
+
+
+def _catalog_part(source: _Columns, use: Use, start: int, stop: int, issues: list[Issue]) -> Part | None:
+    """The neighbouring-source catalogue as :class:`~aion_fast.modalities.LegacySurveyCatalog`.
+
+    MMU writes the 20 brightest sources of the stamp, zero-padded, with pixel positions in the stamp; the catalog
+    codec takes positions in the central 96x96 window (``X - left``, ``Y - top``). A slot is empty (``9999``, the
+    codec's mask value) when it is padding (every field 0) or its source lies outside that window.
+    """
+    fields = {f: np.asarray(source.read(use.columns[f], start, stop)) for f in CATALOG_FIELDS}
+    shape = fields["X"].shape
+    if len(shape) != 2 or any(v.shape != shape for v in fields.values()):
+        raise ValueError(f"{source.source.path}: catalog_X/Y/SHAPE_E1/SHAPE_E2/SHAPE_R must share one (N, sources) "
+                         f"shape, got {[v.shape for v in fields.values()]}.")  # fmt: skip
+    height, width = source.row_shape(use.columns["image"])[-2:] if "image" in use.columns else (CROP_SIZE, CROP_SIZE)
+    top, left = crop_window(height, width, what=f"{source.source.path}: image_array")
+    x = np.round(fields["X"].astype(np.float64)) - left
+    y = np.round(fields["Y"].astype(np.float64)) - top
+    padding = np.all([fields[f] == 0 for f in CATALOG_FIELDS], axis=0)
+    finite = np.all([np.isfinite(fields[f].astype(np.float64)) for f in CATALOG_FIELDS], axis=0)
+    occupied = ~padding & finite & (x >= 0) & (x < CROP_SIZE) & (y >= 0) & (y < CROP_SIZE)
+    rows = np.flatnonzero(occupied.any(axis=1))
+    for row in np.flatnonzero(~occupied.any(axis=1)).tolist():
+        issues.append(Issue(row, "LegacySurveyCatalog", "no catalogue source inside the central 96x96 window"))
+    if rows.size == 0:
+        return None
+    empty = 9999.0
+    values = {
+        "X": np.where(occupied, x, empty), "Y": np.where(occupied, y, empty),
+        **{f: np.where(occupied, fields[f].astype(np.float64), empty) for f in ("SHAPE_E1", "SHAPE_E2", "SHAPE_R")},
+    }  # fmt: skip
+    tensors = {f: torch.from_numpy(np.ascontiguousarray(v[rows])) for f, v in values.items()}
+    tensors["X"], tensors["Y"] = tensors["X"].long(), tensors["Y"].long()
+    tensors.update({f: tensors[f].float() for f in ("SHAPE_E1", "SHAPE_E2", "SHAPE_R")})
+    return Part(m.LegacySurveyCatalog(**tensors), rows.astype(np.int64))
+
+
+def _segmentation_part(source: _Columns, use: Use, start: int, stop: int, issues: list[Issue]) -> Part | None:
+    """``object_mask`` (N, H, W) as a segmentation map in [0, 1]: 1 where a catalogue object covers the pixel.
+
+    MMU's mask codes the model type of the object at each pixel (0 background, 1-6 PSF ... DUP); AION's
+    segmentation tokenizer takes maps in [0, 1] (paper section 4.5), so any object is 1.
+    """
+    mask = np.asarray(source.read(use.columns["mask"], start, stop))
+    if mask.ndim != 3:
+        raise ValueError(f"{source.source.path}: object_mask must be (N, H, W), got {mask.shape}.")
+    field = (mask > 0).astype(np.float32)
+    return Part(m.LegacySurveySegmentationMap(field=torch.from_numpy(field)), np.arange(len(field), dtype=np.int64))
+
+
+def _object_ids(source: _Columns, selection: Selection, start: int, stop: int) -> list[str]:
+    if selection.id_column is None:
+        return [f"{source.relative_name}:{row}" for row in range(start, stop)]
+    values = source.read(selection.id_column, start, stop)
+    if values.ndim != 1:
+        raise ValueError(
+            f"{source.source.path}: id column {selection.id_column[1]!r} must hold one id per row (shape (N,)), got "
+            f"{values.shape[1:]} per row; fix the file or rename that column."
+        )
+    return _decode(values)
+
+
+def _positions(source: _Columns, selection: Selection, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    if selection.position_columns is None:
+        return np.full(stop - start, np.nan), np.full(stop - start, np.nan)
+    ra, dec = (source.read(key, start, stop) for key in selection.position_columns)
+    if ra.ndim != 1 or dec.ndim != 1:
+        raise ValueError(f"{source.source.path}: ra/dec must hold one value per row, got shapes {ra.shape}, "
+                         f"{dec.shape}.")  # fmt: skip
+    return ra.astype(np.float64), dec.astype(np.float64)
+
+
+def selection_of(source: Any, groups: Sequence[str] | None = None, **options: Any) -> Selection:
+    """:func:`~aion_fast.data.columns.select` for an open source (MMUFile or a format source)."""
+    columns = _Columns(source)
+    return select(columns.keys, file_survey=columns.survey, groups=groups, what=source.path, **options)
+
+
 def prepare_rows(
-    source: MMUFile, start: int, stop: int, groups: Sequence[str], image_pipeline: Callable | None = None
+    source: Any,
+    start: int,
+    stop: int,
+    groups: Sequence[str] | Selection | None = None,
+    image_pipeline: Callable | None = None,
 ) -> ObjectBatch:
-    """Reads rows ``[start, stop)`` of ``source`` and builds the modality batches of the requested groups.
+    """Reads rows ``[start, stop)`` of ``source`` and builds the modality batches it contributes.
 
     Args:
-        source: an open MMU file.
+        source: an open MMU file (:class:`MMUFile`) or a source of :mod:`aion_fast.data.formats`.
         start, stop: row range, ``0 <= start < stop <= source.num_rows``.
-        groups: names from :data:`MODALITY_GROUPS`; groups the file lacks are ignored.
+        groups: a :class:`~aion_fast.data.columns.Selection` (the job computes one per file), names from
+            :data:`MODALITY_GROUPS` (exactly those groups; groups the file lacks are ignored), or None (each
+            survey's defaults).
         image_pipeline: None (crop in numpy; the codec preprocesses), or a callable
             ``(stamps: list of (C, H, W) float32 in codec band order, bands) -> (cropped (n, C, 96, 96),
             preprocessed (n, 96, 96, 9))`` with a ``factors`` attribute (``(range_compression_factor,
@@ -419,35 +551,35 @@ def prepare_rows(
     Returns:
         An :class:`ObjectBatch`; objects left with no usable modality get an ``Issue(row, "*", ...)``.
     """
-    unknown = sorted(set(groups) - set(MODALITY_GROUPS))
-    if unknown:
-        raise ValueError(f"modalities {unknown} are unknown; choose from {list(MODALITY_GROUPS)} (comma-separated).")
-    ra, dec = source.positions(start, stop)
-    batch = ObjectBatch(source.path, start, source.object_ids(start, stop), ra, dec)
-    wanted = set(groups)
-    if "image" in wanted and source.has(*_IMAGE_COLUMNS):
-        batch.parts += _image_parts(source, start, stop, batch.issues, image_pipeline)
-    if "spectrum" in wanted and source.has(*_SPECTRUM_COLUMNS):
-        batch.parts += _spectrum_parts(source, start, stop, batch.issues)
-    scalars: list[tuple[np.ndarray, type[m.Scalar]]] = []
-    for column, (cls, group) in SCALAR_COLUMNS.items():
-        if group in wanted and column in source.columns:
-            scalars.append((source.read(column, start, stop), cls))
-    if "gaia" in wanted and "coeff" in source.columns:
-        coeff = np.asarray(source.read("coeff", start, stop), dtype=np.float32)
-        if coeff.ndim != 2 or coeff.shape[1] != 110:
-            raise ValueError(f"{source.path}: coeff must be (N, 110) = 55 BP then 55 RP, got {coeff.shape}.")
-        scalars += [(coeff[:, :55], m.GaiaXpBp), (coeff[:, 55:], m.GaiaXpRp)]
-    if "position" in wanted and source._position_columns():
-        scalars += [(ra, m.Ra), (dec, m.Dec)]
-    for values, cls in scalars:
-        part = _scalar_part(values, cls, batch.issues)
-        if part is not None:
-            batch.parts.append(part)
+    if groups is not None and not isinstance(groups, Selection):
+        unknown = sorted(set(groups) - set(MODALITY_GROUPS))
+        if unknown:
+            raise ValueError(f"modalities {unknown} are unknown; choose from {list(MODALITY_GROUPS)}.")
+    columns = _Columns(source)
+    selection = groups if isinstance(groups, Selection) else selection_of(source, groups)
+    ra, dec = _positions(columns, selection, start, stop)
+    batch = ObjectBatch(source.path, start, _object_ids(columns, selection, start, stop), ra, dec)
+    for use in selection.uses:
+        if use.kind == "image":
+            batch.parts += _image_parts(columns, use, start, stop, batch.issues, image_pipeline)
+        elif use.kind == "spectrum":
+            batch.parts += _spectrum_parts(columns, use, start, stop, batch.issues)
+        elif use.kind == "xp":
+            batch.parts += _xp_parts(columns, use, start, stop, batch.issues)
+        else:
+            build = {"catalog": _catalog_part, "segmentation": _segmentation_part}.get(use.kind)
+            if build is not None:
+                part = build(columns, use, start, stop, batch.issues)
+            else:
+                key = use.columns["value"]
+                part = _scalar_part(columns.read(key, start, stop), use.modalities[0], batch.issues, key[1])
+            if part is not None:
+                batch.parts.append(part)
     used = batch.used()
     for row in range(batch.size):
         if not used[row]:
-            batch.issues.append(Issue(row, "*", f"no usable modality among {sorted(wanted)}; object not encoded"))
+            batch.issues.append(Issue(row, "*", f"no usable modality among {selection.modality_names()}; "
+                                                f"object not encoded"))  # fmt: skip
     return batch
 
 

@@ -29,7 +29,7 @@ __all__ = [
     "distributed_rank",
     "file_sha256",
     "merge_manifest",
-    "shard_names",
+    "input_stat",
     "shards_of_rank",
 ]
 
@@ -45,12 +45,27 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
+    """SHA-256 of a file, read in 1 MiB blocks; of a directory (an Arrow dataset), of its files' relative paths and
+    digests in path order."""
+    if Path(path).is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+            digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
+        return digest.hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def input_stat(path: str | os.PathLike) -> tuple[int, int]:
+    """``(size, mtime_ns)`` of an input file; of a directory, the total size and latest mtime of its files."""
+    if not Path(path).is_dir():
+        stat = Path(path).stat()
+        return stat.st_size, stat.st_mtime_ns
+    stats = [p.stat() for p in Path(path).rglob("*") if p.is_file()]
+    return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
 def _digest_cache_file() -> Path:
@@ -92,25 +107,6 @@ def cached_checkpoint_digest(directory: str | os.PathLike) -> str:
     except OSError:
         pass
     return digest
-
-
-def shard_names(inputs: Sequence[str | os.PathLike]) -> list[str]:
-    """One output name per input: its path relative to the inputs' common folder, ``/`` replaced by ``__``.
-
-    ``legacysurvey/healpix=1/001-of-001.hdf5`` -> ``legacysurvey__healpix=1__001-of-001``.
-
-    Raises:
-        ValueError: two inputs map to one name (the same file given twice).
-    """
-    paths = [Path(p).resolve() for p in inputs]
-    if not paths:
-        raise ValueError("no input files given; pass MMU .hdf5 files (shell globs are expanded by the shell).")
-    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
-    names = ["__".join(p.relative_to(root).with_suffix("").parts) for p in paths]
-    if len(set(names)) != len(names):
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"inputs give duplicate shard names {duplicates}: the same file was passed twice.")
-    return names
 
 
 def distributed_rank(environ: dict[str, str] | None = None) -> tuple[int, int, str]:

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from aion_fast.data.mmu import MODALITY_GROUPS, MMUFile, ObjectBatch, prepare_rows, row_ranges
-from aion_fast.jobs.manifest import distributed_rank, file_sha256, shard_names, shards_of_rank
+from aion_fast.jobs.manifest import distributed_rank, file_sha256, shards_of_rank
+from aion_fast.jobs.plan import shard_names
 from aion_fast.model.modality_info import MODALITY_INFO
 from aion_fast.train.tokens import SHARD_FORMAT
 

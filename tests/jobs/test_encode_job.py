@@ -21,7 +21,8 @@ from aion_fast import modalities as m
 from aion_fast.data.make_sample import desi_columns, gaia_columns, legacysurvey_columns, write_mmu
 from aion_fast.jobs.dali import dali_available
 from aion_fast.jobs.encode import EncodeOptions, run_encode
-from aion_fast.jobs.manifest import distributed_rank, shard_names, shards_of_rank
+from aion_fast.jobs.manifest import distributed_rank, shards_of_rank
+from aion_fast.jobs.plan import shard_name, shard_names
 from tests.utils import assert_close_rel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def test_errors_ledger_and_embeddings_equal_embed(tmp_path, demo_checkpoint):
                             workers=0, progress=False)  # fmt: skip
     summary = run_encode([path], tmp_path / "out", options)
     assert summary["objects_encoded"] == 3 and summary["objects_failed"] == 1
-    rows = _table(tmp_path / "out" / "x.parquet")
+    rows = _table(tmp_path / "out" / f"{shard_name(path)}.parquet")
     assert rows["object_id"] == ["obj0", "obj1", "obj2"] and rows["row"] == [0, 1, 2]
     errors = _table(tmp_path / "out" / "errors.parquet")
     ledger = {(o, mod): (reason, ok) for o, mod, reason, ok in
@@ -95,13 +96,13 @@ def test_float16_and_bad_options(tmp_path, demo_checkpoint):
     base = dict(model=str(demo_checkpoint), workers=0, progress=False)
     run_encode([path], tmp_path / "a", EncodeOptions(modalities=("gaia",), **base))
     run_encode([path], tmp_path / "b", EncodeOptions(modalities=("gaia",), dtype="float16", **base))
-    a = np.array(_table(tmp_path / "a" / "g.parquet")["embedding"])
-    b = np.array(_table(tmp_path / "b" / "g.parquet")["embedding"])
-    assert pq.read_schema(tmp_path / "b" / "g.parquet").field("embedding").type.value_type == "halffloat"
+    a = np.array(_table(tmp_path / "a" / f"{shard_name(path)}.parquet")["embedding"])
+    b = np.array(_table(tmp_path / "b" / f"{shard_name(path)}.parquet")["embedding"])
+    assert pq.read_schema(tmp_path / "b" / f"{shard_name(path)}.parquet").field("embedding").type.value_type == "halffloat"
     np.testing.assert_allclose(b, a.astype(np.float16).astype(np.float64), rtol=0, atol=0)
     with pytest.raises(ValueError, match="--modalities"):
         run_encode([path], tmp_path / "c", EncodeOptions(modalities=("images",), **base))
-    with pytest.raises(ValueError, match="do not exist"):
+    with pytest.raises(ValueError, match="not exist"):
         run_encode([tmp_path / "nope.hdf5"], tmp_path / "c", EncodeOptions(**base))
 
 
@@ -129,11 +130,11 @@ def test_checkpoint_digest_cache_follows_the_weight_files(tmp_path, demo_checkpo
 
 
 def test_auto_workers():
-    from aion_fast.jobs.encode import AUTO_WORKERS_MIN_BATCHES, _auto_workers
+    from aion_fast.jobs.loader import AUTO_WORKERS_MIN_BATCHES, auto_workers
 
-    assert _auto_workers(EncodeOptions(), AUTO_WORKERS_MIN_BATCHES) == 0
-    assert _auto_workers(EncodeOptions(), AUTO_WORKERS_MIN_BATCHES + 1) == 1
-    assert _auto_workers(EncodeOptions(workers=3), 1) == 3
+    assert auto_workers(None, "cpu", AUTO_WORKERS_MIN_BATCHES) == 0
+    assert auto_workers(None, "cpu", AUTO_WORKERS_MIN_BATCHES + 1) == 1
+    assert auto_workers(3, "cpu", 1) == 3
 
 
 def test_shard_assignment_is_disjoint_and_deterministic():
