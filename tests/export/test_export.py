@@ -299,11 +299,14 @@ def test_pytorch_int8_and_fp8_on_gpu(checkpoint, method):
     assert summary["median"] >= 0.995 and summary["p1"] >= 0.98, summary
 
 
-def test_cli_export_help_and_format_error(tmp_path):
+def test_cli_export_help_and_format_error(tmp_path, capsys):
     from aion_fast.cli import main
 
+    assert main(["export", "--output", str(tmp_path / "x"), "--format", "tflite"]) == 2
+    err = capsys.readouterr().err
+    assert "format 'tflite'" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     with pytest.raises(ExportFormatError, match="format 'tflite'"):
-        main(["export", "--output", str(tmp_path / "x"), "--format", "tflite"])
+        main(["--debug", "export", "--output", str(tmp_path / "x"), "--format", "tflite"])
     proc = subprocess.run(
         [sys.executable, "-m", "aion_fast.cli", "export", "--help"], capture_output=True, text=True, timeout=120
     )

@@ -98,7 +98,8 @@ def test_float16_and_bad_options(tmp_path, demo_checkpoint):
     run_encode([path], tmp_path / "b", EncodeOptions(modalities=("gaia",), dtype="float16", **base))
     a = np.array(_table(tmp_path / "a" / f"{shard_name(path)}.parquet")["embedding"])
     b = np.array(_table(tmp_path / "b" / f"{shard_name(path)}.parquet")["embedding"])
-    assert pq.read_schema(tmp_path / "b" / f"{shard_name(path)}.parquet").field("embedding").type.value_type == "halffloat"
+    schema = pq.read_schema(tmp_path / "b" / f"{shard_name(path)}.parquet")
+    assert schema.field("embedding").type.value_type == "halffloat"
     np.testing.assert_allclose(b, a.astype(np.float16).astype(np.float64), rtol=0, atol=0)
     with pytest.raises(ValueError, match="--modalities"):
         run_encode([path], tmp_path / "c", EncodeOptions(modalities=("images",), **base))

@@ -16,6 +16,7 @@ from aion_fast import modalities as m
 from aion_fast.cli import main as cli_main
 from aion_fast.data.make_sample import desi_columns, legacysurvey_columns, write_mmu
 from aion_fast.demo import ensure_demo_checkpoint
+from aion_fast.jobs.plan import shard_name
 from aion_fast.train.tokenize import tokenize_files
 from aion_fast.train.tokens import TokenShard, find_token_shards
 
@@ -138,7 +139,7 @@ def test_unusable_modalities_and_empty_objects_are_recorded(tmp_path, checkpoint
     columns["object_id"] = np.array([f"obj{i}" for i in range(4)])
     path = write_mmu(tmp_path / "in" / "legacysurvey_x_desi.hdf5", columns, chunk_rows=2)
     tokenize_files([path], tmp_path / "out", checkpoint, modalities=("image", "spectrum", "photometry"), batch_size=2)
-    shard = TokenShard(tmp_path / "out" / "legacysurvey_x_desi")
+    shard = TokenShard(tmp_path / "out" / shard_name(path))
     assert len(shard) == 4 and shard.object_ids.tolist() == ["obj0", "obj1", "obj2", "obj3"]
     has = shard[:].object_present()
     assert has["tok_flux_g"].tolist() == [False, True, True, False]
@@ -158,7 +159,7 @@ def test_modalities_without_a_codec_are_reported(tmp_path, checkpoint):
     assert summary["modalities_without_codec"] == {
         "LegacySurveyFluxW4": "the checkpoint has no codecs/FLUX_W4/config.json"
     }
-    shard = TokenShard(tmp_path / "out" / "001-of-001")
+    shard = TokenShard(tmp_path / "out" / shard_name(SAMPLE[2]))
     assert "tok_flux_w4" not in shard.keys and "tok_flux_g" in shard.keys
     assert shard.meta["modalities_without_codec"] == summary["modalities_without_codec"]
 

@@ -11,6 +11,7 @@ import torch
 
 from aion_fast.data.make_sample import desi_columns, legacysurvey_columns, write_mmu
 from aion_fast.demo import ensure_demo_checkpoint
+from aion_fast.jobs.plan import shard_name
 from aion_fast.train.masking import sample_masks
 from aion_fast.train.tokenize import tokenize_files
 from aion_fast.train.tokens import MixedTokenDataset, TokenBatch, TokenShard, collate_token_batches
@@ -38,7 +39,7 @@ def shards(tmp_path_factory) -> dict[str, list[Path]]:
     tokenize_files([cross], tmp / "tokens_x", ensure_demo_checkpoint())
     folders = {p.name.split("__")[0]: p for p in (tmp / "tokens").iterdir()}
     sources = {name: [folders[name]] for name in ("legacysurvey", "desi", "gaia")}
-    return sources | {"legacysurvey_x_desi": [tmp / "tokens_x" / "001-of-001"]}
+    return sources | {"legacysurvey_x_desi": [tmp / "tokens_x" / shard_name(cross)]}
 
 
 def test_shard_take_preserves_order_and_repeats(shards):
