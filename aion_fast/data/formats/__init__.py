@@ -222,7 +222,7 @@ def describe(source: Source) -> list[dict]:
                 canonical=key[1],
                 dtype=sample.dtype.str,
                 shape=tuple(int(s) for s in shape),
-                note=note_for(key[1]),
+                note=note_for(key[1], sample.dtype),
             )
         )
     return rows

@@ -89,6 +89,8 @@ COLUMN_NOTES = {
     "RA": "right ascension, degrees",
     "DEC": "declination, degrees",
     "Z": "redshift",
+    "ZWARN": "redshift warning bit mask, 0 = no warning",
+    "ZWARNING": "redshift warning bit mask, 0 = no warning",
     "parallax": "parallax, mas",
 }
 _NOTE_PATTERNS = [
@@ -99,8 +101,15 @@ _NOTE_PATTERNS = [
 ]
 
 
-def note_for(canonical: str) -> str:
-    """The :data:`COLUMN_NOTES` entry of a canonical column ('' if none)."""
+def note_for(canonical: str, dtype: np.dtype | None = None) -> str:
+    """The :data:`COLUMN_NOTES` entry of a canonical column ('' if none); ``dtype`` tells the HF builders' boolean
+    redshift warnings from the release's bit masks."""
+    if dtype is not None and np.dtype(dtype) == bool and canonical in ("ZWARN", "ZWARNING"):
+        return (
+            "HF builder bool: True = NO redshift warning (stores `not ZWARN`)"
+            if canonical == "ZWARN"
+            else "HF builder bool: True = redshift warning"
+        )
     if canonical in COLUMN_NOTES:
         return COLUMN_NOTES[canonical]
     for pattern, note in _NOTE_PATTERNS:
