@@ -430,3 +430,23 @@ def test_describe_lists_the_mapping(files):
         rows = {row["column"]: row for row in describe(source)}
     assert rows["legacysurvey_image_flux"]["survey"] == "legacysurvey"
     assert rows["desi_spectrum_mask"]["note"].startswith("True = bad")
+
+
+def test_relative_names_and_prefixes():
+    from aion_fast.data.formats import locate, split_prefix
+
+    assert locate("/d/mmu/gaia/healpix=5/001-of-001.hdf5") == ("gaia", "gaia/healpix=5/001-of-001.hdf5")
+    hub = "/c/datasets--MultimodalUniverse--desi/snapshots/abc123/edr_sv3/train-00001-of-00004.parquet"
+    assert locate(hub) == ("desi", "desi/edr_sv3/train-00001-of-00004.parquet")
+    assert locate("/x/dr10_south_21/healpix=9/001-of-001.hdf5") == (
+        "legacysurvey",
+        "legacysurvey/dr10_south_21/healpix=9/001-of-001.hdf5",
+    )
+    assert locate("/x/y/healpix=9/001-of-001.hdf5") == (None, "healpix=9/001-of-001.hdf5")
+    assert locate("/x/y/cat.fits") == (None, "cat.fits")
+    assert split_prefix("legacysurvey_image_flux") == ("legacysurvey", "image_array")
+    assert split_prefix("ssl_legacysurvey_image_array") == ("ssl_legacysurvey", "image_array")
+    assert split_prefix("gaia_dr3_object_id") == ("gaia", "object_id")
+    assert split_prefix("gaia_bp_coefficients") == ("gaia", "bp_coefficients")
+    assert split_prefix("provabgs_Z_HP") == ("provabgs", "Z_HP")
+    assert split_prefix("phot_g_mean_flux") == (None, "phot_g_mean_flux")

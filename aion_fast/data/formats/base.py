@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -118,13 +119,16 @@ def note_for(canonical: str, dtype: np.dtype | None = None) -> str:
     return ""
 
 
-def split_prefix(name: str) -> tuple[str | None, str]:
-    """``legacysurvey_image_flux`` -> ``("legacysurvey", "image_array")``; unprefixed names -> ``(None, name)``."""
-    survey, rest = None, name
+def _strip_prefix(name: str) -> tuple[str | None, str]:
     for prefix, prefix_survey in _PREFIXES:
         if name.startswith(prefix) and len(name) > len(prefix):
-            survey, rest = prefix_survey, name[len(prefix) :]
-            break
+            return prefix_survey, name[len(prefix) :]
+    return None, name
+
+
+def split_prefix(name: str) -> tuple[str | None, str]:
+    """``legacysurvey_image_flux`` -> ``("legacysurvey", "image_array")``; unprefixed names -> ``(None, name)``."""
+    survey, rest = _strip_prefix(name)
     return survey, ALIASES.get(rest, rest)
 
 
@@ -175,6 +179,8 @@ class Source:
         relative_name: path relative to the survey root (see :func:`locate`).
         columns: ``(survey or None, canonical name)`` -> raw column name in the file (a dotted path for nested
             Parquet/Arrow fields, e.g. ``"image.flux"``).
+        shared: columns whose survey the file cannot tell, with the surveys it may be (a cross-match stores a
+            name both builders declare once: ``{(None, "FLUX_G"): ("legacysurvey", "desi")}``); empty elsewhere.
     """
 
     path: str
@@ -183,6 +189,7 @@ class Source:
     survey: str | None
     relative_name: str
     columns: dict[Column, str]
+    shared: Mapping[Column, tuple[str, ...]] = MappingProxyType({})
 
     def read(self, column: Column, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` of one column: shape ``(stop - start, *row_shape)``; values and dtypes as stored
@@ -222,16 +229,10 @@ class Source:
         return self.columns[column]
 
 
-def unique_keys(raw_names: Sequence[str], survey_of: dict[str, str | None] | None = None) -> dict[Column, str]:
-    """Maps raw column names to ``(survey, canonical)`` keys by prefix (or by ``survey_of``); when two raw names
-    give one key, the one spelled exactly as the canonical name wins over an alias."""
+def unique_keys(raw_names: Sequence[str]) -> dict[Column, str]:
+    """Raw column names -> ``{(survey, canonical): raw}`` by prefix; when two raw names give one key, the one
+    spelled as the canonical name wins over an alias (``image_array`` over ``image_flux``)."""
     columns: dict[Column, str] = {}
-    for name in raw_names:
-        survey, canonical = split_prefix(name)
-        if survey_of is not None and name in survey_of:
-            survey = survey_of[name]
-        key = (survey, canonical)
-        held = columns.get(key)
-        if held is None or (held.endswith(tuple(ALIASES)) and not name.endswith(tuple(ALIASES))):
-            columns[key] = name
+    for name in sorted(raw_names, key=lambda n: _strip_prefix(n)[1] in ALIASES):
+        columns.setdefault(split_prefix(name), name)
     return columns

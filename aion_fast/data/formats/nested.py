@@ -188,7 +188,7 @@ def _strings(values) -> np.ndarray:
 def _png(array) -> np.ndarray:
     try:
         from PIL import Image
-    except ImportError as exc:  # pragma: no cover - pillow ships with the test extras
+    except ImportError as exc:  # pragma: no cover - pillow is a dependency
         raise ValueError(
             "decoding the PNG cut-outs (object_mask, rgb, blobmodel) of an MMU Parquet/Arrow file needs pillow "
             "(pip install pillow)."
