@@ -12,7 +12,7 @@ or None for an unprefixed column (which belongs to the file's own survey). :func
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aion_fast import modalities as m
@@ -220,6 +220,7 @@ def select(
     groups: Collection[str] | None = None,
     sources: Mapping[str, str] | None = None,
     accepts: Callable[[type[m.Modality]], str | None] | None = None,
+    shared: Mapping[ColumnKey, Sequence[str]] | None = None,
     what: str = "input",
 ) -> Selection:
     """Chooses the modalities, id and position columns of one file.
@@ -231,6 +232,8 @@ def select(
             :data:`SURVEY_DEFAULT_GROUPS`.
         sources: ``--source``: group -> the survey whose columns give it, for files where two surveys give it.
         accepts: modality class -> None if the model takes it, else the reason it does not (None: all accepted).
+        shared: unprefixed columns two surveys of a cross-match both have (only one's values are stored), with
+            those surveys; using one needs ``sources`` to name its survey.
         what: the file, for messages.
 
     Raises:
@@ -244,6 +247,17 @@ def select(
     sources = dict(sources or {})
     uses = []
     for use in _candidates(columns, file_survey):
+        owners = next((shared[k] for k in use.columns.values() if k in (shared or {})), None)
+        if owners is not None:  # one column, two surveys' values possible: only the user can say whose
+            chosen = sources.get(use.group)
+            if chosen not in owners:
+                column = next(iter(use.columns.values()))[1]
+                raise SourceConflictError(
+                    f"{what}: column {column} ({use.group}) may hold {' or '.join(owners)} values (a cross-match "
+                    f"keeps one survey's); say whose with "
+                    f"{' or '.join(f'--source {use.group}={o}' for o in owners)}, or leave {use.group} out."
+                )
+            use = Use(use.kind, use.group, chosen, use.columns, use.modalities)
         own = use.survey if use.survey is not None else file_survey
         wanted = groups if groups is not None else SURVEY_DEFAULT_GROUPS.get(own, UNKNOWN_SURVEY_GROUPS)
         if use.group not in wanted:

@@ -46,6 +46,7 @@ from aion_fast.data.columns import (
     Use,
     select,
 )
+from aion_fast.data.formats import locate
 
 __all__ = [
     "MODALITY_GROUPS",
@@ -264,8 +265,10 @@ class _Columns:
             self.keys = {(_prefix_survey(raw), canonical): canonical for canonical, raw in columns.items()}
         else:
             self.keys = {key: key for key in columns}
-        self.survey = getattr(source, "survey", None) or _path_survey(source.path)
-        self.relative_name = getattr(source, "relative_name", None) or Path(source.path).name
+        located = locate(source.path)
+        self.survey = getattr(source, "survey", None) or located[0]
+        self.relative_name = getattr(source, "relative_name", None) or located[1]
+        self.shared = dict(getattr(source, "shared", {}))
 
     def read(self, key: ColumnKey, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.source.read(self.keys[key], start, stop))
@@ -278,14 +281,6 @@ class _Columns:
 
 def _prefix_survey(raw: str) -> str | None:
     return next((p[:-1] for p in SURVEY_PREFIXES if raw.startswith(p)), None)
-
-
-def _path_survey(path: str) -> str | None:
-    """The innermost folder of ``path`` named after a survey (``.../legacysurvey/dr10_south_21/healpix=1/x.hdf5``)."""
-    from aion_fast.data.columns import SURVEY_DEFAULT_GROUPS
-
-    parts = Path(path).parts
-    return next((part for part in reversed(parts[:-1]) if part in SURVEY_DEFAULT_GROUPS), None)
 
 
 def _image_parts(
@@ -525,7 +520,8 @@ def _positions(source: _Columns, selection: Selection, start: int, stop: int) ->
 def selection_of(source: Any, groups: Sequence[str] | None = None, **options: Any) -> Selection:
     """:func:`~aion_fast.data.columns.select` for an open source (MMUFile or a format source)."""
     columns = _Columns(source)
-    return select(columns.keys, file_survey=columns.survey, groups=groups, what=source.path, **options)
+    return select(columns.keys, file_survey=columns.survey, groups=groups, shared=columns.shared, what=source.path,
+                  **options)  # fmt: skip
 
 
 def prepare_rows(

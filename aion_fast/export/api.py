@@ -62,14 +62,15 @@ def read_calibration_objects(files: Sequence[str | os.PathLike], groups: Sequenc
     Raises:
         ValueError: a file does not exist.
     """
-    from aion_fast.data.mmu import MMUFile, prepare_rows
+    from aion_fast.data.formats import open_source
+    from aion_fast.data.mmu import prepare_rows
 
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
         raise ValueError(f"calibration files {missing[:5]} do not exist; pass MMU .hdf5 files")
     objects = []
     for file in files:
-        with MMUFile(file) as source:
+        with open_source(file) as source:
             for row in range(source.num_rows):
                 batch = prepare_rows(source, row, row + 1, groups)
                 if batch.parts:

@@ -82,18 +82,8 @@ def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     Raises:
         ValueError: an input that does not exist, or a directory with no shard below it.
     """
-    try:
-        from aion_fast.data.formats import discover
-    except ImportError:  # formats registry not installed: HDF5 files and the .hdf5 files below directories
-        found: list[str] = []
-        for item in map(str, inputs):
-            if Path(item).is_dir():
-                found += sorted(str(p) for p in Path(item).rglob("*.hdf5"))
-            elif Path(item).exists():
-                found.append(item)
-            else:
-                raise ValueError(f"input {item} does not exist; pass survey files, globs or directories.") from None
-        return found
+    from aion_fast.data.formats import discover
+
     return discover([str(p) for p in inputs])
 
 

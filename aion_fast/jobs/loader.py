@@ -28,12 +28,8 @@ Task = tuple[str, int, int]
 
 def open_input(path: str | os.PathLike) -> Any:
     """Opens one input with the format its content says (see :mod:`aion_fast.data.formats`)."""
-    try:
-        from aion_fast.data.formats import open_source
-    except ImportError:  # formats registry not installed: MMU HDF5 only
-        from aion_fast.data.mmu import MMUFile
+    from aion_fast.data.formats import open_source
 
-        return MMUFile(path)
     return open_source(path)
 
 

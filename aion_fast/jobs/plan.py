@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aion_fast.data.columns import SURVEY_DEFAULT_GROUPS
+from aion_fast.data.formats import locate
 
 __all__ = ["OutputConflictError", "ShardState", "relative_name", "shard_name", "shard_states"]
-
-_HUB_REPO = re.compile(r"^datasets--[^/]+--(?P<name>.+)$")
 
 
 class OutputConflictError(ValueError):
@@ -29,22 +26,8 @@ class OutputConflictError(ValueError):
 
 
 def relative_name(path: str | os.PathLike) -> str:
-    """``path`` relative to its survey root: from the innermost folder named after a survey (or a hub dataset
-    snapshot of one) down; without one, from the folder above ``healpix=N``, else the file's folder and name."""
-    parts = Path(os.path.abspath(path)).parts
-    for i in range(len(parts) - 2, -1, -1):
-        hub = _HUB_REPO.match(parts[i])
-        if hub and hub["name"] in SURVEY_DEFAULT_GROUPS:
-            rest = parts[i + 1 :]
-            if len(rest) > 2 and rest[0] == "snapshots":  # datasets--org--survey/snapshots/<revision>/<config>/...
-                rest = rest[2:]
-            return "/".join((hub["name"], *rest))
-        if parts[i] in SURVEY_DEFAULT_GROUPS:
-            return "/".join(parts[i:])
-    for i in range(len(parts) - 2, 0, -1):
-        if parts[i].startswith("healpix="):
-            return "/".join(parts[i - 1 :])
-    return "/".join(parts[-2:])
+    """``path`` relative to its survey root (:func:`aion_fast.data.formats.locate`)."""
+    return locate(path)[1]
 
 
 def shard_name(path: str | os.PathLike) -> str:

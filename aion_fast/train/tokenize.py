@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from aion_fast.data.mmu import MODALITY_GROUPS, MMUFile, ObjectBatch, prepare_rows, row_ranges
+from aion_fast.data.formats import open_source
+from aion_fast.data.mmu import MODALITY_GROUPS, ObjectBatch, prepare_rows, row_ranges
 from aion_fast.jobs.manifest import distributed_rank, file_sha256, shards_of_rank
 from aion_fast.jobs.plan import shard_names
 from aion_fast.model.modality_info import MODALITY_INFO
@@ -251,7 +252,7 @@ def tokenize_files(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         shard_start = time.perf_counter()
-        with MMUFile(path) as source:
+        with open_source(path) as source:
             builder = _ShardBuilder(tmp, source.num_rows)
             chunk = source.chunk_rows()
             for start, stop in row_ranges(source.num_rows, batch_size, chunk if chunk <= batch_size else 1):

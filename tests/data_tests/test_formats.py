@@ -442,8 +442,8 @@ def test_relative_names_and_prefixes():
         "legacysurvey",
         "legacysurvey/dr10_south_21/healpix=9/001-of-001.hdf5",
     )
-    assert locate("/x/y/healpix=9/001-of-001.hdf5") == (None, "healpix=9/001-of-001.hdf5")
-    assert locate("/x/y/cat.fits") == (None, "cat.fits")
+    assert locate("/x/y/healpix=9/001-of-001.hdf5") == (None, "y/healpix=9/001-of-001.hdf5")  # the config folder
+    assert locate("/x/y/cat.fits") == (None, "y/cat.fits")
     assert split_prefix("legacysurvey_image_flux") == ("legacysurvey", "image_array")
     assert split_prefix("ssl_legacysurvey_image_array") == ("ssl_legacysurvey", "image_array")
     assert split_prefix("gaia_dr3_object_id") == ("gaia", "object_id")

@@ -103,7 +103,7 @@ def test_float16_and_bad_options(tmp_path, demo_checkpoint):
     np.testing.assert_allclose(b, a.astype(np.float16).astype(np.float64), rtol=0, atol=0)
     with pytest.raises(ValueError, match="--modalities"):
         run_encode([path], tmp_path / "c", EncodeOptions(modalities=("images",), **base))
-    with pytest.raises(ValueError, match="not exist"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         run_encode([tmp_path / "nope.hdf5"], tmp_path / "c", EncodeOptions(**base))
 
 

@@ -142,8 +142,8 @@ def locate(path: str | os.PathLike) -> tuple[str | None, str]:
 
     The survey root is the deepest path component named after a survey (``legacysurvey/...``), or a hub cache folder
     ``datasets--MultimodalUniverse--<survey>``; failing that, a builder config folder (``dr10_south_21/...``), named
-    as ``<survey>/<config>/...``. Without either, the name keeps the ``healpix=N`` folder when there is one (so files
-    of two healpix folders never share a name), else it is the file name alone.
+    as ``<survey>/<config>/...``. Without either, the name starts at the folder above ``healpix=N`` when there is one
+    (so files of two healpix or config folders never share a name), else at the file's own folder.
 
     Returns:
         ``(survey or None, relative name with "/" separators)``.
@@ -163,8 +163,8 @@ def locate(path: str | os.PathLike) -> tuple[str | None, str]:
             return survey, "/".join((survey, *parts[i:]))
     for i in range(len(parts) - 2, -1, -1):
         if parts[i].startswith("healpix="):
-            return None, "/".join(parts[i:])
-    return None, parts[-1]
+            return None, "/".join(parts[max(i - 1, 0) :])
+    return None, "/".join(parts[-2:])
 
 
 class Source:
