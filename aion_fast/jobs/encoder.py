@@ -7,12 +7,14 @@ with hundreds of absent image or spectrum tokens; within a group, absent single-
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any
 
 import numpy as np
 import torch
 
-from aion_fast.data.mmu import ObjectBatch, Part
+from aion_fast.data.mmu import Issue, ObjectBatch, Part
 
 __all__ = ["BatchEncoder"]
 
@@ -55,11 +57,9 @@ class BatchEncoder:
         tokens: dict[str, torch.Tensor] = {}
         present: dict[str, torch.Tensor] = {}
         for key, parts in by_key.items():
-            ready = [None if p.preprocessed is None else (p.preprocessed, p.preprocessed_with) for p in parts]
-            encoded_parts = self.codecs.encode_batches([p.modality for p in parts], ready)
-            for part, encoded in zip(parts, encoded_parts):
+            for rows, encoded in _encode_isolated(self.codecs, parts, batch):
                 encoded = encoded.to(self.device).reshape(encoded.shape[0], -1)
-                rows = torch.as_tensor(part.rows, device=self.device)
+                rows = torch.as_tensor(rows, device=self.device)
                 if key not in tokens:
                     tokens[key] = torch.zeros(batch.size, encoded.shape[1], dtype=torch.int64, device=self.device)
                     present[key] = torch.zeros(batch.size, dtype=torch.bool, device=self.device)
@@ -98,3 +98,43 @@ class BatchEncoder:
             vectors[rows.cpu()] = embed(self.model, group_tokens, pooling="mean", input_mask=input_mask or None).cpu()
         encoded_rows = torch.nonzero(any_present).flatten()
         return encoded_rows.numpy(), vectors[encoded_rows]
+
+
+def _encode_isolated(codecs: Any, parts: list[Part], batch: ObjectBatch) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """``(rows, tokens)`` per part of one token key; a codec refusal costs only the objects it is about.
+
+    All parts go to the codec together (one pass where the codec can share work); if the codec raises ValueError
+    (e.g. a spectrum off its wavelength grid), each part is retried alone and then row by row, and each refused
+    object goes to the batch's ledger with the codec's reason.
+    """
+    ready = [None if p.preprocessed is None else (p.preprocessed, p.preprocessed_with) for p in parts]
+    try:
+        return [(p.rows, t) for p, t in zip(parts, codecs.encode_batches([p.modality for p in parts], ready))]
+    except ValueError:
+        if len(parts) == 1 and len(parts[0].rows) == 1:
+            raise
+    out = []
+    for part, prepared in zip(parts, ready):
+        try:
+            out.append((part.rows, codecs.encode_batches([part.modality], [prepared])[0]))
+            continue
+        except ValueError:
+            pass
+        kept, encoded = [], []
+        for i, row in enumerate(part.rows.tolist()):
+            one = _rows_of(part.modality, i)
+            one_ready = None if prepared is None else (prepared[0][i : i + 1], prepared[1])
+            try:
+                encoded.append(codecs.encode_batches([one], [one_ready])[0])
+                kept.append(row)
+            except ValueError as error:
+                batch.issues.append(Issue(row, type(part.modality).__name__, " ".join(str(error).split())))
+        if kept:
+            out.append((np.asarray(kept, dtype=np.int64), torch.cat(encoded)))
+    return out
+
+
+def _rows_of(modality: Any, i: int) -> Any:
+    """Row ``i`` of a modality batch as a batch of one (tensor fields sliced on their first axis)."""
+    fields = {f.name: getattr(modality, f.name) for f in dataclasses.fields(modality)}
+    return type(modality)(**{k: v[i : i + 1] if isinstance(v, torch.Tensor) else v for k, v in fields.items()})

@@ -266,3 +266,18 @@ def test_dali_cpu_loader_equals_default_loader(tmp_path, demo_checkpoint):
     summary = run_encode([path], tmp_path / "dali", EncodeOptions(loader="dali", **base))
     assert summary["loader"] == "dali" and summary["objects_encoded"] == 5
     assert _contents(tmp_path / "torch") == _contents(tmp_path / "dali")
+
+
+def test_a_spectrum_the_codec_refuses_goes_to_the_ledger_alone(tmp_path, demo_checkpoint):
+    """One object whose wavelengths miss the codec's grid (nm instead of Angstrom) costs only that object."""
+    desi = desi_columns()
+    desi["spectrum_lambda"][1] = desi["spectrum_lambda"][1] * 10.0  # 36000-98000: off the latent grid
+    path = write_mmu(tmp_path / "desi" / "healpix=1" / "001-of-001.hdf5", desi)
+    options = EncodeOptions(model=str(demo_checkpoint), batch_size=8, workers=0, progress=False)
+    summary = run_encode([path], tmp_path / "out", options)
+    assert summary["objects_encoded"] == len(desi["object_id"]) - 1 and summary["objects_failed"] == 1
+    rows = _table(tmp_path / "out" / f"{shard_name(path)}.parquet")
+    assert 1 not in rows["row"] and rows["row"] == sorted(rows["row"])
+    errors = _table(tmp_path / "out" / "errors.parquet")
+    refused = [(r, mod, reason) for r, mod, reason in zip(errors["row"], errors["modality"], errors["reason"])]
+    assert len(refused) == 1 and refused[0][:2] == (1, "DESISpectrum") and "latent grid" in refused[0][2]
