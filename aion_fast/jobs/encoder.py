@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from aion_fast.data.mmu import Issue, ObjectBatch, Part
+from aion_fast.modalities import LegacySurveyCatalog
 
 __all__ = ["BatchEncoder"]
 
@@ -78,6 +79,11 @@ class BatchEncoder:
         tokens, present = self.tokens(batch)
         if not tokens:
             return np.zeros(0, dtype=np.int64), torch.zeros(0, self.model.config.dim)
+        holes = {}  # sequence modalities: empty slots (the catalog codec's mask value) are absent tokens
+        if LegacySurveyCatalog.token_key in tokens:
+            key = LegacySurveyCatalog.token_key
+            holes[key] = tokens[key] == self.codecs.codec(LegacySurveyCatalog).mask_value
+            tokens[key] = tokens[key].masked_fill(holes[key], 0)
         multi = [k for k in tokens if tokens[k].shape[1] > 1]
         single = [k for k in tokens if tokens[k].shape[1] == 1]
         any_present = torch.stack([present[k] for k in tokens]).any(dim=0).cpu()
@@ -90,10 +96,11 @@ class BatchEncoder:
             rows = torch.tensor(group_rows, device=self.device)
             keys = [k for k, has in zip(multi, pattern) if has] + [k for k in single if bool(present[k][rows].any())]
             group_tokens = {k: tokens[k][rows] for k in keys}
+            absent = {k: (~present[k][rows])[:, None].expand(-1, tokens[k].shape[1]) for k in keys}
             input_mask = {
-                k: (~present[k][rows])[:, None].expand(-1, tokens[k].shape[1])
+                k: absent[k] | holes[k][rows] if k in holes else absent[k]
                 for k in keys
-                if not bool(present[k][rows].all())
+                if k in holes or not bool(present[k][rows].all())
             }
             vectors[rows.cpu()] = embed(self.model, group_tokens, pooling="mean", input_mask=input_mask or None).cpu()
         encoded_rows = torch.nonzero(any_present).flatten()
