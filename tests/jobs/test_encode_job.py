@@ -281,3 +281,56 @@ def test_a_spectrum_the_codec_refuses_goes_to_the_ledger_alone(tmp_path, demo_ch
     errors = _table(tmp_path / "out" / "errors.parquet")
     refused = [(r, mod, reason) for r, mod, reason in zip(errors["row"], errors["modality"], errors["reason"])]
     assert len(refused) == 1 and refused[0][:2] == (1, "DESISpectrum") and "latent grid" in refused[0][2]
+
+
+def test_catalog_and_segmentation_reach_a_model_that_takes_them(tmp_path, demo_checkpoint):
+    """A Legacy Survey file as MMU writes it (catalog_* zero-padded to 20, object_mask type codes) through a checkpoint
+    that takes the catalog: embeddings equal aion_fast.embed on the codecs' tokens with empty slots masked out."""
+    import shutil
+
+    from aion_fast.codecs import CatalogCodec, CodecManager
+    from aion_fast.data.formats import open_source
+    from aion_fast.data.mmu import prepare_rows
+    from aion_fast.demo import DEMO_TRANSFORMER
+    from aion_fast.model import AION, architecture
+    from tests.data_tests.mmu_writers import write_legacysurvey
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(demo_checkpoint, checkpoint)
+    catalog = CatalogCodec()
+    generator = torch.Generator().manual_seed(0)
+    for name in ("SHAPE_E1", "SHAPE_E2", "SHAPE_R"):
+        catalog.quantizer.quantizers[name].update(torch.rand(20_000, generator=generator) * 2 - 0.5, generator=generator)
+    catalog.save_pretrained(checkpoint, modality=m.LegacySurveyCatalog)
+    config = json.loads((checkpoint / "config.json").read_text())
+    domains = sorted({*config["domains_in"], "catalog"})
+    torch.manual_seed(0)
+    AION(architecture(domains, domains, **DEMO_TRANSFORMER)).save_pretrained(checkpoint)
+
+    written = write_legacysurvey(tmp_path / "mmu", n=4)
+    options = EncodeOptions(model=str(checkpoint), batch_size=8, workers=0, progress=False)
+    summary = run_encode([written.path], tmp_path / "out", options)
+    assert summary["modalities_not_in_model"] == {"LegacySurveySegmentationMap": "the model does not take tok_segmap"}
+    rows = _table(tmp_path / "out" / f"{shard_name(written.path)}.parquet")
+
+    with open_source(written.path) as source:
+        batch = prepare_rows(source, 0, 4, ["image", "photometry", "catalog"])
+    codecs = CodecManager(repo=checkpoint)
+    tokens, absent = {}, {}
+    for part in batch.parts:
+        key = part.modality.token_key
+        encoded = codecs.encode(part.modality)[key].reshape(len(part.rows), -1)
+        tokens[key] = torch.zeros(4, encoded.shape[1], dtype=torch.long)
+        tokens[key][part.rows] = encoded
+        absent[key] = torch.ones(4, encoded.shape[1], dtype=torch.bool)
+        absent[key][part.rows] = False
+    with_catalog = [i for i in range(4) if not absent["catalog"][i].all()]
+    assert [i for i, used in zip(rows["row"], rows["modalities"]) if "LegacySurveyCatalog" in used] == with_catalog
+    assert 0 < len(with_catalog) < 4  # the fixture's object 3 has no source inside the 96x96 window
+    empty = tokens["catalog"] == catalog.mask_value
+    assert empty[with_catalog].any() and (~empty[with_catalog]).any()
+    tokens["catalog"] = tokens["catalog"].masked_fill(empty, 0)
+    absent["catalog"] |= empty
+    model = AION.from_pretrained(checkpoint).eval()
+    expected = aion_fast.embed(model, tokens, pooling="mean", input_mask=absent)
+    assert_close_rel(torch.tensor(np.array(rows["embedding"])), expected[rows["row"]], rtol=1e-5)
