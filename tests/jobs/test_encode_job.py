@@ -300,7 +300,8 @@ def test_catalog_and_segmentation_reach_a_model_that_takes_them(tmp_path, demo_c
     catalog = CatalogCodec()
     generator = torch.Generator().manual_seed(0)
     for name in ("SHAPE_E1", "SHAPE_E2", "SHAPE_R"):
-        catalog.quantizer.quantizers[name].update(torch.rand(20_000, generator=generator) * 2 - 0.5, generator=generator)
+        draws = torch.rand(20_000, generator=generator) * 2 - 0.5
+        catalog.quantizer.quantizers[name].update(draws, generator=generator)
     catalog.save_pretrained(checkpoint, modality=m.LegacySurveyCatalog)
     config = json.loads((checkpoint / "config.json").read_text())
     domains = sorted({*config["domains_in"], "catalog"})
