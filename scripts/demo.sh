@@ -10,8 +10,6 @@ bash scripts/setup.sh
 VENV="${AION_FAST_VENV:-.venv}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"  # the sample is bundled; never reach a hub
 SAMPLE=aion_fast/data/sample/mmu
-set -- "$SAMPLE"/legacysurvey/healpix=*/001-of-001.hdf5 "$SAMPLE"/desi/healpix=*/001-of-001.hdf5 \
-    "$SAMPLE"/gaia/healpix=*/001-of-001.hdf5 --output aion-fast-embeddings \
-    --modalities image,spectrum,photometry,gaia --batch-size 64 "$@"
+set -- "$SAMPLE" --output aion-fast-embeddings --batch-size 64 "$@"
 echo "+ $VENV/bin/aion-fast encode $*" >&2
 exec "$VENV/bin/aion-fast" encode "$@"
