@@ -17,7 +17,7 @@ import torch
 from aion_fast.data.mmu import Issue, ObjectBatch, Part
 from aion_fast.modalities import LegacySurveyCatalog
 
-__all__ = ["BatchEncoder"]
+__all__ = ["BatchEncoder", "batch_tokens"]
 
 
 class BatchEncoder:
@@ -41,32 +41,8 @@ class BatchEncoder:
         self.codecs = CodecManager(repo=checkpoint, device=self.device)
 
     def tokens(self, batch: ObjectBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Tokens of every modality for the whole batch, and which objects have each.
-
-        Reads only ``self.codecs`` and ``self.device`` (``aion_fast.train.tokenize`` calls it on its own object).
-        Parts of one token key share codec calls where that leaves the tokens unchanged: spectra of several lengths
-        go through one pass of the spectrum network, and image parts preprocessed by the DALI loader skip the
-        codec's own preprocessing.
-
-        Returns:
-            ``tokens``: token key -> (B, T) int64, zeros for objects without the modality;
-            ``present``: token key -> (B,) bool.
-        """
-        by_key: dict[str, list[Part]] = {}
-        for part in batch.parts:
-            by_key.setdefault(part.modality.token_key, []).append(part)
-        tokens: dict[str, torch.Tensor] = {}
-        present: dict[str, torch.Tensor] = {}
-        for key, parts in by_key.items():
-            for rows, encoded in _encode_isolated(self.codecs, parts, batch):
-                encoded = encoded.to(self.device).reshape(encoded.shape[0], -1)
-                rows = torch.as_tensor(rows, device=self.device)
-                if key not in tokens:
-                    tokens[key] = torch.zeros(batch.size, encoded.shape[1], dtype=torch.int64, device=self.device)
-                    present[key] = torch.zeros(batch.size, dtype=torch.bool, device=self.device)
-                tokens[key][rows] = encoded
-                present[key][rows] = True
-        return tokens, present
+        """:func:`batch_tokens` with this encoder's codecs and device."""
+        return batch_tokens(self.codecs, batch, self.device)
 
     def __call__(self, batch: ObjectBatch) -> tuple[np.ndarray, torch.Tensor]:
         """Embeds the objects of ``batch`` that have at least one usable modality.
@@ -105,6 +81,36 @@ class BatchEncoder:
             vectors[rows.cpu()] = embed(self.model, group_tokens, pooling="mean", input_mask=input_mask or None).cpu()
         encoded_rows = torch.nonzero(any_present).flatten()
         return encoded_rows.numpy(), vectors[encoded_rows]
+
+
+def batch_tokens(
+    codecs: Any, batch: ObjectBatch, device: str | torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Tokens of every modality of a batch of rows, and which objects have each (the job's and ``aion-fast
+    tokenize``'s step from rows to tokens).
+
+    Parts of one token key go to :meth:`~aion_fast.codecs.CodecManager.encode_batches` together (one network pass
+    for spectra of several lengths; DALI-preprocessed images enter after preprocessing).
+
+    Returns:
+        ``tokens``: token key -> (B, T) int64 on ``device``, zeros for objects without the modality;
+        ``present``: token key -> (B,) bool.
+    """
+    by_key: dict[str, list[Part]] = {}
+    for part in batch.parts:
+        by_key.setdefault(part.modality.token_key, []).append(part)
+    tokens: dict[str, torch.Tensor] = {}
+    present: dict[str, torch.Tensor] = {}
+    for key, parts in by_key.items():
+        for rows, encoded in _encode_isolated(codecs, parts, batch):
+            encoded = encoded.to(device).reshape(encoded.shape[0], -1)
+            rows = torch.as_tensor(rows, device=device)
+            if key not in tokens:
+                tokens[key] = torch.zeros(batch.size, encoded.shape[1], dtype=torch.int64, device=device)
+                present[key] = torch.zeros(batch.size, dtype=torch.bool, device=device)
+            tokens[key][rows] = encoded
+            present[key][rows] = True
+    return tokens, present
 
 
 def _encode_isolated(codecs: Any, parts: list[Part], batch: ObjectBatch) -> list[tuple[np.ndarray, torch.Tensor]]:

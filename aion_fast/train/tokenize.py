@@ -2,7 +2,7 @@
 
 Reads each input with the readers of :mod:`aion_fast.data.mmu` (:func:`~aion_fast.data.mmu.prepare_rows`: the same
 modality mapping, crops and per-object checks as ``aion-fast encode``) and tokenizes the modality batches with the
-codecs of a checkpoint directory, through :meth:`aion_fast.jobs.encode.BatchEncoder.tokens` (so the tokens are
+codecs of a checkpoint directory, through :func:`aion_fast.jobs.encoder.batch_tokens` (so the tokens are
 exactly those the encode job embeds). The shard layout is described in :mod:`aion_fast.train.tokens`.
 
 Nothing is dropped silently: modalities an object cannot use (NaN values, every pixel masked, ...) and objects left
@@ -53,12 +53,10 @@ class _CodecTokenizer:
 
     def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device):
         from aion_fast.codecs import CodecManager
-        from aion_fast.jobs.encode import BatchEncoder
 
         self.device = torch.device(device)
         self.codecs = CodecManager(repo=checkpoint, device=self.device)
         self.checkpoint = Path(checkpoint)
-        self._batch_tokens = BatchEncoder.tokens  # reads only .codecs and .device
         self.without_codec: dict[str, str] = {}
 
     def has_codec(self, modality_type: type) -> bool:
@@ -87,7 +85,9 @@ class _CodecTokenizer:
             batch.issues.append(
                 Issue(row, "*", "no usable modality has a codec in the checkpoint; object has no tokens")
             )
-        return self._batch_tokens(self, batch)
+        from aion_fast.jobs.encoder import batch_tokens
+
+        return batch_tokens(self.codecs, batch, self.device)
 
 
 def _job(checkpoint: Path, groups: Sequence[str], untrained: bool) -> dict[str, Any]:

@@ -105,18 +105,14 @@ def test_sdss_padding_removed_before_interpolation(tmp_path, demo_checkpoint):
     assert torch.equal(read, codecs.encode(unpadded)["tok_spectrum_sdss"])
 
     # Rows of both lengths share one pass of the spectrum network (the encode job's batching): same tokens as one
-    # codec call per length, and BatchEncoder.tokens puts them in their rows.
-    from aion_fast.jobs.encode import BatchEncoder
+    # codec call per length, and batch_tokens puts them in their rows.
+    from aion_fast.jobs.encoder import batch_tokens
 
     per_length = [codecs.encode(p.modality)["tok_spectrum_sdss"] for p in parts]
     together = codecs.codec(m.SDSSSpectrum).encode_batches([p.modality for p in parts])
     assert all(torch.equal(a, b) for a, b in zip(per_length, together))
 
-    class Tokenizer:  # what BatchEncoder.tokens reads (aion_fast.train.tokenize relies on this too)
-        device = torch.device("cpu")
-
-    Tokenizer.codecs = codecs
-    tokens, present = BatchEncoder.tokens(Tokenizer(), batch)
+    tokens, present = batch_tokens(codecs, batch, "cpu")
     assert present["tok_spectrum_sdss"].all()
     assert torch.equal(tokens["tok_spectrum_sdss"][[0, 2]], per_length[0])
     assert torch.equal(tokens["tok_spectrum_sdss"][1], per_length[1][0])
