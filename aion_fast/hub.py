@@ -30,7 +30,7 @@ class CheckpointNotFoundError(FileNotFoundError):
 
 #: Keywords of the reference's ``from_pretrained`` (huggingface_hub's ``ModelHubMixin``) passed on to
 #: ``hf_hub_download``; they only matter for a hub id (a local directory is read as it is).
-HUB_OPTIONS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies", "resume_download")
+HUB_OPTIONS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
 
 
 def check_hub_options(options: dict[str, Any]) -> None:
@@ -50,8 +50,7 @@ def resolve_file(path_or_id: str | os.PathLike, filename: str, **hub_options: An
         filename: path relative to the checkpoint root, e.g. ``"codecs/image/config.json"``.
         **hub_options: for a hub id, passed to ``huggingface_hub.hf_hub_download``: ``revision`` (branch, tag or
             commit), ``cache_dir`` (a cache laid out as ``models--<org>--<name>/snapshots/<commit>/...``),
-            ``token``, ``local_files_only``, ``force_download``, ``proxies`` (``resume_download`` is accepted
-            and ignored, as by current huggingface_hub).
+            ``token``, ``local_files_only``, ``force_download``.
 
     Raises:
         CheckpointNotFoundError: the file is missing locally, or the hub cannot be reached / lacks it.
@@ -72,7 +71,7 @@ def resolve_file(path_or_id: str | os.PathLike, filename: str, **hub_options: An
     try:
         from huggingface_hub import hf_hub_download
 
-        options = {k: v for k, v in hub_options.items() if k != "resume_download" and v is not None}
+        options = {k: v for k, v in hub_options.items() if v is not None}
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, **options))
     except Exception as error:  # noqa: BLE001 - every hub failure gets the same advice
         raise CheckpointNotFoundError(

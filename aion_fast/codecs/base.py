@@ -192,7 +192,7 @@ class Codec(nn.Module, ABC):
             modality: the modality class whose codec to load.
             device: where to put the codec (default CPU).
             **hub_options: for a hub id, the reference's hub keywords (``revision``, ``cache_dir``, ``token``,
-                ``local_files_only``, ``force_download``, ``proxies``; see :func:`aion_fast.hub.resolve_file`).
+                ``local_files_only``, ``force_download``; see :func:`aion_fast.hub.resolve_file`).
 
         Raises:
             TypeError: ``modality`` belongs to another codec class (checked before any file is read).

@@ -880,8 +880,6 @@ class AION(nn.Module):
         token: str | bool | None = None,
         local_files_only: bool = False,
         force_download: bool = False,
-        proxies: dict | None = None,
-        resume_download: bool | None = None,
         map_location: torch.device | str | None = None,
     ) -> AION:
         """Loads a checkpoint laid out like ``polymathic-ai/aion-base``.
@@ -890,7 +888,7 @@ class AION(nn.Module):
             path_or_hub_id: Local directory with ``config.json`` and ``model.safetensors``, or a Hub repository id.
             device: Target device (default CPU).
             dtype: Cast floating-point weights to this dtype (default: as stored).
-            revision, cache_dir, token, local_files_only, force_download, proxies, resume_download: The reference's
+            revision, cache_dir, token, local_files_only, force_download: The reference's
                 hub keywords (huggingface_hub's ``ModelHubMixin.from_pretrained``), used for a Hub id: e.g.
                 ``revision`` a branch, tag or commit, ``cache_dir`` a cache laid out as
                 ``models--<org>--<name>/snapshots/<commit>/``; ignored for a local directory.
@@ -910,7 +908,7 @@ class AION(nn.Module):
         """
         options = {
             "revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only,
-            "force_download": force_download, "proxies": proxies, "resume_download": resume_download,
+            "force_download": force_download,
         }  # fmt: skip
         config_file = hub.resolve_file(path_or_hub_id, hub.CONFIG_NAME, **options)
         weights_file = hub.resolve_file(path_or_hub_id, hub.WEIGHTS_NAME, **options)
