@@ -650,6 +650,26 @@ class AION(nn.Module):
             logits[key] = head(y) if return_all_logits else head(y[decoder_mod_mask == spec.id])
         return logits
 
+    def adapt_decoder_attention_mask(self, decoder_attention_mask: Tensor, mod_mask: Tensor | None = None) -> Tensor:
+        """The reference's expansion of a compressed ``(B, M)`` decoder mask into ``(B, M, M)`` (True = hidden),
+        following this model's ``decoder_causal_mask`` and ``decoder_sep_mask`` (see
+        :func:`build_decoder_attention_mask`; ``mod_mask`` is needed with ``decoder_sep_mask``)."""
+        if self.config.decoder_sep_mask and mod_mask is None:
+            raise ValueError("adapt_decoder_attention_mask needs mod_mask (B, M) when the config has decoder_sep_mask")
+        if mod_mask is None:
+            mod_mask = torch.zeros_like(decoder_attention_mask, dtype=torch.int16)
+        return build_decoder_attention_mask(
+            decoder_attention_mask, mod_mask, self.config.decoder_causal_mask, self.config.decoder_sep_mask
+        )
+
+    def share_modality_embeddings(self) -> None:
+        """The reference's name of :meth:`tie_modality_embeddings`."""
+        self.tie_modality_embeddings()
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exempt from weight decay: none, as in the reference."""
+        return set()
+
     def get_num_layers_encoder(self) -> int:
         """Number of encoder blocks."""
         return len(self.encoder)

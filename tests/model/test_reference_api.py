@@ -90,6 +90,24 @@ def test_forward_methods_match_reference(tiny, variant):
         assert pair.model.get_num_layers() == pair.reference.get_num_layers()
 
 
+def test_small_reference_helpers(tiny, variant):
+    g = torch.Generator().manual_seed(0)
+    for pair in (tiny, variant):
+        compressed = torch.randint(0, 3, (2, 7), generator=g)
+        mod_mask = torch.randint(0, 3, (2, 7), generator=g, dtype=torch.int16)
+        assert torch.equal(
+            pair.model.adapt_decoder_attention_mask(compressed, mod_mask),
+            pair.reference.adapt_decoder_attention_mask(compressed, mod_mask),
+        )
+        assert pair.model.no_weight_decay() == pair.reference.no_weight_decay() == set()
+    with pytest.raises(ValueError, match="mod_mask"):
+        tiny.model.adapt_decoder_attention_mask(compressed)
+    model = AION(TINY_CONFIG)
+    model.decoder_embeddings["tok_z"].mod_emb = torch.nn.Parameter(torch.zeros(1, 1, 64))
+    model.share_modality_embeddings()
+    assert model.decoder_embeddings["tok_z"].mod_emb is model.encoder_embeddings["tok_z"].mod_emb
+
+
 def test_blocks_take_the_reference_mask_or_the_prepared_one(tiny):
     tokens, mask = _inputs(seed=4)
     with torch.no_grad():
