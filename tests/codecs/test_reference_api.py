@@ -41,6 +41,8 @@ def _write_scalar_codecs(root, seed: int) -> None:
     shape._quantizer._update_reservoirs(torch.randn(6000) * 0.2)
     shape.save_pretrained(root, modality=rm.LegacySurveyShapeE1)
     rc.GridScalarCodec("Z", 1024).save_pretrained(root, modality=rm.Z)
+    image = rc.ImageCodec(quantizer_levels=[7, 5, 5, 5, 5], hidden_dims=8, n_compressions=2, num_consecutive=1)
+    image.save_pretrained(root, modality=rm.LegacySurveyImage)
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +197,35 @@ def test_codec_hub_keywords_with_a_local_cache(hub_cache, monkeypatch):
         fc.LogScalarCodec.from_pretrained(HF_REPO_ID, fm.LegacySurveyFluxG, revision="3" * 40, **options)
     with pytest.raises(TypeError, match="unexpected keyword"):
         fc.LogScalarCodec.from_pretrained(HF_REPO_ID, fm.LegacySurveyFluxG, revison="main")
+
+
+@pytest.mark.parametrize("batch", [1, 4, 16])
+def test_different_batch_sizes_like_the_reference(default_cache, batch):
+    ours, theirs = CodecManager(device="cpu"), ReferenceManager(device="cpu")
+    g = torch.Generator().manual_seed(batch)
+    flux, shape = torch.exp(torch.randn(batch, 1, generator=g)), torch.randn(batch, 1, generator=g) * 0.2
+    tokens = ours.encode(fm.LegacySurveyFluxG(value=flux), fm.LegacySurveyShapeE1(value=shape))
+    expected = theirs.encode(rm.LegacySurveyFluxG(value=flux), rm.LegacySurveyShapeE1(value=shape))
+    for key in ("tok_flux_g", "tok_shape_e1"):
+        assert tokens[key].shape == expected[key].shape == (batch, 1) and torch.equal(tokens[key], expected[key])
+    for ours_type, their_type in ((fm.LegacySurveyFluxG, rm.LegacySurveyFluxG), (fm.LegacySurveyShapeE1,
+                                                                                 rm.LegacySurveyShapeE1)):  # fmt: skip
+        decoded, reference = ours.decode(tokens, ours_type), theirs.decode(expected, their_type)
+        assert decoded.value.shape == reference.value.shape == (batch, 1)
+        assert torch.equal(decoded.value, reference.value)
+
+
+def test_image_codec_from_base_and_survey_modality_is_the_same(hub_cache):
+    options = {"cache_dir": hub_cache, "local_files_only": True}
+    base = fc.ImageCodec.from_pretrained(HF_REPO_ID, modality=fm.Image, **options)
+    survey = fc.ImageCodec.from_pretrained(HF_REPO_ID, modality=fm.LegacySurveyImage, **options)
+    reference = rc.ImageCodec.from_pretrained(HF_REPO_ID, modality=rm.Image, **options)
+    assert len(list(base.parameters())) > 0
+    for a, b in zip(base.parameters(), survey.parameters(), strict=True):
+        assert torch.equal(a, b)
+    flux = torch.randn(1, 4, 96, 96, generator=torch.Generator().manual_seed(0))  # batch of one
+    image = fm.Image(flux=flux, bands=["DES-G", "DES-R", "DES-I", "DES-Z"])
+    tokens = base.encode(image)
+    with torch.no_grad():
+        assert torch.equal(tokens, reference.encode(rm.Image(flux=flux, bands=image.bands)).long())
+    assert base.decode(tokens, bands=image.bands).flux.shape == flux.shape
