@@ -16,6 +16,7 @@ from torch import nn
 
 from aion_fast import hub
 from aion_fast._utils import as_normal_tensor
+from aion_fast.codecs.registry import codec_class_for
 from aion_fast.modalities import Modality
 from aion_fast.quantizers import Quantizer
 
@@ -161,8 +162,6 @@ class Codec(nn.Module, ABC):
             TypeError: ``modality`` belongs to another codec class (e.g. ``ImageCodec`` asked for
                 ``LegacySurveyCatalog``), as in the reference.
         """
-        from aion_fast.codecs.registry import codec_class_for
-
         expected = codec_class_for(modality) if isinstance(modality, type) and issubclass(modality, Modality) else None
         if expected is None:
             raise ValueError(
