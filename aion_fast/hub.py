@@ -28,16 +28,35 @@ class CheckpointNotFoundError(FileNotFoundError):
     """A checkpoint file could be found neither locally nor on the hub."""
 
 
-def resolve_file(path_or_id: str | os.PathLike, filename: str) -> Path:
+#: Keywords of the reference's ``from_pretrained`` (huggingface_hub's ``ModelHubMixin``) passed on to
+#: ``hf_hub_download``; they only matter for a hub id (a local directory is read as it is).
+HUB_OPTIONS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
+
+
+def check_hub_options(options: dict[str, Any]) -> None:
+    """Raises ``TypeError`` (as for any unexpected keyword) for a keyword that is not a hub option."""
+    unknown = sorted(set(options) - set(HUB_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"from_pretrained() got unexpected keyword argument(s) {unknown}; hub options are {HUB_OPTIONS}"
+        )
+
+
+def resolve_file(path_or_id: str | os.PathLike, filename: str, **hub_options: Any) -> Path:
     """Returns a local path to ``filename`` inside a checkpoint given as a directory or a hub id.
 
     Args:
         path_or_id: local directory, or a hub repository id such as ``"polymathic-ai/aion-base"``.
         filename: path relative to the checkpoint root, e.g. ``"codecs/image/config.json"``.
+        **hub_options: for a hub id, passed to ``huggingface_hub.hf_hub_download``: ``revision`` (branch, tag or
+            commit), ``cache_dir`` (a cache laid out as ``models--<org>--<name>/snapshots/<commit>/...``),
+            ``token``, ``local_files_only``, ``force_download``.
 
     Raises:
         CheckpointNotFoundError: the file is missing locally, or the hub cannot be reached / lacks it.
+        TypeError: an unknown keyword.
     """
+    check_hub_options(hub_options)
     root = Path(path_or_id).expanduser()
     if root.is_dir():
         candidate = root / filename
@@ -52,7 +71,8 @@ def resolve_file(path_or_id: str | os.PathLike, filename: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+        options = {k: v for k, v in hub_options.items() if v is not None}
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, **options))
     except Exception as error:  # noqa: BLE001 - every hub failure gets the same advice
         raise CheckpointNotFoundError(
             f"could not fetch {filename!r} from the hub repository {repo_id!r} ({type(error).__name__}: {error}). "
@@ -62,17 +82,19 @@ def resolve_file(path_or_id: str | os.PathLike, filename: str) -> Path:
         ) from error
 
 
-def read_config(path_or_id: str | os.PathLike, filename: str = CONFIG_NAME) -> dict[str, Any]:
-    """Reads a JSON config file of a checkpoint."""
-    with open(resolve_file(path_or_id, filename)) as handle:
+def read_config(path_or_id: str | os.PathLike, filename: str = CONFIG_NAME, **hub_options: Any) -> dict[str, Any]:
+    """Reads a JSON config file of a checkpoint (``hub_options``: see :func:`resolve_file`)."""
+    with open(resolve_file(path_or_id, filename, **hub_options)) as handle:
         return json.load(handle)
 
 
-def read_weights(path_or_id: str | os.PathLike, filename: str = WEIGHTS_NAME) -> dict[str, torch.Tensor]:
+def read_weights(
+    path_or_id: str | os.PathLike, filename: str = WEIGHTS_NAME, **hub_options: Any
+) -> dict[str, torch.Tensor]:
     """Reads a safetensors file of a checkpoint (no pickle involved) onto the CPU."""
     from safetensors.torch import load_file
 
-    return load_file(str(resolve_file(path_or_id, filename)), device="cpu")
+    return load_file(str(resolve_file(path_or_id, filename, **hub_options)), device="cpu")
 
 
 def write_checkpoint(directory: str | os.PathLike, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:

@@ -364,6 +364,8 @@ class Scalar(Modality):
 
     Attributes:
         value: (B,) floating tensor, or (B, num_tokens) for multi-valued modalities such as Gaia XP coefficients.
+            One-value modalities also take what the reference takes: a 0-d tensor (one object), (B, 1) and
+            (1, B); their codec returns tokens of the same shape as ``value`` (as the reference's does).
     """
 
     value: Tensor
@@ -372,18 +374,27 @@ class Scalar(Modality):
         owner = type(self).__name__
         self.value = _as_tensor(self.value, "value", owner)
         _require_float(self.value, "value", owner)
-        _require_nonempty_batch(self.value, "value", owner)
         if self.num_tokens > 1:
+            _require_nonempty_batch(self.value, "value", owner)
             if self.value.ndim != 2 or self.value.shape[1] != self.num_tokens:
                 raise ValueError(
                     f"{owner}.value must have shape (batch, {self.num_tokens}), got {tuple(self.value.shape)}."
                 )
-        elif self.value.ndim != 1 and not (self.value.ndim == 2 and self.value.shape[1] == 1):
-            raise ValueError(f"{owner}.value must have shape (batch,), got {tuple(self.value.shape)}.")
+            return
+        shape = tuple(self.value.shape)
+        if not (len(shape) <= 1 or (len(shape) == 2 and 1 in shape)):
+            raise ValueError(
+                f"{owner}.value must have shape (batch,) (or (), (batch, 1), (1, batch)), got {shape}; "
+                f"one value per object."
+            )
+        if self.value.numel() == 0:
+            raise ValueError(f"{owner}.value has an empty batch (shape {shape}); pass at least one object.")
 
     @property
     def batch_size(self) -> int:
-        return int(self.value.shape[0])
+        """Objects in the batch: ``value.shape[0]``, or the number of values of a one-value modality (so a 0-d
+        value is one object and a (1, B) row of values is B objects)."""
+        return int(self.value.numel()) if self.num_tokens == 1 else int(self.value.shape[0])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={list(self.value.shape)})"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
 
 #: Relative tolerance of float outputs against the fp32 reference, by dtype.
@@ -29,3 +32,14 @@ def assert_close_rel(ours: torch.Tensor, reference: torch.Tensor, rtol: float | 
     scale = reference.abs().max().clamp_min(1e-30)
     err = (ours - reference).abs().max()
     assert err <= rtol * scale, f"{what}: max abs err {err:.3e} > {rtol:g} x max|ref| {scale:.3e}"
+
+
+def make_hub_cache(checkpoint: Path, cache_dir: Path, repo_id: str, commit: str, refs: tuple[str, ...] = ("main",)):
+    """Lays a checkpoint directory out as huggingface_hub's cache holds a downloaded repository, for offline tests:
+    ``<cache_dir>/models--<org>--<name>/snapshots/<commit>/...`` and ``refs/<ref>`` files holding the commit."""
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(checkpoint, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    for ref in refs:
+        (repo / "refs" / ref).write_text(commit)
+    return repo

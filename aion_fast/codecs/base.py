@@ -17,6 +17,7 @@ from torch import nn
 
 from aion_fast import hub
 from aion_fast._utils import as_normal_tensor
+from aion_fast.codecs.registry import codec_class_for
 from aion_fast.modalities import Modality
 from aion_fast.quantizers import Quantizer
 
@@ -165,28 +166,60 @@ class Codec(nn.Module, ABC):
         return f"codecs/{modality.name}"
 
     @classmethod
+    def check_modality(cls, modality: type[Modality]) -> None:
+        """Checks that ``modality`` is tokenized by this codec class, before anything is read.
+
+        Raises:
+            ValueError: ``modality`` is not a modality class with a codec (the reference's type).
+            TypeError: ``modality`` belongs to another codec class (e.g. ``ImageCodec`` asked for
+                ``LegacySurveyCatalog``), as in the reference.
+        """
+        expected = codec_class_for(modality) if isinstance(modality, type) and issubclass(modality, Modality) else None
+        if expected is None:
+            raise ValueError(
+                f"modality={modality!r} has no codec; pass a modality class such as aion_fast.modalities.Z "
+                f"(see aion_fast.codecs.config.MODALITY_CODEC_MAPPING)."
+            )
+        if not issubclass(cls, expected):
+            raise TypeError(
+                f"{modality.__name__} is tokenized by {expected.__name__}, not {cls.__name__}; call "
+                f"{expected.__name__}.from_pretrained(..., modality={modality.__name__}) (or use CodecManager)."
+            )
+
+    @classmethod
     def from_pretrained(
         cls,
         path_or_id: str | os.PathLike,
         modality: type[Modality],
         device: str | torch.device | None = None,
+        **hub_options: Any,
     ) -> Codec:
         """Loads the codec of ``modality`` from a checkpoint directory or hub id.
 
         Reads ``codecs/<modality.name>/config.json`` (constructor arguments) and ``model.safetensors``.
 
+        Args:
+            path_or_id: checkpoint directory or hub repository id.
+            modality: the modality class whose codec to load.
+            device: where to put the codec (default CPU).
+            **hub_options: for a hub id, the reference's hub keywords (``revision``, ``cache_dir``, ``token``,
+                ``local_files_only``, ``force_download``; see :func:`aion_fast.hub.resolve_file`).
+
         Raises:
+            TypeError: ``modality`` belongs to another codec class (checked before any file is read).
             CheckpointNotFoundError: files missing locally and not reachable on the hub.
             ValueError: the config does not fit this codec class, or weights are missing/unexpected.
         """
+        cls.check_modality(modality)
+        hub.check_hub_options(hub_options)
         folder = cls.folder(modality)
-        config = hub.read_config(path_or_id, f"{folder}/{hub.CONFIG_NAME}")
+        config = hub.read_config(path_or_id, f"{folder}/{hub.CONFIG_NAME}", **hub_options)
         try:
             with _skip_random_init():  # every parameter is loaded below (a missing one raises)
                 codec = cls(**config)
         except TypeError as error:
             raise ValueError(f"{folder}/config.json does not fit {cls.__name__}: {error}") from error
-        state = cls.remap_state_dict(hub.read_weights(path_or_id, f"{folder}/{hub.WEIGHTS_NAME}"))
+        state = cls.remap_state_dict(hub.read_weights(path_or_id, f"{folder}/{hub.WEIGHTS_NAME}", **hub_options))
         result = codec.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(

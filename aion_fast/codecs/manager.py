@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import os
 from pathlib import Path
@@ -46,9 +47,20 @@ class CodecManager:
         self.device = torch.device(device)
         self.repo = repo
         self._codecs: dict[tuple[type[Codec], str], Codec] = {}
+        # The reference's cached loader by modality class (its tests call ``_load_codec.cache_info()`` and
+        # ``.cache_clear()``), here one cache per manager. Clearing it keeps the loaded codecs (``_codecs``, shared by
+        # the modalities of one checkpoint folder), as the reference keeps them in its second, per-class cache.
+        self._load_codec = functools.lru_cache(maxsize=None)(self._load_codec_uncached)
 
     def codec(self, modality_type: type[Modality]) -> Codec:
-        """Returns the (cached) codec of a modality class, loading it on first use."""
+        """Returns the (cached) codec of a modality class, loading it on first use.
+
+        Raises:
+            ModalityTypeError: ``modality_type`` is not a modality class with a codec (a ``TypeError``).
+        """
+        return self._load_codec(modality_type)
+
+    def _load_codec_uncached(self, modality_type: type[Modality]) -> Codec:
         if not (isinstance(modality_type, type) and issubclass(modality_type, Modality)):
             raise ModalityTypeError(f"expected a modality class such as DESISpectrum, got {modality_type!r}.")
         codec_class = codec_class_for(modality_type)
@@ -101,7 +113,7 @@ class CodecManager:
                     f"one batch, or call encode once per batch."
                 )
             batch_sizes[type(modality).__name__] = modality.batch_size
-            tokens[key] = as_normal_tensor(self.codec(type(modality)).encode(modality).to(self.device))
+            tokens[key] = as_normal_tensor(self._load_codec(type(modality)).encode(modality).to(self.device))
         if len(set(batch_sizes.values())) > 1:
             raise ValueError(
                 f"modalities describe different numbers of objects {batch_sizes}; give the same objects in the same "
@@ -138,7 +150,7 @@ class CodecManager:
             modality_type: the class to reconstruct, e.g. ``LegacySurveyImage``.
             **metadata: codec options, e.g. ``bands=[...]`` for images, ``wavelength=...`` for spectra.
         """
-        codec = self.codec(modality_type)
+        codec = self._load_codec(modality_type)
         key = modality_type.token_key
         if key not in tokens:
             raise TokenKeyError(

@@ -56,6 +56,12 @@ class _ScalarCodec(Codec):
             )
         return value
 
+    def encode(self, x: Scalar) -> torch.Tensor:
+        """Tokenizes a batch: ``(B, num_tokens)`` tokens, or for a one-value modality tokens of ``x.value``'s
+        shape (``(B,)``, a 0-d tensor, ``(B, 1)`` or ``(1, B)``), as the reference returns them."""
+        tokens = super().encode(x)
+        return tokens.reshape(x.value.shape) if self.modality.num_tokens == 1 else tokens
+
     def _decode(self, z: torch.Tensor, **metadata: Any) -> Scalar:
         return self._modality_class(value=z)
 

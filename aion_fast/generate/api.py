@@ -60,6 +60,10 @@ def generate(
         **decode_options: Passed to the target's codec ``decode`` (e.g. ``wavelength=`` for spectra, ``bands=`` for
             images); tensors with a leading ``B`` axis and at least 2 dims are repeated for the draws.
 
+    Draws are limited to the ids the target's codec decodes (its codebook may be smaller than the model's
+    vocabulary, e.g. ``tok_z``: 1025 logits, 1024 codes); the logits beyond it are masked before temperature,
+    top-k and top-p.
+
     Returns:
         An instance of ``target`` whose tensor fields have shape ``(B, num_samples, ...)`` (e.g. ``Z.value``
         ``(B, S)``; ``DESISpectrum.flux`` ``(B, S, pixels)``). It is built from the codec's validated ``(B·S, ...)``
@@ -104,9 +108,11 @@ def generate(
         raise ValueError(f"inputs include the target {target.__name__} ({key}); drop it from inputs")
     input_tokens = {k: v.to(model.device) for k, v in input_tokens.items()}
 
+    # Only ids the target's codec can decode are drawn (tok_z: 1025 logits, 1024 redshift codes).
+    num_codes = codecs.codec(target).quantizer.codebook_size
     tokens = roar_generate(
         model, input_tokens, key, num_samples, steps, input_mask=input_mask, temperature=temperature,
-        top_k=top_k, top_p=top_p, seed=seed, object_ids=object_ids,
+        top_k=top_k, top_p=top_p, seed=seed, object_ids=object_ids, num_codes=num_codes,
     )  # fmt: skip
     batch = tokens.shape[0]
     flat = tokens.reshape(batch * num_samples, -1)

@@ -105,6 +105,7 @@ def roar_generate(
     top_p: float = 0.0,
     seed: int = 0,
     object_ids: Tensor | None = None,
+    num_codes: int | None = None,
 ) -> Tensor:
     """Draws ``num_samples`` token sets of a grid target per object with ROAR (no argument defaults hidden).
 
@@ -119,6 +120,10 @@ def roar_generate(
         seed: Generator seed in [0, 2^64).
         object_ids: ``(B,)`` int64 identifiers keying each object's random stream (default ``arange(B)``); pass
             stable ids (e.g. catalogue ids) to get the same draws for an object whatever the batch it is in.
+        num_codes: Size of the target codec's codebook when it is smaller than the model's vocabulary (``tok_z``:
+            1025 logits, 1024 redshift codes): only ids below it are drawn. The logits beyond it are dropped
+            before temperature, top-k and top-p, which is the same as setting them to -inf (zero weight, never in
+            the top-k or the nucleus), identically for every backend of :func:`aion_fast.ops.roar_step`.
 
     Returns:
         ``(B, S, L)`` int64 target tokens.
@@ -159,6 +164,10 @@ def roar_generate(
     absent = torch.ones(rows, length, dtype=torch.bool, device=device)
     revealed = torch.zeros(rows, length, dtype=torch.bool, device=device)
     vocab = spec.vocab_size
+    if num_codes is not None:
+        if isinstance(num_codes, bool) or not isinstance(num_codes, int) or num_codes < 1:
+            raise ValueError(f"num_codes={num_codes!r} must be a positive integer (the target codec's codebook size)")
+        vocab = min(vocab, num_codes)
     common = {"seed": int(seed), "temperature": float(temperature), "top_k": top_k, "top_p": float(top_p)}
     no_logits = torch.empty(rows, 0, vocab, device=device)
     no_positions = torch.empty(rows, 0, dtype=torch.int64, device=device)
@@ -186,7 +195,7 @@ def roar_generate(
                 context = context.repeat_interleave(samples, dim=0)
                 cross_mask = _repeat_mask(cross_mask, samples)
             hidden = model._run_decoder(queries_all[positions], context, uniform, cross_mask)
-        logits = head(hidden).float()
+        logits = head(hidden)[..., :vocab].float().contiguous()
         next_count = schedule[step + 1] if step + 1 < len(schedule) else 0
         positions = roar_step(logits, positions, tokens, absent, revealed, chain_objects, chain_samples,
                               step=step, next_step=step + 1, next_count=next_count, **common)  # fmt: skip

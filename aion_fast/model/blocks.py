@@ -53,6 +53,7 @@ __all__ = [
     "LayerNorm",
     "Mlp",
     "SelfAttention",
+    "as_attention_mask",
     "attend",
     "sdpa_varlen_attention",
     "segment_mean",
@@ -251,6 +252,30 @@ class AttentionMask:
         return cls(allowed=allowed[:, None], fully_hidden_rows=fully_hidden_rows)
 
 
+def as_attention_mask(mask: AttentionMask | Tensor | None, name: str = "mask") -> AttentionMask:
+    """The prepared mask of a block or attention call, which also takes the reference's boolean masks.
+
+    Args:
+        mask: An :class:`AttentionMask`; a bool ``(B, Lq or 1, Lk)`` tensor, True where the key is hidden (the
+            reference's ``(B, 1, N)`` encoder mask from ``embed_inputs``, its ``(B, M, M)`` decoder mask); or ``None``.
+        name: The argument's name, for the error message.
+
+    Raises:
+        ValueError: A tensor that is not bool or not 3-D.
+    """
+    if isinstance(mask, AttentionMask):
+        return mask
+    if mask is None:
+        return AttentionMask()
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.ndim != 3:
+        got = f"{mask.dtype} tensor of shape {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(
+            f"{name} must be a bool tensor of shape (B, 1, N) or (B, M, N), True where the key is hidden (as "
+            f"embed_inputs returns), an AttentionMask, or None; got {got}"
+        )
+    return AttentionMask.from_hidden(mask)
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask) -> Tensor:
     """Multi-head scaled dot-product attention with the reference's masking semantics.
 
@@ -436,16 +461,17 @@ class SelfAttention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x: Tensor, mask: AttentionMask) -> Tensor:
+    def forward(self, x: Tensor, mask: AttentionMask | Tensor | None = None) -> Tensor:
         """Attends ``x`` to itself.
 
         Args:
             x: ``(B, N, D)``.
-            mask: Prepared ``(B, 1, N, N)``-style mask.
+            mask: Prepared ``(B, 1, N, N)``-style mask, or a reference bool mask (see :func:`as_attention_mask`).
 
         Returns:
             ``(B, N, D)``.
         """
+        mask = as_attention_mask(mask)
         batch, length, dim = x.shape
         if mask.uniform:
             # Every key is hidden: the output is the value mean, the same for all queries, so q and k are not needed.
@@ -505,17 +531,18 @@ class CrossAttention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x: Tensor, context: Tensor, mask: AttentionMask) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, mask: AttentionMask | Tensor | None = None) -> Tensor:
         """Attends queries to the context.
 
         Args:
             x: ``(B, M, D)`` queries.
             context: ``(B, N, D)`` keys/values source.
-            mask: Prepared ``(B, 1, 1, N)``-style key mask.
+            mask: Prepared ``(B, 1, 1, N)``-style key mask, or a reference bool ``(B, 1, N)`` mask.
 
         Returns:
             ``(B, M, D)``.
         """
+        mask = as_attention_mask(mask)
         batch, length, dim = x.shape
         q = self.q(x).view(batch, length, self.num_heads, self.head_dim)
         k, v = self.kv(context).view(batch, context.shape[1], 2, self.num_heads, self.head_dim).unbind(2)
@@ -604,8 +631,10 @@ class EncoderBlock(nn.Module):
             torch.add(h, self.mlp(self.norm2(h)), out=out[start : start + step])
         return out.view(batch, length, dim)
 
-    def forward(self, x: Tensor, mask: AttentionMask) -> Tensor:
-        """Maps ``(B, N, D)`` to ``(B, N, D)`` under the prepared key-padding mask."""
+    def forward(self, x: Tensor, mask: AttentionMask | Tensor | None = None) -> Tensor:
+        """Maps ``(B, N, D)`` to ``(B, N, D)`` under the key-padding mask: prepared, or the reference's bool
+        ``(B, 1, N)`` mask (True = absent, as ``embed_inputs`` returns it), or ``None``."""
+        mask = as_attention_mask(mask)
         if self.use_checkpoint and self.training and torch.is_grad_enabled():
             return checkpoint(self._forward, x, mask, use_reentrant=False)
         if self._row_blocks_apply(x, mask):
@@ -640,18 +669,34 @@ class DecoderBlock(nn.Module):
         x = x + self.drop_path(self.cross_attn(self.query_norm(x), self.context_norm(context), cross_mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def forward(self, x: Tensor, context: Tensor, self_mask: AttentionMask, cross_mask: AttentionMask) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor,
+        self_mask: AttentionMask | Tensor | None = None,
+        cross_mask: AttentionMask | Tensor | None = None,
+        *,
+        sa_mask: Tensor | None = None,
+        xa_mask: Tensor | None = None,
+    ) -> Tensor:
         """Updates decoder queries.
 
         Args:
             x: ``(B, M, D)`` decoder tokens.
             context: ``(B, N, D)`` encoder context.
-            self_mask: Prepared ``(B, 1, M, M)``-style decoder self-attention mask.
-            cross_mask: Prepared ``(B, 1, 1, N)``-style encoder key-padding mask.
+            self_mask: Prepared ``(B, 1, M, M)``-style decoder self-attention mask, or a bool ``(B, M, M)`` one.
+            cross_mask: Prepared ``(B, 1, 1, N)``-style encoder key-padding mask, or a bool ``(B, 1, N)`` one.
+            sa_mask, xa_mask: The reference's keyword names of ``self_mask`` and ``cross_mask``.
 
         Returns:
             ``(B, M, D)``.
         """
+        if sa_mask is not None or xa_mask is not None:
+            if self_mask is not None or cross_mask is not None:
+                raise ValueError("give the masks as self_mask/cross_mask or as sa_mask/xa_mask, not both")
+            self_mask, cross_mask = sa_mask, xa_mask
+        self_mask = as_attention_mask(self_mask, "self_mask")
+        cross_mask = as_attention_mask(cross_mask, "cross_mask")
         if self.use_checkpoint and self.training and torch.is_grad_enabled():
             return checkpoint(self._forward, x, context, self_mask, cross_mask, use_reentrant=False)
         return self._forward(x, context, self_mask, cross_mask)

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +23,15 @@ from torch import Tensor, nn
 
 from aion_fast import hub
 from aion_fast.model import checkpoint as ckpt
-from aion_fast.model.blocks import AttentionMask, BlockOptions, DecoderBlock, EncoderBlock, LayerNorm, PackedLayout
+from aion_fast.model.blocks import (
+    AttentionMask,
+    BlockOptions,
+    DecoderBlock,
+    EncoderBlock,
+    LayerNorm,
+    PackedLayout,
+    as_attention_mask,
+)
 from aion_fast.model.config import AIONConfig
 from aion_fast.model.embeddings import build_decoder_embedding, build_encoder_embedding
 from aion_fast.model.modality_info import GRID, MODALITY_INFO, ModalitySpec
@@ -573,6 +582,178 @@ class AION(nn.Module):
         return logits
 
     # ------------------------------------------------------------------------------------------------------------
+    # The reference's layer-level methods (4M's ``forward_encoder`` / ``forward_decoder`` / ``forward_logits``)
+
+    def forward_encoder(self, x: Tensor, encoder_mask: Tensor | AttentionMask | None = None) -> Tensor:
+        """Encoder blocks and final norm (no context projection), as the reference's ``forward_encoder``.
+
+        Args:
+            x: ``(B, N, D)`` encoder tokens plus embeddings (``encoder_tokens + encoder_emb`` of :meth:`embed_inputs`).
+            encoder_mask: ``(B, 1, N)`` bool, True where absent (the mask :meth:`embed_inputs` returns); ``None``
+                for none.
+
+        Returns:
+            ``(B, N, D)``.
+        """
+        mask = as_attention_mask(encoder_mask, "encoder_mask")
+        for block in self.encoder:
+            x = block(x, mask)
+        return self.encoder_norm(x)
+
+    def forward_decoder(
+        self,
+        y: Tensor,
+        context: Tensor,
+        encoder_mask: Tensor | AttentionMask | None,
+        decoder_attention_mask: Tensor | AttentionMask | None,
+    ) -> Tensor:
+        """Decoder blocks and final norm, as the reference's ``forward_decoder``.
+
+        Args:
+            y: ``(B, M, D)`` decoder tokens plus embeddings.
+            context: ``(B, N, D)`` decoder context (:meth:`encode_embeddings`).
+            encoder_mask: ``(B, 1, N)`` bool, True where an encoder token is absent; ``None`` for none.
+            decoder_attention_mask: ``(B, M, M)`` bool, True where the key is hidden (:meth:`embed_targets`).
+
+        Returns:
+            ``(B, M, D)``.
+        """
+        return self._run_decoder(
+            y,
+            context,
+            as_attention_mask(decoder_attention_mask, "decoder_attention_mask"),
+            as_attention_mask(encoder_mask, "encoder_mask"),
+        )
+
+    def forward_logits(
+        self,
+        y: Tensor,
+        decoder_mod_dict: Mapping[str, Any],
+        decoder_mod_mask: Tensor,
+        return_all_logits: bool = False,
+    ) -> dict[str, Tensor]:
+        """Logits per output modality, as the reference's ``forward_logits``.
+
+        Args:
+            y: ``(B, M, D)`` decoder output (:meth:`forward_decoder`).
+            decoder_mod_dict: Token keys to compute logits for (only the keys are read).
+            decoder_mod_mask: ``(B, M)`` modality id of every row (:meth:`embed_targets`' ``mod_mask``).
+            return_all_logits: Logits of every row ``(B, M, vocab)`` instead of the key's rows ``(n_key, vocab)``.
+
+        Returns:
+            Token key -> logits.
+        """
+        logits = {}
+        for key in decoder_mod_dict:
+            spec = self._output_spec(key)
+            head = self.decoder_embeddings[key]
+            logits[key] = head(y) if return_all_logits else head(y[decoder_mod_mask == spec.id])
+        return logits
+
+    def adapt_decoder_attention_mask(self, decoder_attention_mask: Tensor, mod_mask: Tensor | None = None) -> Tensor:
+        """The reference's expansion of a compressed ``(B, M)`` decoder mask into ``(B, M, M)`` (True = hidden),
+        following this model's ``decoder_causal_mask`` and ``decoder_sep_mask`` (see
+        :func:`build_decoder_attention_mask`; ``mod_mask`` is needed with ``decoder_sep_mask``)."""
+        if self.config.decoder_sep_mask and mod_mask is None:
+            raise ValueError("adapt_decoder_attention_mask needs mod_mask (B, M) when the config has decoder_sep_mask")
+        if mod_mask is None:
+            mod_mask = torch.zeros_like(decoder_attention_mask, dtype=torch.int16)
+        return build_decoder_attention_mask(
+            decoder_attention_mask, mod_mask, self.config.decoder_causal_mask, self.config.decoder_sep_mask
+        )
+
+    def share_modality_embeddings(self) -> None:
+        """The reference's name of :meth:`tie_modality_embeddings`."""
+        self.tie_modality_embeddings()
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exempt from weight decay: none, as in the reference."""
+        return set()
+
+    def get_num_layers_encoder(self) -> int:
+        """Number of encoder blocks."""
+        return len(self.encoder)
+
+    def get_num_layers_decoder(self) -> int:
+        """Number of decoder blocks (0 for an ``encoder_only`` model)."""
+        return len(self.decoder)
+
+    def get_num_layers(self) -> int:
+        """Encoder plus decoder blocks."""
+        return self.get_num_layers_encoder() + self.get_num_layers_decoder()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Freezing (the reference's fine-tuning helpers): set ``requires_grad`` on groups of parameters.
+
+    def _side_modules(self, side: str, embeddings: bool) -> list[nn.Module]:
+        blocks, norm, emb = (
+            (self.encoder, self.encoder_norm, self.encoder_embeddings)
+            if side == "encoder"
+            else (self.decoder, self.decoder_norm, self.decoder_embeddings)
+        )
+        return [m for m in (blocks, norm, emb if embeddings else None) if m is not None]
+
+    def _set_requires_grad(self, modules: Sequence[nn.Module], flag: bool) -> None:
+        for module in modules:
+            for param in module.parameters():
+                param.requires_grad_(flag)
+
+    def _freeze_except(self, side: str, domains: str) -> None:
+        self._set_requires_grad(self._side_modules(side, embeddings=False), False)
+        frozen = set(domains.split("-"))
+        embeddings = self.encoder_embeddings if side == "encoder" else self.decoder_embeddings
+        for key, module in embeddings.items():
+            if key in frozen:
+                self._set_requires_grad([module], False)
+
+    def freeze_encoder(self, freeze_embeddings: bool = True) -> None:
+        """Freezes the encoder blocks and norm, and with ``freeze_embeddings`` the encoder embeddings.
+
+        Modality embeddings shared with the decoder are one parameter, so they freeze on both sides.
+        """
+        self._set_requires_grad(self._side_modules("encoder", freeze_embeddings), False)
+
+    def unfreeze_encoder(self, unfreeze_embeddings: bool = True) -> None:
+        """Undoes :meth:`freeze_encoder`."""
+        self._set_requires_grad(self._side_modules("encoder", unfreeze_embeddings), True)
+
+    def freeze_decoder(self, freeze_embeddings: bool = True) -> None:
+        """Freezes the decoder blocks and norm, and with ``freeze_embeddings`` the decoder embeddings."""
+        self._set_requires_grad(self._side_modules("decoder", freeze_embeddings), False)
+
+    def unfreeze_decoder(self, unfreeze_embeddings: bool = True) -> None:
+        """Undoes :meth:`freeze_decoder`."""
+        self._set_requires_grad(self._side_modules("decoder", unfreeze_embeddings), True)
+
+    def freeze_encoder_except_specific_embeddings(self, frozen_embedding_domain: str) -> None:
+        """Freezes the encoder blocks and norm and the embeddings of the ``-``-joined token keys given."""
+        self._freeze_except("encoder", frozen_embedding_domain)
+
+    def freeze_decoder_except_specific_embeddings(self, frozen_embedding_domain: str) -> None:
+        """Freezes the decoder blocks and norm and the embeddings of the ``-``-joined token keys given."""
+        self._freeze_except("decoder", frozen_embedding_domain)
+
+    def freeze_params_except_specific_embeddings(self, frozen_embedding_domain: str) -> None:
+        """Both of the above."""
+        self._freeze_except("encoder", frozen_embedding_domain)
+        self._freeze_except("decoder", frozen_embedding_domain)
+
+    def freeze_shared_params(self) -> None:
+        """Freezes the encoder and decoder blocks and norms, not the embeddings."""
+        self.freeze_encoder(freeze_embeddings=False)
+        self.freeze_decoder(freeze_embeddings=False)
+
+    def unfreeze_shared_params(self) -> None:
+        """Undoes :meth:`freeze_shared_params`."""
+        self.unfreeze_encoder(unfreeze_embeddings=False)
+        self.unfreeze_decoder(unfreeze_embeddings=False)
+
+    def unfreeze_all(self) -> None:
+        """Unfreezes the encoder and decoder sides with their embeddings."""
+        self.unfreeze_encoder(unfreeze_embeddings=True)
+        self.unfreeze_decoder(unfreeze_embeddings=True)
+
+    # ------------------------------------------------------------------------------------------------------------
     # Training
 
     def predict_masked(
@@ -714,6 +895,12 @@ class AION(nn.Module):
         dtype: torch.dtype | None = None,
         *,
         encoder_only: bool = False,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        map_location: torch.device | str | None = None,
     ) -> AION:
         """Loads a checkpoint laid out like ``polymathic-ai/aion-base``.
 
@@ -721,6 +908,11 @@ class AION(nn.Module):
             path_or_hub_id: Local directory with ``config.json`` and ``model.safetensors``, or a Hub repository id.
             device: Target device (default CPU).
             dtype: Cast floating-point weights to this dtype (default: as stored).
+            revision, cache_dir, token, local_files_only, force_download: The reference's
+                hub keywords (huggingface_hub's ``ModelHubMixin.from_pretrained``), used for a Hub id: e.g.
+                ``revision`` a branch, tag or commit, ``cache_dir`` a cache laid out as
+                ``models--<org>--<name>/snapshots/<commit>/``; ignored for a local directory.
+            map_location: The reference's name of ``device`` (used when ``device`` is not given).
             encoder_only: Build and read only what embeddings need (token and modality embeddings, encoder blocks,
                 norms, context projection): about half the weights of the released models are the decoder's, never
                 read from disk then. ``embed``/``encode`` give the full model's values; decoding, generation,
@@ -734,9 +926,13 @@ class AION(nn.Module):
                 repository (a ``FileNotFoundError``; the message explains the local directory layout).
             ValueError: Config or weights do not describe a valid model (missing/unexpected names are listed).
         """
-        config_file = hub.resolve_file(path_or_hub_id, hub.CONFIG_NAME)
-        weights_file = hub.resolve_file(path_or_hub_id, hub.WEIGHTS_NAME)
-        device = torch.device("cpu" if device is None else device)
+        options = {
+            "revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only,
+            "force_download": force_download,
+        }  # fmt: skip
+        config_file = hub.resolve_file(path_or_hub_id, hub.CONFIG_NAME, **options)
+        weights_file = hub.resolve_file(path_or_hub_id, hub.WEIGHTS_NAME, **options)
+        device = torch.device(next((d for d in (device, map_location) if d is not None), "cpu"))
         wanted = None
         if encoder_only:  # the decoder's modality embeddings are read: one may be the only copy of a tied tensor
             wanted = lambda name: not name.startswith(ckpt.DECODER_PREFIXES) or name.endswith(".mod_emb")  # noqa: E731
@@ -753,17 +949,82 @@ class AION(nn.Module):
             model.to(dtype=dtype)
         return model.eval()
 
-    def save_pretrained(self, directory: str | os.PathLike) -> os.PathLike:
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        *,
+        config: Mapping[str, Any] | None = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **push_to_hub_kwargs: Any,
+    ) -> os.PathLike:
         """Writes ``config.json`` and ``model.safetensors`` loadable here and by ``aion.AION.from_pretrained``.
+
+        Keywords as the reference's (huggingface_hub's ``ModelHubMixin.save_pretrained``).
 
         Args:
             directory: Target directory (created if needed).
+            config: Optional config dict; it must describe this model (the written config is always the model's).
+            repo_id: Hub repository for ``push_to_hub`` (default: the directory's name).
+            push_to_hub: Also upload the folder with :meth:`push_to_hub`.
+            model_card_kwargs: Accepted for the reference's signature; no model card is written.
+            **push_to_hub_kwargs: Passed to :meth:`push_to_hub`.
 
         Returns:
             The directory path.
+
+        Raises:
+            ValueError: ``config`` differs from the model's own config.
         """
         self._require_decoder("save_pretrained")
-        return ckpt.write_checkpoint(directory, self.config.to_dict(), self.state_dict())
+        own = self.config.to_dict()
+        if config is not None and AIONConfig.from_dict(config).to_dict() != own:
+            raise ValueError(
+                "save_pretrained(config=...) differs from this model's config; leave config out (the model's own "
+                "config is written)"
+            )
+        path = ckpt.write_checkpoint(directory, own, self.state_dict())
+        if push_to_hub:
+            self.push_to_hub(repo_id or Path(directory).name, **push_to_hub_kwargs)
+        return path
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        config: Mapping[str, Any] | None = None,
+        commit_message: str = "Push model using huggingface_hub.",
+        private: bool | None = None,
+        token: str | None = None,
+        branch: str | None = None,
+        create_pr: bool | None = None,
+        allow_patterns: list[str] | str | None = None,
+        ignore_patterns: list[str] | str | None = None,
+        delete_patterns: list[str] | str | None = None,
+        model_card_kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        """Uploads the checkpoint (``config.json`` + ``model.safetensors``) to a Hub repository, creating it if needed.
+
+        Same keywords as the reference's (huggingface_hub's ``ModelHubMixin.push_to_hub``); needs the network and a
+        token with write access.
+
+        Returns:
+            The commit information returned by ``huggingface_hub.HfApi.upload_folder``.
+        """
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as staging:
+            self.save_pretrained(staging, config=config)
+            return api.upload_folder(
+                repo_id=repo_id, repo_type="model", folder_path=staging, commit_message=commit_message,
+                revision=branch, create_pr=create_pr, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns,
+                delete_patterns=delete_patterns,
+            )  # fmt: skip
 
 
 def _drop_path_rates(cfg: AIONConfig) -> tuple[list[float], list[float]]:

@@ -6,6 +6,12 @@ Each latent channel ``d`` is squashed to ``L_d`` levels: ``bounded = tanh(z + sh
 the rounded level ``q`` is normalised to ``q / (L_d // 2)`` in [-1, 1]. The index packs the digits
 ``q + L_d // 2`` in mixed radix with basis ``(1, L_0, L_0 L_1, ...)``. The index arithmetic lives in
 ``aion_fast.ops.fsq`` (PyTorch reference, C++ and Triton backends); this module holds the state and the layout.
+
+A channel with one level (``L_d = 1``, accepted as the reference accepts it) can only hold its single level: its
+digit is 0 and its normalised code 0, and it leaves the packing of the other channels unchanged (a radix of 1). The
+quantizer therefore runs the ops on the other channels only. The reference instead computes ``atanh(0 / 0)`` there:
+NaN codes, and every index of the position cast from NaN (``-2**31`` on x86); see the README's deliberate
+differences.
 """
 
 from __future__ import annotations
@@ -39,10 +45,13 @@ class FiniteScalarQuantizer(Quantizer):
     def __init__(self, levels: list[int], eps: float = 1e-3):
         super().__init__()
         levels = [int(v) for v in levels]
-        if not levels or min(levels) < 2:
-            raise ValueError(f"FSQ levels must be a non-empty list of integers >= 2, got {levels}.")
+        if not levels or min(levels) < 1:
+            raise ValueError(f"FSQ levels must be a non-empty list of integers >= 1, got {levels}.")
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.int32))
         self._levels = levels
+        #: Channels with more than one level and their levels: the ops run on these (module docstring).
+        self._active = [d for d, level in enumerate(levels) if level > 1]
+        self._active_levels = [levels[d] for d in self._active]
         self.eps = float(eps)
 
     @property
@@ -72,7 +81,14 @@ class FiniteScalarQuantizer(Quantizer):
             int64 indices of shape (B, *spatial) (resp. ``z.shape[:-1]``).
         """
         self._check_channels(z, channel_first)
-        return fsq_ops.fsq_encode(z, self._levels, self.eps, channel_first=channel_first).long()
+        if len(self._active) == len(self._levels):
+            return fsq_ops.fsq_encode(z, self._levels, self.eps, channel_first=channel_first).long()
+        axis = 1 if channel_first else z.ndim - 1
+        if not self._active:  # one code only
+            return torch.zeros(z.shape[:axis] + z.shape[axis + 1 :], dtype=torch.int64, device=z.device)
+        active = torch.tensor(self._active, device=z.device)
+        z = z.index_select(axis, active)
+        return fsq_ops.fsq_encode(z, self._active_levels, self.eps, channel_first=channel_first).long()
 
     def decode(self, codes: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
         """Indices to normalised codes in [-1, 1].
@@ -88,16 +104,30 @@ class FiniteScalarQuantizer(Quantizer):
             raise ValueError(f"FSQ decode takes integer indices, got {codes.dtype}.")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise ValueError(f"FSQ indices must lie in [0, {self.codebook_size}), got [{codes.min()}, {codes.max()}].")
-        return _channels_back(fsq_ops.fsq_decode(codes, self._levels), channel_first)
+        if len(self._active) == len(self._levels):
+            return _channels_back(fsq_ops.fsq_decode(codes, self._levels), channel_first)
+        out = torch.zeros(*codes.shape, len(self._levels), dtype=torch.float32, device=codes.device)
+        if self._active:
+            out[..., self._active] = fsq_ops.fsq_decode(codes, self._active_levels)
+        return _channels_back(out, channel_first)
 
     def quantize(self, z: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
         """Quantized latents with straight-through gradients, same shape as ``z``, float32."""
         self._check_channels(z, channel_first)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            bounded = fsq_ops.torch_fsq_bound(_channels_last(z, channel_first), self._levels, self.eps)
-            rounded = bounded + (torch.round(bounded) - bounded).detach()
-            normalized = rounded / (self.levels // 2).to(torch.float32)
+            z = _channels_last(z, channel_first)
+            if len(self._active) < len(self._levels):  # one-level channels quantize to 0 (module docstring)
+                normalized = torch.zeros(z.shape, dtype=torch.float32, device=z.device)
+                if self._active:
+                    normalized[..., self._active] = self._quantize_last(z[..., self._active], self._active_levels)
+            else:
+                normalized = self._quantize_last(z, self._levels)
         return _channels_back(normalized, channel_first)
+
+    def _quantize_last(self, z: torch.Tensor, levels: list[int]) -> torch.Tensor:
+        bounded = fsq_ops.torch_fsq_bound(z, levels, self.eps)
+        rounded = bounded + (torch.round(bounded) - bounded).detach()
+        return rounded / torch.tensor([level // 2 for level in levels], dtype=torch.float32, device=z.device)
 
     def forward(self, z: torch.Tensor, channel_first: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training forward: (straight-through quantized latents, zero loss, fraction of codes used)."""

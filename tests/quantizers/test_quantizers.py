@@ -96,7 +96,9 @@ def test_fsq_bad_inputs():
     with pytest.raises(ValueError, match=r"\[0, 4375\)"):
         q.decode(torch.tensor([[4375]]))
     with pytest.raises(ValueError, match="levels"):
-        FiniteScalarQuantizer([1, 5])
+        FiniteScalarQuantizer([0, 5])
+    with pytest.raises(ValueError, match="levels"):
+        FiniteScalarQuantizer([])
 
 
 @pytest.mark.parametrize("batch,length", [(1, 272), (3, 17), (7, 1)])
