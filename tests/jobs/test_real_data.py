@@ -23,7 +23,7 @@ from aion_fast import modalities as m
 from aion_fast.cli import main
 from aion_fast.codecs import CodecManager
 from aion_fast.data.formats import open_source
-from aion_fast.data.mmu import prepare_rows, selection_of
+from aion_fast.data.mmu import prepare_rows
 from aion_fast.demo import default_model
 from aion_fast.jobs.encode import EncodeOptions, run_encode
 from aion_fast.jobs.encoder import BatchEncoder
@@ -384,6 +384,8 @@ def test_parquet_shard_and_arrow_crossmatch_equal_hdf5(tmp_path):
                                      ("desi", desi.columns))  # fmt: skip
     hdf5 = tmp_path / "crossmatch" / "ls_x_desi_rows.hdf5"
     _prefixed_crossmatch(hdf5, ls.columns, desi.columns)
+    # FLUX_G/R/Z and EBV are stored once for both surveys in the Arrow dir; photometry is not asked for, so no
+    # --source is needed.
     _encode([arrow.path, hdf5], tmp_path / "crossmatched", modalities=("image", "spectrum"))
     a, b = _rows(tmp_path / "crossmatched", hdf5), _rows(tmp_path / "crossmatched", arrow.path)
     assert sorted(a) == sorted(b) == sorted(str(v) for v in desi.columns["TARGETID"])
@@ -446,7 +448,7 @@ def test_encode_user_errors_exit_2_with_one_line(tmp_path, capsys, case):
         "bad --modalities": "images",
         "bad --source": "GROUP=SURVEY",
         "unknown --source": "nosuchsurvey",
-        "no model": "no_such_checkpoint",
+        "no model": "no_such_checkpoint: no such checkpoint directory",
     }[case]
     capsys.readouterr()
     status = main(["encode", *args, "--output", str(tmp_path / "out"), "--quiet"])
