@@ -103,6 +103,16 @@ def test_aion_tutorial_file_keeps_its_image_and_provabgs_ids(tmp_path, fmt):
     assert_close_rel(got, expected, rtol=1e-5, what="tutorial embeddings")
 
 
+def test_tutorial_image_without_bands_must_have_the_survey_bands(tmp_path):
+    """No ``image_band`` column: a Legacy Survey image is read as DES-G/R/I/Z, so 3 channels are an error."""
+    ls = w.write_legacysurvey(tmp_path / "mmu", n=4)
+    desi = w.write_desi(tmp_path / "mmu", n=3)
+    columns = {**ls.columns, "image_array": ls.columns["image_array"][:, :3]}
+    tutorial = w.write_aion_tutorial(tmp_path / "tutorial" / "three.hdf5", columns, desi.columns, fmt="hdf5")
+    with open_source(tutorial.path) as source, pytest.raises(ValueError, match="3 channels and no image_band"):
+        prepare_rows(source, 0, 3, ["image"])
+
+
 # ------------------------------------------------------------------------------------------------- 2. Gaia ids
 
 
