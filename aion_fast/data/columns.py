@@ -23,6 +23,7 @@ __all__ = [
     "SCALAR_COLUMNS",
     "SCALAR_SENTINELS",
     "SURVEY_DEFAULT_GROUPS",
+    "SURVEY_IMAGE_BANDS",
     "SURVEY_PREFIXES",
     "ColumnKey",
     "Selection",
@@ -103,6 +104,10 @@ UNKNOWN_SURVEY_GROUPS = ("image", "spectrum", "photometry", "gaia", "catalog", "
 ID_COLUMNS = ("object_id", "source_id", "TARGETID", "targetid", "SPECOBJID", "specobjid", "objid", "OBJID")
 
 _IMAGE_SURVEYS = {"legacysurvey": m.LegacySurveyImage, "ssl_legacysurvey": m.LegacySurveyImage, "hsc": m.HSCImage}
+#: Bands of an image column that has no ``image_band`` beside it, in channel order: the AION tutorials'
+#: ``legacysurvey_image_flux`` is given to ``LegacySurveyImage`` with DES-G/R/I/Z.
+SURVEY_IMAGE_BANDS = {"legacysurvey": ("DES-G", "DES-R", "DES-I", "DES-Z"),
+                      "hsc": ("HSC-G", "HSC-R", "HSC-I", "HSC-Z", "HSC-Y")}  # fmt: skip
 _SPECTRUM_SURVEYS = {"desi": m.DESISpectrum, "sdss": m.SDSSSpectrum}
 CATALOG_FIELDS = ("X", "Y", "SHAPE_E1", "SHAPE_E2", "SHAPE_R")
 
@@ -162,9 +167,9 @@ def _candidates(columns: Collection[ColumnKey], file_survey: str | None) -> list
         def key(name: str, survey: str | None = survey) -> ColumnKey:
             return (survey, name)
 
-        if key("image_array") in present and key("image_band") in present:
-            roles = {"flux": key("image_array"), "band": key("image_band")}
-            roles.update({r: key(f"image_{r}") for r in ("mask", "ivar") if key(f"image_{r}") in present})
+        if key("image_array") in present and (key("image_band") in present or own in SURVEY_IMAGE_BANDS):
+            roles = {"flux": key("image_array")}
+            roles.update({r: key(f"image_{r}") for r in ("band", "mask", "ivar") if key(f"image_{r}") in present})
             classes = (_IMAGE_SURVEYS[own],) if own in _IMAGE_SURVEYS else (m.LegacySurveyImage, m.HSCImage)
             uses.append(Use("image", "image", survey, roles, classes))
         if key("spectrum_flux") in present and key("spectrum_lambda") in present:
@@ -247,6 +252,8 @@ def select(
     sources = dict(sources or {})
     uses = []
     for use in _candidates(columns, file_survey):
+        if groups is not None and use.group not in groups:  # not asked for: its source needs no choosing
+            continue
         owners = next((shared[k] for k in use.columns.values() if k in (shared or {})), None)
         if owners is not None:  # one column, two surveys' values possible: only the user can say whose
             chosen = sources.get(use.group)

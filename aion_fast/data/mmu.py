@@ -40,6 +40,7 @@ from aion_fast.data.columns import (
     MODALITY_GROUPS,
     SCALAR_COLUMNS,
     SCALAR_SENTINELS,
+    SURVEY_IMAGE_BANDS,
     SURVEY_PREFIXES,
     ColumnKey,
     Selection,
@@ -292,7 +293,17 @@ def _image_parts(
     if flux.ndim != 4:
         raise ValueError(f"{source.source.path}: image_array must be (N, C, H, W), got {flux.shape}.")
     top, left = crop_window(*flux.shape[2:], what=f"{source.source.path}: image_array")
-    band_column = source.read(use.columns["band"], start, stop)
+    if "band" in use.columns:
+        band_column = source.read(use.columns["band"], start, stop)
+    else:  # no image_band column: the survey's bands in order (SURVEY_IMAGE_BANDS)
+        survey = use.survey or source.survey
+        band_column = np.array([b.lower() for b in SURVEY_IMAGE_BANDS.get(survey, ())])
+        if len(band_column) != flux.shape[1]:
+            raise ValueError(
+                f"{source.source.path}: image_array has {flux.shape[1]} channels and no image_band column; without "
+                f"one a {survey} image must have the bands {list(SURVEY_IMAGE_BANDS.get(survey, ()))}. Add an "
+                f"image_band column (N, C) of band names such as b'des-g'."
+            )
     bands = band_column if band_column.ndim == 2 else np.broadcast_to(band_column, (n, flux.shape[1]))
     if "mask" in use.columns:
         good = np.asarray(source.read(use.columns["mask"], start, stop), dtype=bool)

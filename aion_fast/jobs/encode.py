@@ -108,6 +108,14 @@ def _job_description(checkpoint: Path | str, options: EncodeOptions, label: str)
 
 
 def _validate(options: EncodeOptions) -> None:
+    model = None if options.model is None else str(options.model)
+    if model is not None and not Path(model).expanduser().is_dir():
+        # A hub id is "namespace/name"; anything else that is not a directory was meant as a local path.
+        if model.startswith(("/", ".", "~")) or model.count("/") != 1 or Path(model).expanduser().exists():
+            raise FileNotFoundError(
+                f"--model {model}: no such checkpoint directory; give a local checkpoint directory (config.json + "
+                f"model.safetensors at its root) or a hub id such as polymathic-ai/aion-base."
+            )
     if options.modalities is not None:
         unknown = sorted(set(options.modalities) - set(MODALITY_GROUPS))
         if unknown or not options.modalities:
