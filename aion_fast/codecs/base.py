@@ -181,6 +181,7 @@ class Codec(nn.Module, ABC):
         """
         folder = cls.folder(modality)
         config = hub.read_config(path_or_id, f"{folder}/{hub.CONFIG_NAME}")
+        hub.check_codec_config(config, f"{folder}/{hub.CONFIG_NAME}")
         try:
             with _skip_random_init():  # every parameter is loaded below (a missing one raises)
                 codec = cls(**config)

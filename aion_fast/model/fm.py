@@ -734,9 +734,12 @@ class AION(nn.Module):
                 repository (a ``FileNotFoundError``; the message explains the local directory layout).
             ValueError: Config or weights do not describe a valid model (missing/unexpected names are listed).
         """
+        device = torch.device("cpu" if device is None else device)
+        if device.type == "cuda" and not torch.cuda.is_available():  # else safetensors fails with a pinning error
+            raise ValueError(f"device={str(device)!r} but no CUDA GPU is visible (torch.cuda.is_available() is False); "
+                             f"load with device='cpu'.")  # fmt: skip
         config_file = hub.resolve_file(path_or_hub_id, hub.CONFIG_NAME)
         weights_file = hub.resolve_file(path_or_hub_id, hub.WEIGHTS_NAME)
-        device = torch.device("cpu" if device is None else device)
         wanted = None
         if encoder_only:  # the decoder's modality embeddings are read: one may be the only copy of a tied tensor
             wanted = lambda name: not name.startswith(ckpt.DECODER_PREFIXES) or name.endswith(".mod_emb")  # noqa: E731
