@@ -117,7 +117,7 @@ def _job_description(checkpoint: Path | str, options: EncodeOptions, label: str)
         "demo_checkpoint": options.model is None,
         "untrained_demo_checkpoint": label == "untrained-demo",
         "model_config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
-        "model_weights_sha256_16": _weights_digest(checkpoint) if local else None,
+        "model_weights_sha256_16": cached_checkpoint_digest(checkpoint) if local else None,
         "codec_configs_sha256_16": _codec_configs_digest(config_file.parent),
         "aion_fast_version": aion_fast.__version__,
         "modalities": list(options.modalities) if options.modalities is not None else "survey defaults",
@@ -125,16 +125,6 @@ def _job_description(checkpoint: Path | str, options: EncodeOptions, label: str)
         "pooling": options.pooling,
         "dtype": options.dtype,
     }
-
-
-def _weights_digest(checkpoint: Path | str) -> str:
-    try:
-        return cached_checkpoint_digest(checkpoint)
-    except Exception as error:  # noqa: BLE001 - safetensors raises its own error type for a torn file
-        if isinstance(error, OSError):
-            raise
-        raise ValueError(f"--model {checkpoint}: a weights file is not a complete safetensors file ({error}); "
-                         f"download the checkpoint again.") from None  # fmt: skip
 
 
 def _check_device(device: str) -> None:

@@ -50,9 +50,9 @@ def shard_names(inputs: Sequence[str | os.PathLike]) -> list[str]:
             if seen[name] == resolved:
                 raise ValueError(f"{path} is given twice; pass each input once.")
             raise ValueError(
-                f"{seen[name]} and {resolved} would both be written as {name}.parquet (neither path has a survey "
-                f"folder such as legacysurvey/ or desi/); keep the MMU layout <survey>/<config>/healpix=N/..., or "
-                f"encode them into separate --output directories."
+                f"{seen[name]} and {resolved} are different files that would both be written as {name}.parquet "
+                f"(a shard's name is its path below the survey folder, e.g. legacysurvey/, or its parent folder); "
+                f"encode them into separate --output directories, or keep one MMU tree per output."
             )
         seen[name] = resolved
     return names

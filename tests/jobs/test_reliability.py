@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _options(checkpoint, **overrides):
-    values = {"model": str(checkpoint), "batch_size": 2, "workers": 0, "progress": False, "row_group_rows": 2}
+    """Small batches and row groups; photometry only unless a test needs images or spectra (the fast codecs)."""
+    values = {"model": str(checkpoint), "batch_size": 2, "workers": 0, "progress": False, "row_group_rows": 2,
+              "modalities": ("photometry",)}  # fmt: skip
     return EncodeOptions(**{**values, **overrides})
 
 
@@ -71,34 +73,34 @@ def _subprocess(args, **kwargs):
 # 1, 11 ----------------------------------------------------------------------------------------------------------------
 
 
-def test_second_job_on_a_running_output_refuses_and_the_first_equals_an_uninterrupted_run(tmp_path, demo_checkpoint):
+def test_second_job_on_a_running_output_refuses_and_the_first_equals_an_uninterrupted_run(
+    tmp_path, demo_checkpoint, capsys
+):
     """Two processes on one output (item 1: another --row-group-rows; item 11: the same command): both late jobs
     stop with one line naming the running one, the first finishes, and its output equals a clean run's; no .tmp is
     left behind."""
-    path = write_mmu(tmp_path / "in" / "s0" / "001-of-001.hdf5", legacysurvey_columns(n=24, seed=1))
-    common = ["encode", path, "--model", demo_checkpoint, "--batch-size", "2", "--workers", "0", "--quiet"]
+    path = write_mmu(tmp_path / "in" / "s0" / "001-of-001.hdf5", legacysurvey_columns(n=8, seed=1))
+    common = ["encode", path, "--model", demo_checkpoint, "--batch-size", "2", "--workers", "0", "--quiet",
+              "--modalities", "image,photometry"]  # fmt: skip
     command, env = _subprocess([*common, "--row-group-rows", "2", "--output", tmp_path / "out"])
     first = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     progress = tmp_path / "out" / "_parts" / "s0__001-of-001.progress.json"
     deadline = time.monotonic() + 90
     while not progress.exists() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.005)
-    first.send_signal(signal.SIGSTOP)  # holds the lock, mid-shard, while the others try
+    first.send_signal(signal.SIGSTOP)  # holds the lock, mid-shard, while this process tries (twice)
     try:
-        late = []
+        assert first.poll() is None, "the first job ended before the test could stop it mid-shard"
         for rows in ("3", "2"):
-            command, env = _subprocess([*common, "--row-group-rows", rows, "--output", tmp_path / "out"])
-            late.append(subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120))
+            status, _, err = _cli(capsys, *common, "--row-group-rows", rows, "--output", tmp_path / "out")
+            _one_line_error(status, err, "in use by another aion-fast encode", f"pid {first.pid}", "another --output")
     finally:
         first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err[-2000:]
-    for result in late:
-        _one_line_error(result.returncode, result.stderr, "in use by another aion-fast encode", f"pid {first.pid}",
-                        "another --output")  # fmt: skip
-    run_encode([path], tmp_path / "clean", _options(demo_checkpoint))
+    run_encode([path], tmp_path / "clean", _options(demo_checkpoint, modalities=("image", "photometry")))
     assert _contents(tmp_path / "out") == _contents(tmp_path / "clean")
-    assert pq.ParquetFile(tmp_path / "out" / "s0__001-of-001.parquet").metadata.num_row_groups == 12
+    assert pq.ParquetFile(tmp_path / "out" / "s0__001-of-001.parquet").metadata.num_row_groups == 4
     assert not list((tmp_path / "out").rglob("*.tmp"))
 
 
@@ -156,13 +158,16 @@ def test_wrong_column_shapes_stop_the_job_naming_file_and_column(tmp_path, demo_
     cases = {
         "object_id": ({**ls, "object_id": np.arange(8).reshape(4, 2)}, "(2,) per row"),
         "image_mask": ({**ls, "image_mask": np.ones((4, 50, 50), bool)}, "pixel mask"),
-        "ra": ({**{k: v for k, v in ls.items() if k not in ("ra",)}, "ra": np.float64(1.0)}, "0-d"),
+        "ra": ({k: v for k, v in ls.items() if k != "ra"}, "0-d"),
     }
     desi = desi_columns()
     cases["spectrum_ivar"] = ({**desi, "spectrum_ivar": desi["spectrum_ivar"][:, :-3]}, "like spectrum_flux")
     for column, (columns, words) in cases.items():
         survey = "desi" if column.startswith("spectrum") else "legacysurvey"
         path = write_mmu(tmp_path / column / survey / "001-of-001.hdf5", columns)
+        if column == "ra":
+            with h5py.File(path, "r+") as handle:
+                handle["ra"] = np.float64(1.0)  # one value for the whole file
         status, _, err = _cli(capsys, "encode", path, "--model", demo_checkpoint, "--output", tmp_path / f"o{column}",
                               "--quiet", "--workers", "0")  # fmt: skip
         _one_line_error(status, err, path, column, words)
@@ -212,14 +217,12 @@ def test_search_refuses_files_of_two_models(tmp_path, demo_checkpoint, capsys):
     """Item 3, downstream: embedding files of two models copied into one folder are not ranked together."""
     path = write_mmu(tmp_path / "in" / "s0" / "001-of-001.hdf5", legacysurvey_columns(n=3, seed=0))
     run_encode([path], tmp_path / "a", _options(demo_checkpoint))
-    run_encode([path], tmp_path / "b", _options(demo_checkpoint, dtype="float32", row_group_rows=4))
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     shutil.copy(tmp_path / "a" / "s0__001-of-001.parquet", mixed / "a.parquet")
-    metadata = pq.read_schema(tmp_path / "b" / "s0__001-of-001.parquet").metadata
-    job = json.loads(metadata[b"aion_fast.job"])
-    table = pq.read_table(tmp_path / "b" / "s0__001-of-001.parquet")
-    job["model_weights_sha256_16"] = "0" * 16
+    table = pq.read_table(tmp_path / "a" / "s0__001-of-001.parquet")
+    job = json.loads(table.schema.metadata[b"aion_fast.job"])
+    job["model_weights_sha256_16"] = "0" * 16  # as another model's output would say
     pq.write_table(table.replace_schema_metadata({b"aion_fast.job": json.dumps(job)}), mixed / "b.parquet")
     status, _, err = _cli(capsys, "search", mixed, "--query", table["object_id"][0].as_py())
     _one_line_error(status, err, "different models", "a.parquet", "b.parquet")
@@ -232,25 +235,24 @@ def test_one_objects_bad_spectrum_or_a_survey_the_model_lacks_goes_to_the_ledger
     """Item 5: one object with wavelengths off the codec's grid (nm instead of Angstrom), an SDSS-length spectrum
     or an HSC image (the demo model takes neither) used to abort the whole job, naming a batch row. Now each is a
     ledger row with the FILE row, and every other object is encoded."""
-    desi = desi_columns(copies=2)  # 6 objects
-    desi["spectrum_lambda"][4] /= 10  # nm: 360-982 "Angstrom", below the grid
-    sdss_like = desi_columns(copies=2)
-    sdss_like["spectrum_lambda"][3, 4000:] = -1  # padding: a 4000-pixel spectrum from 3600 A reads as SDSS
-    sdss_like["spectrum_ivar"][3, 4000:] = 0
-    ls = legacysurvey_columns(n=4)
-    ls["image_band"][3] = ["hsc-g", "hsc-r", "hsc-i", "hsc-z"]
+    desi = desi_columns()  # 3 objects; batches of 2: file row 2 is row 0 of the second batch
+    desi["spectrum_lambda"][2] /= 10  # nm: 360-982 "Angstrom", below the grid
+    sdss_like = desi_columns()
+    sdss_like["spectrum_lambda"][2, 4000:] = -1  # padding: a 4000-pixel spectrum from 3600 A reads as SDSS
+    sdss_like["spectrum_ivar"][2, 4000:] = 0
+    ls = legacysurvey_columns(n=3)
+    ls["image_band"][2] = ["hsc-g", "hsc-r", "hsc-i", "hsc-z"]
     paths = [write_mmu(tmp_path / "in" / "desi" / "001-of-001.hdf5", desi),
              write_mmu(tmp_path / "in" / "mixed" / "spectra.hdf5", sdss_like),
              write_mmu(tmp_path / "in" / "legacysurvey" / "001-of-001.hdf5", ls)]  # fmt: skip
     options = _options(demo_checkpoint, modalities=("image", "spectrum"))
     summary = run_encode(paths, tmp_path / "out", options)
-    assert summary["objects_encoded"] == 6 + 6 + 4 - 3 and summary["objects_failed"] == 3
-    ledger = {(Path(r["file"]).name, r["row"], r["modality"]): r["reason"] for r in _ledger(tmp_path / "out")}
-    assert "does not overlap the codec's wavelength grid" in ledger[("001-of-001.hdf5", 4, "spectrum")]
-    assert "SDSSSpectrum, which the model does not take" in ledger[("spectra.hdf5", 3, "spectrum")]
-    assert "HSCImage, which the model does not take" in ledger[("001-of-001.hdf5", 3, "image")]
-    rows = _contents(tmp_path / "out")["desi__001-of-001.parquet"]["row"]
-    assert rows == [0, 1, 2, 3, 5]
+    assert summary["objects_encoded"] == 3 * 3 - 3 and summary["objects_failed"] == 3
+    ledger = {(Path(r["file"]).parent.name, r["row"], r["modality"]): r["reason"] for r in _ledger(tmp_path / "out")}
+    assert "does not overlap the codec's wavelength grid" in ledger[("desi", 2, "spectrum")]
+    assert "SDSSSpectrum, which the model does not take" in ledger[("mixed", 2, "spectrum")]
+    assert "HSCImage, which the model does not take" in ledger[("legacysurvey", 2, "image")]
+    assert _contents(tmp_path / "out")["desi__001-of-001.parquet"]["row"] == [0, 1]
 
 
 def test_dropped_modalities_get_a_ledger_row_or_a_clear_error(tmp_path, demo_checkpoint):
@@ -259,7 +261,7 @@ def test_dropped_modalities_get_a_ledger_row_or_a_clear_error(tmp_path, demo_che
     ls = legacysurvey_columns(n=3)
     no_band = {k: v for k, v in ls.items() if k != "image_band"}
     path = write_mmu(tmp_path / "in" / "legacysurvey" / "001-of-001.hdf5", no_band)
-    summary = run_encode([path], tmp_path / "out", _options(demo_checkpoint))
+    summary = run_encode([path], tmp_path / "out", _options(demo_checkpoint, modalities=("image", "photometry")))
     assert summary["objects_encoded"] == 3  # photometry still encodes them
     rows = [r for r in _ledger(tmp_path / "out") if r["modality"] == "image"]
     assert [r["row"] for r in rows] == [0, 1, 2] and all("no image_band" in r["reason"] for r in rows)
@@ -360,10 +362,11 @@ def test_search_probe_and_merge_user_errors_are_one_line(tmp_path, demo_checkpoi
     status, _, err = _cli(capsys, "merge-manifest", tmp_path / "empty")
     _one_line_error(status, err, "no shard records")
     assert not (tmp_path / "empty" / "manifest.json").exists()
-    path = write_mmu(tmp_path / "in" / "legacysurvey" / "001-of-001.hdf5", legacysurvey_columns(n=12))
+    path = write_mmu(tmp_path / "in" / "legacysurvey" / "001-of-001.hdf5", legacysurvey_columns(n=10))
     run_encode([path], tmp_path / "out", _options(demo_checkpoint))
     labels = tmp_path / "labels.csv"
-    labels.write_text("object_id,z\n" + "".join(f"{i},{i / 10}\n" for i in legacysurvey_columns(n=12)["object_id"]))
+    ids = legacysurvey_columns(n=10)["object_id"]
+    labels.write_text("object_id,z\n" + "".join(f"{i},{k / 10}\n" for k, i in enumerate(ids)))
     status, _, err = _cli(capsys, "probe", tmp_path / "out", "--labels", labels, "--target", "z", "--epochs", "0")
     _one_line_error(status, err, "--epochs", ">= 1")
     status, _, err = _cli(capsys, "probe", tmp_path / "out", "--labels", tmp_path / "nope.csv", "--target", "z")
@@ -372,7 +375,7 @@ def test_search_probe_and_merge_user_errors_are_one_line(tmp_path, demo_checkpoi
     _one_line_error(status, err, "nowhere")
     status, _, err = _cli(capsys, "search", tmp_path / "out", "--query", "1", "--k", "0")
     _one_line_error(status, err, "--k")
-    status, _, err = _cli(capsys, "search", tmp_path / "out", "--query", "no-such-object")
+    status, _, err = _cli(capsys, "search", tmp_path / "out", "--query", "no-such-object", "--k", "3")
     _one_line_error(status, err, "no-such-object")
     (tmp_path / "out" / "_parts" / "legacysurvey__001-of-001.json").write_text('{"shard": ')
     status, _, err = _cli(capsys, "merge-manifest", tmp_path / "out")
@@ -386,7 +389,7 @@ def test_torn_or_empty_files_are_detected_named_and_redone(tmp_path, demo_checkp
     """Item 12: after an OS crash a torn record or a 0-byte output either blocked the job with an error naming no
     file or was taken as complete. Each is now named on stderr and its shard encoded again; the result equals an
     uninterrupted run."""
-    paths = [write_mmu(tmp_path / "in" / f"s{i}" / "001-of-001.hdf5", legacysurvey_columns(n=6, seed=i))
+    paths = [write_mmu(tmp_path / "in" / f"s{i}" / "001-of-001.hdf5", legacysurvey_columns(n=4, seed=i))
              for i in range(3)]  # fmt: skip
     run_encode(paths, tmp_path / "clean", _options(demo_checkpoint))
     clean = _contents(tmp_path / "clean")
@@ -448,7 +451,8 @@ def test_duplicate_ids_are_reported_once_per_shard(tmp_path, demo_checkpoint, ca
     ls["object_id"] = np.array([1, 2, 2, 3, 3, 3])
     path = write_mmu(tmp_path / "in" / "legacysurvey" / "001-of-001.hdf5", ls)
     status, out, err = _cli(capsys, "encode", path, "--model", demo_checkpoint, "--output", tmp_path / "out",
-                            "--quiet", "--workers", "0", "--batch-size", "2", "--row-group-rows", "2")  # fmt: skip
+                            "--quiet", "--workers", "0", "--batch-size", "2", "--row-group-rows", "2",
+                            "--modalities", "photometry")  # fmt: skip
     assert status == 0
     assert err.count("repeat an object_id") == 1 and "3 rows repeat" in err
     assert '"duplicate_object_ids": 3' in out
@@ -488,10 +492,10 @@ def test_non_utf8_ids_and_same_named_files_are_named(tmp_path, demo_checkpoint):
     assert table["object_id"] == ["a", "b\\xff\\xfe", "c"]
     (issue,) = [r for r in _ledger(tmp_path / "out") if r["modality"] == "object_id"]
     assert issue["row"] == 1 and "not UTF-8" in issue["reason"] and "'object_id'" in issue["reason"]
-    one = write_mmu(tmp_path / "a" / "x.hdf5", ls)
-    two = write_mmu(tmp_path / "b" / "x.hdf5", ls)
+    one = write_mmu(tmp_path / "a" / "legacysurvey" / "x.hdf5", ls)
+    two = write_mmu(tmp_path / "b" / "legacysurvey" / "x.hdf5", ls)
     with pytest.raises(ValueError, match="would both be written as") as error:
         shard_names([one, two])
     assert str(one) in str(error.value) and str(two) in str(error.value)
     with pytest.raises(ValueError, match="is given twice"):
-        shard_names([one, tmp_path / "a" / ".." / "a" / "x.hdf5"])
+        shard_names([one, tmp_path / "a" / ".." / "a" / "legacysurvey" / "x.hdf5"])
