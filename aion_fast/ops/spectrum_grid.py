@@ -263,8 +263,10 @@ def spectrum_to_latent(
             f"{[str(t.device) for t in tensors]}; move them with .to(device)"
         )
     # Backends differ on NaN or unordered wavelengths (searchsorted vs. a linear walk): refused here, for all alike.
-    _require_increasing(tensors[2], "wavelength", "each row of wavelength (Angstrom)")
-    _require_increasing(tensors[4][None], "grid", "grid")
+    # A data-dependent check cannot be traced: under torch.compile the caller has run it eagerly (or not).
+    if not torch.compiler.is_compiling():
+        _require_increasing(tensors[2], "wavelength", "each row of wavelength (Angstrom)")
+        _require_increasing(tensors[4][None], "grid", "grid")
     args = (*tensors, float(input_scaling), None if clip_flux is None else float(clip_flux))
     args = (*args, None if clip_ivar is None else float(clip_ivar))
     with _backend.no_autocast(tensors[0].device):
