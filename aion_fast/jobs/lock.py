@@ -155,16 +155,13 @@ def check_identity(output: str | os.PathLike, job: dict[str, Any]) -> None:
     Raises:
         OutputConflictError: ``output/job.json`` names another job (model, codec configs or options differ).
     """
-    from aion_fast.jobs.manifest import atomic_write_text
+    from aion_fast.jobs.manifest import atomic_write_text, read_record, warn
     from aion_fast.jobs.plan import OutputConflictError, differences
 
     path = Path(output) / IDENTITY_NAME
-    try:
-        recorded = json.loads(path.read_text())
-    except FileNotFoundError:
-        recorded = None
-    except (OSError, ValueError):  # torn by a crash before its rename was durable: rewritten below
-        recorded = None
+    recorded = read_record(path) if path.exists() else None
+    if path.exists() and recorded is None:  # torn: the shard records still say which job wrote them
+        warn(f"{path} is torn or empty; it is written again.")
     if isinstance(recorded, dict) and recorded != job:
         raise OutputConflictError(
             f"{output} belongs to another job ({path.name}: {differences(recorded, job)}); write this job to a new "

@@ -344,6 +344,17 @@ def test_device_and_output_path_problems_are_one_line(tmp_path, demo_checkpoint,
     a_file.write_text("")
     status, _, err = _cli(capsys, *common, "--output", a_file)
     _one_line_error(status, err, str(a_file), "is a file")
+    real_fsync = os.fsync
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    os.fsync = disk_full
+    try:
+        status, _, err = _cli(capsys, *common, "--modalities", "photometry", "--output", tmp_path / "full")
+    finally:
+        os.fsync = real_fsync
+    _one_line_error(status, err, "No space left on device", "free some space", "finished work is kept")
     if os.geteuid() != 0:  # root writes anywhere
         read_only = tmp_path / "read_only"
         read_only.mkdir(mode=0o555)
@@ -424,10 +435,23 @@ def test_torn_or_empty_files_are_detected_named_and_redone(tmp_path, demo_checkp
         writer_module.ShardWriter.close = original
     part = killed / "_parts" / "s0__001-of-001.part00001.parquet"
     part.write_bytes(part.read_bytes()[:50])
+    (killed / "job.json").write_text('{"model": ')
     capsys.readouterr()
     run_encode(paths[:1], killed, _options(demo_checkpoint))
-    assert "part00001.parquet is torn or empty; shard s0__001-of-001 is encoded again" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "part00001.parquet is torn or empty; shard s0__001-of-001 is encoded again" in err
+    assert "job.json is torn or empty" in err
     assert _contents(killed)["s0__001-of-001.parquet"] == clean["s0__001-of-001.parquet"]
+    writer_module.ShardWriter.close = crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_encode(paths[1:2], killed, _options(demo_checkpoint))
+    finally:
+        writer_module.ShardWriter.close = original
+    (killed / "_parts" / "s1__001-of-001.progress.json").write_bytes(b"")
+    run_encode(paths[1:2], killed, _options(demo_checkpoint))
+    assert "s1__001-of-001.progress.json is torn or empty" in capsys.readouterr().err
+    assert _contents(killed)["s1__001-of-001.parquet"] == clean["s1__001-of-001.parquet"]
 
 
 def test_every_rename_is_fsynced_file_then_directory(tmp_path, monkeypatch):
