@@ -142,7 +142,7 @@ def _check_device(device: str) -> None:
                              f"cuda:0 ... cuda:{torch.cuda.device_count() - 1}.")  # fmt: skip
     elif parsed.type not in ("cpu", "mps", "xpu"):
         raise ValueError(f"--device {device!r}: use cpu, cuda or cuda:N.")
-    elif parsed.type != "cpu" and not getattr(torch, parsed.type).is_available():
+    elif parsed.type != "cpu" and not getattr(getattr(torch, parsed.type, None), "is_available", lambda: False)():
         raise ValueError(f"--device {device}: no {parsed.type} device is available here; use --device cpu.")
 
 
