@@ -279,6 +279,12 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
 
     encoder = BatchEncoder(checkpoint, options.device) if todo else None
     accepts = _accepts(checkpoint, encoder) if todo else None
+    for group in options.modalities or () if accepts is not None else ():
+        reasons = {cls.__name__: accepts(cls) for cls in MODALITY_GROUPS[group]}
+        if all(reasons.values()):  # asked for, and nothing of it can be encoded: a problem of the model
+            why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+            raise ValueError(f"--modalities {group}: the model takes none of its modalities ({why}); leave {group} "
+                             f"out, or pass a --model that has it.")  # fmt: skip
     grid = _spectrum_grid(checkpoint) if todo else None
     tasks: list[tuple[str, int, int]] = []
     rows_of: dict[int, int] = {}

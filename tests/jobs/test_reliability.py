@@ -323,7 +323,10 @@ def test_model_problems_are_one_line(tmp_path, demo_checkpoint, capsys):
     gaia_less = write_mmu(tmp_path / "in" / "desi" / "001-of-001.hdf5", desi_columns())
     status, out, err = _cli(capsys, "encode", gaia_less, "--quiet", "--workers", "0", "--model", demo_checkpoint,
                             "--modalities", "gaia", "--output", tmp_path / "o4")  # fmt: skip
-    assert status == 0 and "failed 3" in out and "Traceback" not in err  # nothing to encode: ledger rows, no crash
+    assert status == 0 and "failed 3" in out and "Traceback" not in err  # the FILE lacks gaia: ledger rows
+    status, _, err = _cli(capsys, *common, "--model", demo_checkpoint, "--modalities", "photometry,catalog",
+                          "--output", tmp_path / "o5")  # fmt: skip
+    _one_line_error(status, err, "--modalities catalog", "the model takes none", "does not take")
 
 
 def test_device_and_output_path_problems_are_one_line(tmp_path, demo_checkpoint, capsys):
