@@ -8,6 +8,7 @@ only when the parser is built, so ``import aion_fast`` stays light.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import sys
@@ -80,6 +81,8 @@ def error_line(error: BaseException) -> tuple[str, int]:
         if extra is not None:
             return f"this needs the optional package {error.name!r}: pip install 'aion-fast[{extra}]'", 2
     text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{text}; free some space (or give another --output) and rerun: finished work is kept", 2
     if isinstance(error, (ValueError, OSError, ImportError)):
         return text, 2
     return f"internal error ({type(error).__name__}: {text}); rerun with --debug for the traceback and report it", 1

@@ -165,7 +165,13 @@ def checkpoint_digest(directory: str | Path) -> str:
 
     digest = hashlib.sha256()
     for path in sorted(Path(directory).rglob("*.safetensors")):
-        for name, array in sorted(load_file(str(path)).items()):
+        try:
+            tensors = load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for a torn file
+            if isinstance(error, OSError):
+                raise
+            raise ValueError(f"{path} is not a complete safetensors file ({error}); download it again.") from None
+        for name, array in sorted(tensors.items()):
             digest.update(f"{path.relative_to(directory)}:{name}:{array.dtype}:{array.shape}".encode())
             digest.update(array.tobytes())
     return digest.hexdigest()[:16]

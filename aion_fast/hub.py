@@ -83,18 +83,65 @@ def resolve_file(path_or_id: str | os.PathLike, filename: str, **hub_options: An
 
 
 def read_config(path_or_id: str | os.PathLike, filename: str = CONFIG_NAME, **hub_options: Any) -> dict[str, Any]:
-    """Reads a JSON config file of a checkpoint (``hub_options``: see :func:`resolve_file`)."""
-    with open(resolve_file(path_or_id, filename, **hub_options)) as handle:
-        return json.load(handle)
+    """Reads a JSON config file of a checkpoint (``hub_options``: see :func:`resolve_file`).
+
+    Raises:
+        ValueError: the file is not JSON (torn download, not a config), named.
+    """
+    path = resolve_file(path_or_id, filename, **hub_options)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError as error:
+        raise ValueError(f"{path} is not a JSON config ({error}); download the checkpoint again.") from None
 
 
 def read_weights(
     path_or_id: str | os.PathLike, filename: str = WEIGHTS_NAME, **hub_options: Any
 ) -> dict[str, torch.Tensor]:
-    """Reads a safetensors file of a checkpoint (no pickle involved) onto the CPU."""
+    """Reads a safetensors file of a checkpoint (no pickle involved) onto the CPU.
+
+    Raises:
+        ValueError: the file is not a complete safetensors file (torn download), named.
+    """
     from safetensors.torch import load_file
 
-    return load_file(str(resolve_file(path_or_id, filename, **hub_options)), device="cpu")
+    path = resolve_file(path_or_id, filename, **hub_options)
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError
+        if isinstance(error, OSError):
+            raise
+        raise ValueError(f"{path} is not a complete safetensors file ({error}); download it again.") from None
+
+
+#: Largest accepted integer codec constructor arguments, by the name's ending (first match) or, else, ``"*"``.
+#: Far above every released AION-1 codec; a damaged or hostile config.json fails before anything is allocated.
+CODEC_CONFIG_BOUNDS: dict[str, int] = {
+    "depths": 64, "depth": 64, "layers": 64, "compressions": 16, "downsamples": 16, "consecutive": 64,
+    "levels": 1024, "dims": 8192, "dim": 8192, "channels": 8192, "codebook_size": 1 << 20,
+    "reservoir_size": 1 << 24, "num_pixels": 1 << 17, "num_quantizers": 4096, "*": 1 << 24,
+}  # fmt: skip
+
+
+def check_codec_config(config: Any, what: str) -> None:
+    """Checks every integer of a codec config (lists included) against :data:`CODEC_CONFIG_BOUNDS`.
+
+    Raises:
+        ValueError: naming the field, its value and the bound.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"{what} must hold a JSON object of constructor arguments, got {type(config).__name__}.")
+    for name, value in config.items():
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) > 4096:
+            raise ValueError(f"{what}: {name} lists {len(value)} values, over the bound 4096; the config is damaged.")
+        bound = next((b for suffix, b in CODEC_CONFIG_BOUNDS.items() if str(name).endswith(suffix)),
+                     CODEC_CONFIG_BOUNDS["*"])  # fmt: skip
+        for item in values:
+            if isinstance(item, int) and not isinstance(item, bool) and not -bound <= item <= bound:
+                raise ValueError(f"{what}: {name} = {item} exceeds the bound {bound} of any AION codec; the config is "
+                                 f"damaged or not an AION codec's.")  # fmt: skip
 
 
 def write_checkpoint(directory: str | os.PathLike, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:

@@ -214,6 +214,7 @@ class Codec(nn.Module, ABC):
         hub.check_hub_options(hub_options)
         folder = cls.folder(modality)
         config = hub.read_config(path_or_id, f"{folder}/{hub.CONFIG_NAME}", **hub_options)
+        hub.check_codec_config(config, f"{folder}/{hub.CONFIG_NAME}")
         try:
             with _skip_random_init():  # every parameter is loaded below (a missing one raises)
                 codec = cls(**config)

@@ -145,12 +145,18 @@ class Selection:
         id_column: the column holding object ids, or None (ids are then ``<relative path>:<row>``).
         position_columns: ``(ra, dec)`` column keys, or None.
         not_in_model: modality class names the file has but the model cannot take, with the reason.
+        unusable: group -> why the file's columns of a wanted group cannot be read (an ``image_array`` without
+            ``image_band``); every object gets a ledger row for it.
+        spectrum_grid: ``(lambda_min, resolution, num_pixels)`` of the spectrum codec's latent grid (set by the
+            job): a spectrum that misses it is a ledger row; None = not checked.
     """
 
     uses: tuple[Use, ...]
     id_column: ColumnKey | None
     position_columns: tuple[ColumnKey, ColumnKey] | None
     not_in_model: Mapping[str, str] = field(default_factory=dict)
+    unusable: Mapping[str, str] = field(default_factory=dict)
+    spectrum_grid: tuple[float, float, int] | None = None
 
     def modality_names(self) -> list[str]:
         return sorted({cls.__name__ for use in self.uses for cls in use.modalities})
@@ -313,4 +319,13 @@ def select(
         positions = _positions(columns, survey)
         if positions is not None:
             break
-    return Selection(tuple(uses), id_column, positions, not_in_model)
+    unusable: dict[str, str] = {}
+    for survey in sorted({s for s, _ in columns}, key=lambda s: s or ""):
+        own = survey if survey is not None else file_survey
+        wanted = groups if groups is not None else SURVEY_DEFAULT_GROUPS.get(own, UNKNOWN_SURVEY_GROUPS)
+        for group, have, need in (("image", "image_array", "image_band"), ("spectrum", "spectrum_flux",
+                                                                             "spectrum_lambda")):  # fmt: skip
+            if group in wanted and (survey, have) in columns and (survey, need) not in columns:
+                unusable[group] = (f"{_label(survey, file_survey)} column {have} has no {need} column beside it, so "
+                                   f"it cannot be read; add {need} to the file or leave {group} out")  # fmt: skip
+    return Selection(tuple(uses), id_column, positions, not_in_model, unusable)

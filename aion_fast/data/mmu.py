@@ -24,6 +24,7 @@ reported as an :class:`Issue`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from aion_fast import modalities as m
 from aion_fast.codecs.preprocessing import CROP_SIZE, survey_bands
 from aion_fast.data.columns import (
     CATALOG_FIELDS,
+    ID_COLUMNS,
     MODALITY_GROUPS,
     SCALAR_COLUMNS,
     SCALAR_SENTINELS,
@@ -59,6 +61,7 @@ __all__ = [
     "MMUFile",
     "ObjectBatch",
     "Part",
+    "check_columns",
     "prepare_rows",
     "row_ranges",
     "selection_of",
@@ -68,6 +71,7 @@ _IMAGE_COLUMNS = ("image_array", "image_band")
 _SPECTRUM_COLUMNS = ("spectrum_flux", "spectrum_lambda")
 #: DESI's joined grid (3600 + 0.8 k Å, 7781 pixels); any other first wavelength or length is read as SDSS.
 _DESI_FIRST_LAMBDA, _DESI_PIXELS = 3600.0, 7781
+_SPECTRUM_OF_SURVEY = {"desi": m.DESISpectrum, "sdss": m.SDSSSpectrum}
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,9 @@ def _image_parts(
                                               f"DES-G/R/I/Z or HSC-G/R/I/Z/Y, each once)"))  # fmt: skip
             continue
         cls_name = "LegacySurveyImage" if survey == "DES" else "HSCImage"
-        if cls_name not in allowed:  # the model lacks it: reported once per job, not per object
+        if cls_name not in allowed:  # a file of both surveys' stamps and a model that takes one of them
+            issues.append(Issue(row, "image", f"image_band {names} makes it a {cls_name}, which the model does not "
+                                              f"take (it takes {sorted(allowed)})"))  # fmt: skip
             continue
         expected = [b for b in known if b in names]
         order = np.array([names.index(b) for b in expected])
@@ -359,8 +365,21 @@ def _image_parts(
     return parts
 
 
-def _spectrum_parts(source: _Columns, use: Use, start: int, stop: int, issues: list[Issue]) -> list[Part]:
+def _overlaps(first: float, last: float, grid: tuple[float, float, int]) -> bool:
+    """Whether ``[first, last]`` holds a point ``lambda_min + k * resolution``, ``0 <= k < num_pixels``."""
+    lambda_min, resolution, num_pixels = grid
+    low = max(0, math.ceil((first - lambda_min) / resolution - 1e-9))
+    high = min(num_pixels - 1, math.floor((last - lambda_min) / resolution + 1e-9))
+    return low <= high
+
+
+def _spectrum_parts(
+    source: _Columns, use: Use, start: int, stop: int, issues: list[Issue], grid: tuple[float, float, int] | None
+) -> list[Part]:
     """Spectra of rows [start, stop): padding (lambda <= 0) cut, one part per (survey, length).
+
+    A row whose wavelengths miss the codec's latent ``grid`` (``(lambda_min, resolution, num_pixels)``; None = not
+    checked) or that is another survey's than the model takes is an :class:`Issue`, not an error of the batch.
 
     Flux, ivar and mask go to the codec as the file holds them (the codec ignores flagged pixels, NaN included), so
     the job's tokens equal ``CodecManager.encode`` on the file's arrays with the padding removed.
@@ -377,6 +396,7 @@ def _spectrum_parts(source: _Columns, use: Use, start: int, stop: int, issues: l
             f"{wavelength.shape}, ivar {ivar.shape}, mask {bad.shape}."
         )
     allowed = {cls.__name__ for cls in use.modalities}
+    fixed = _SPECTRUM_OF_SURVEY.get(use.survey or source.survey)  # a DESI or SDSS file: its rows are that survey's
     groups: dict[tuple[type, int], list[int]] = {}
     trimmed: dict[int, slice] = {}
     for row in range(n):
@@ -394,14 +414,23 @@ def _spectrum_parts(source: _Columns, use: Use, start: int, stop: int, issues: l
         if not (np.isfinite(flux[row, window][good]).all() and np.isfinite(ivar[row, window][good]).all()):
             issues.append(Issue(row, "spectrum", "NaN/inf flux or ivar at pixels spectrum_mask marks good"))
             continue
-        if len(use.modalities) == 1:
-            cls = use.modalities[0]
+        first, last = float(wavelength[row, window.start]), float(wavelength[row, window.stop - 1])
+        if grid is not None and not _overlaps(first, last, grid):
+            top = grid[0] + grid[1] * (grid[2] - 1)
+            reason = (f"spectrum_lambda [{first:.1f}, {last:.1f}] does not overlap the codec's wavelength grid "
+                      f"[{grid[0]:.1f}, {top:.1f}] Angstrom (observed-frame Angstrom expected)")  # fmt: skip
+            issues.append(Issue(row, "spectrum", reason))
+            continue
+        if fixed is not None:
+            cls = fixed
         else:
-            desi = (window.stop - window.start == _DESI_PIXELS
-                    and abs(wavelength[row, window.start] - _DESI_FIRST_LAMBDA) < 1)  # fmt: skip
+            desi = window.stop - window.start == _DESI_PIXELS and abs(first - _DESI_FIRST_LAMBDA) < 1
             cls = m.DESISpectrum if desi else m.SDSSSpectrum
-            if cls.__name__ not in allowed:
-                continue
+        if cls.__name__ not in allowed:
+            reason = (f"a {window.stop - window.start}-pixel spectrum from {first:.0f} Angstrom is read as "
+                      f"{cls.__name__}, which the model does not take")  # fmt: skip
+            issues.append(Issue(row, "spectrum", reason))
+            continue
         trimmed[row] = window
         groups.setdefault((cls, window.stop - window.start), []).append(row)
     parts = []
@@ -506,7 +535,8 @@ def _segmentation_part(source: _Columns, use: Use, start: int, stop: int, issues
     return Part(m.LegacySurveySegmentationMap(field=torch.from_numpy(field)), np.arange(len(field), dtype=np.int64))
 
 
-def _object_ids(source: _Columns, selection: Selection, start: int, stop: int) -> list[str]:
+def _object_ids(source: _Columns, selection: Selection, start: int, stop: int, issues: list[Issue]) -> list[str]:
+    """Ids as text; an id that is not UTF-8 keeps its bytes as ``\\x`` escapes and gets a ledger row."""
     if selection.id_column is None:
         return [f"{source.relative_name}:{row}" for row in range(start, stop)]
     values = source.read(selection.id_column, start, stop)
@@ -515,7 +545,73 @@ def _object_ids(source: _Columns, selection: Selection, start: int, stop: int) -
             f"{source.source.path}: id column {selection.id_column[1]!r} must hold one id per row (shape (N,)), got "
             f"{values.shape[1:]} per row; fix the file or rename that column."
         )
-    return _decode(values)
+    ids = []
+    for row, value in enumerate(values.tolist()):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode()
+            except UnicodeDecodeError:
+                issues.append(Issue(row, "object_id", f"id column {selection.id_column[1]!r} holds bytes that are not "
+                                                      f"UTF-8 ({value[:40]!r}); written with \\x escapes"))  # fmt: skip
+                value = value.decode("utf-8", "backslashreplace")
+        ids.append(str(value))
+    return ids
+
+
+def _expect(source: _Columns, key: ColumnKey, shapes: Sequence[tuple[int, ...]], meaning: str) -> tuple[int, ...]:
+    """The per-row shape of a column if it is one of ``shapes`` (-1 = any length), else a ValueError naming it."""
+    shape = source.row_shape(key)
+    for expected in shapes:
+        if len(shape) == len(expected) and all(e in (-1, s) for e, s in zip(expected, shape)):
+            return shape
+    column = "/".join(filter(None, key))
+    raise ValueError(
+        f"{source.source.path}: column {column} holds {shape or 'a single value'} per row, but it must be {meaning}; "
+        f"fix or re-export the file (or leave that modality out with --modalities)."
+    )
+
+
+def check_columns(source: Any, selection: Selection) -> None:
+    """Checks, before any row is read, that every column ``selection`` uses has the per-row shape its modality needs.
+
+    A wrong shape is a problem of the whole file (not of one object), so it stops the job with one line naming the
+    file, the column and the shape expected.
+
+    Raises:
+        ValueError: the first column of a wrong shape.
+    """
+    columns = _Columns(source)
+    per_row = {*ID_COLUMNS, "ra", "dec", "RA", "DEC", *SCALAR_COLUMNS, "image_array", "spectrum_flux", "coeff"}
+    for name in getattr(source, "single_values", ()):
+        if name in per_row or any(name == f"{p}{c}" for p in SURVEY_PREFIXES for c in per_row):
+            raise ValueError(f"{source.path}: {name} is a single value (a 0-d dataset), not one value per row; "
+                             f"write it as an (N,) column (or rename it if it is file metadata).")  # fmt: skip
+    if selection.id_column is not None:
+        _expect(columns, selection.id_column, [()], "one id per row (an (N,) column)")
+    for key in selection.position_columns or ():
+        _expect(columns, key, [()], "one value per row (an (N,) column of degrees)")
+    for use in selection.uses:
+        roles = use.columns
+        if use.kind == "image":
+            c, h, w = _expect(columns, roles["flux"], [(-1, -1, -1)], "a (C, H, W) image stamp")
+            if h > 0 and w > 0:  # -1: sizes vary between rows (checked per batch)
+                crop_window(h, w, what=f"{source.path}: {'/'.join(filter(None, roles['flux']))}")
+            _expect(columns, roles["band"], [(c,), ()], f"the band names of the {c} channels ((N, {c}) or ({c},))")
+            if "mask" in roles:
+                _expect(columns, roles["mask"], [(h, w), (c, h, w)], f"a ({h}, {w}) or ({c}, {h}, {w}) pixel mask")
+            if "ivar" in roles:
+                _expect(columns, roles["ivar"], [(c, h, w)], f"a ({c}, {h}, {w}) inverse variance like image_array")
+        elif use.kind == "spectrum":
+            (length,) = _expect(columns, roles["flux"], [(-1,)], "a (L,) spectrum")
+            for role in ("lambda", "ivar", "mask"):
+                if role in roles:
+                    _expect(columns, roles[role], [(length,)], f"({length},) like spectrum_flux (one value per pixel)")
+        elif use.kind == "scalar":
+            _expect(columns, roles["value"], [()], "one value per row (an (N,) column)")
+        elif use.kind == "xp":
+            for role, key in roles.items():
+                _expect(columns, key, [(110,)] if role == "coeff" else [(55,)], "Gaia XP coefficients "
+                        + ("(110,) = 55 BP then 55 RP" if role == "coeff" else "(55,)"))  # fmt: skip
 
 
 def _positions(source: _Columns, selection: Selection, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -565,12 +661,13 @@ def prepare_rows(
     columns = _Columns(source)
     selection = groups if isinstance(groups, Selection) else selection_of(source, groups)
     ra, dec = _positions(columns, selection, start, stop)
-    batch = ObjectBatch(source.path, start, _object_ids(columns, selection, start, stop), ra, dec)
+    issues: list[Issue] = []
+    batch = ObjectBatch(source.path, start, _object_ids(columns, selection, start, stop, issues), ra, dec, [], issues)
     for use in selection.uses:
         if use.kind == "image":
             batch.parts += _image_parts(columns, use, start, stop, batch.issues, image_pipeline)
         elif use.kind == "spectrum":
-            batch.parts += _spectrum_parts(columns, use, start, stop, batch.issues)
+            batch.parts += _spectrum_parts(columns, use, start, stop, batch.issues, selection.spectrum_grid)
         elif use.kind == "xp":
             batch.parts += _xp_parts(columns, use, start, stop, batch.issues)
         else:
@@ -582,6 +679,8 @@ def prepare_rows(
                 part = _scalar_part(columns.read(key, start, stop), use.modalities[0], batch.issues, key[1])
             if part is not None:
                 batch.parts.append(part)
+    for group, reason in selection.unusable.items():
+        batch.issues += [Issue(row, group, reason) for row in range(batch.size)]
     used = batch.used()
     for row in range(batch.size):
         if not used[row]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import numpy as np
 
@@ -31,8 +32,20 @@ def _read_labels(path: str, id_column: str, target: str) -> tuple[np.ndarray, np
     return id_array(table[id_column].to_numpy(zero_copy_only=False)), table[target].to_numpy(zero_copy_only=False)
 
 
+def _exists(path: str, option: str) -> None:
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise ValueError(f"{option} {path} does not exist; give a Parquet file or directory written by aion-fast "
+                         f"encode or demo.")  # fmt: skip
+
+
 def _search(args: argparse.Namespace) -> int:
     from aion_fast.downstream.search import EmbeddingIndex
+
+    _exists(args.embeddings, "embeddings")
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1 (neighbours per query), got {args.k}.")
 
     index = EmbeddingIndex.from_parquet(args.embeddings, kind=args.kind)
     ids, scores = index.search_ids(args.query, k=args.k, exclude_self=not args.include_self)
@@ -54,6 +67,15 @@ def _probe(args: argparse.Namespace) -> int:
     from aion_fast.downstream.parquet import read_embeddings
     from aion_fast.downstream.probes import LinearProbe, MLPProbe, fit_probe, infer_task, train_test_split
 
+    _exists(args.embeddings, "embeddings")
+    if not os.path.isfile(args.labels):
+        raise ValueError(f"--labels {args.labels} is not a file; give a Parquet, CSV or HDF5 table of labels.")
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}: a probe trained for 0 epochs scores nothing.")
+    if args.hidden < 1:
+        raise ValueError(f"--hidden must be >= 1, got {args.hidden}.")
+    if not 0 < args.test_fraction < 1:
+        raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}.")
     ids, vectors = read_embeddings(args.embeddings)
     label_ids, values = _read_labels(args.labels, args.id_column, args.target)
     task = infer_task(values) if args.task == "auto" else args.task

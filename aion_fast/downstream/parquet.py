@@ -10,12 +10,13 @@ Files are read one record batch at a time, so memory holds the output array plus
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["embedding_files", "id_array", "id_key", "iter_embedding_batches", "read_embeddings"]
+__all__ = ["check_one_model", "embedding_files", "id_array", "id_key", "iter_embedding_batches", "read_embeddings"]
 
 #: File names in an encoding output directory that hold no embeddings.
 NON_EMBEDDING_FILES = frozenset({"errors.parquet"})
@@ -119,6 +120,35 @@ def iter_embedding_batches(
             row += batch.num_rows
 
 
+#: Keys of the ``aion_fast.job`` Parquet metadata (written by ``aion-fast encode``) that name the model.
+_MODEL_KEYS = ("model", "model_config_sha256", "model_weights_sha256_16", "codec_configs_sha256_16")
+
+
+def check_one_model(files: list[Path]) -> None:
+    """Refuses embedding files that ``aion-fast encode`` wrote with different models (their vectors do not compare).
+
+    Raises:
+        ValueError: naming two files of different models.
+    """
+    import pyarrow.parquet as pq
+
+    seen: dict[str, Path] = {}
+    for file in files:
+        metadata = pq.read_schema(file).metadata or {}
+        try:
+            job = json.loads(metadata.get(b"aion_fast.job", b"null"))
+        except ValueError:
+            job = None
+        if not isinstance(job, dict):
+            continue
+        model = json.dumps({k: job.get(k) for k in _MODEL_KEYS}, sort_keys=True)
+        seen.setdefault(model, file)
+        if len(seen) > 1:
+            first, second = list(seen.values())[:2]
+            raise ValueError(f"{first} and {second} hold embeddings of different models (aion_fast.job metadata); "
+                             f"search or probe one model's output directory at a time.")  # fmt: skip
+
+
 def read_embeddings(
     path: str | Path,
     column: str = "embedding",
@@ -145,6 +175,7 @@ def read_embeddings(
     """
     files = embedding_files(path)
     shapes = {file: _embedding_width(file, column, id_column) for file in files}
+    check_one_model(files)
     total = sum(rows for rows, _ in shapes.values())
     widths = {width for _, width in shapes.values() if width >= 0}
     if len(widths) > 1:

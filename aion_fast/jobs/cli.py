@@ -75,6 +75,7 @@ def _run_encode(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         progress=not args.quiet,
         row_group_rows=args.row_group_rows,
+        verify_inputs=not args.trust_mtime,
     )
     summary = run_encode(args.inputs, args.output, options)
     if summary["untrained_demo_checkpoint"]:
@@ -97,6 +98,9 @@ def _run_encode(args: argparse.Namespace) -> int:
         f"({summary['shards_skipped_complete']} complete shards), in {summary['wall_s']} s "
         f"({summary['objects_per_s']} objects/s) -> {args.output}"
     )
+    if summary.get("duplicate_object_ids"):
+        print(f"NOTE: {summary['duplicate_object_ids']} rows repeat an object_id (see the shard records in "
+              f"{args.output}/_parts); `aion-fast search` needs unique ids.")  # fmt: skip
     return 0
 
 
@@ -152,6 +156,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=ROW_GROUP_ROWS,
         help="rows per Parquet row group, also how often a shard's progress is saved (default: %(default)s)",
+    )
+    encode.add_argument(
+        "--trust-mtime",
+        action="store_true",
+        help="on a re-run, take a finished shard's input as unchanged when its size and modification time are (by "
+        "default its SHA-256 is compared too, reading every finished input again)",
     )
     encode.add_argument("--quiet", action="store_true", help="no progress bar")
     encode.set_defaults(run=_run_encode)

@@ -9,6 +9,7 @@ loader (:mod:`aion_fast.jobs.loader`), embeds them (:class:`~aion_fast.jobs.enco
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,9 +24,10 @@ from typing import Any
 import torch
 
 from aion_fast.data.columns import MODALITY_GROUPS, SURVEY_DEFAULT_GROUPS
-from aion_fast.data.mmu import row_ranges, selection_of
+from aion_fast.data.mmu import check_columns, row_ranges, selection_of
 from aion_fast.jobs.encoder import BatchEncoder
 from aion_fast.jobs.loader import auto_workers, batches, open_input
+from aion_fast.jobs.lock import OutputLock, check_identity
 from aion_fast.jobs.manifest import (
     cached_checkpoint_digest,
     distributed_rank,
@@ -61,6 +63,8 @@ class EncodeOptions:
         dtype: ``"float32"`` or ``"float16"`` embeddings in the Parquet files.
         progress: show a progress bar (objects/s and ETA) on stderr.
         row_group_rows: rows per Parquet row group; also the resumption granularity inside a shard.
+        verify_inputs: compare each complete shard's input with its recorded SHA-256 on a re-run (False: size and
+            modification time only, for re-runs over inputs too large to read again).
     """
 
     model: str | None = None
@@ -74,6 +78,7 @@ class EncodeOptions:
     dtype: str = "float32"
     progress: bool = True
     row_group_rows: int = ROW_GROUP_ROWS
+    verify_inputs: bool = True
 
 
 def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
@@ -87,11 +92,25 @@ def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return discover([str(p) for p in inputs])
 
 
+def _codec_configs_digest(root: Path) -> str:
+    """SHA-256 (16 hex digits) of every codec ``config.json`` below a checkpoint, by relative path and content."""
+    digest = hashlib.sha256()
+    for path in sorted(root.glob("codecs/*/config.json")):
+        config = json.loads(path.read_text())
+        digest.update(f"{path.relative_to(root).as_posix()}\0{json.dumps(config, sort_keys=True)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _job_description(checkpoint: Path | str, options: EncodeOptions, label: str) -> dict[str, Any]:
     import aion_fast
-    from aion_fast.hub import read_config
+    from aion_fast.hub import CONFIG_NAME, resolve_file
 
-    config = read_config(checkpoint)
+    config_file = resolve_file(checkpoint, CONFIG_NAME)
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--model {checkpoint}: {config_file} is not a readable JSON config ({error}); download "
+                         f"the checkpoint again.") from None  # fmt: skip
     local = Path(checkpoint).is_dir()
     return {
         "model": label,
@@ -99,12 +118,32 @@ def _job_description(checkpoint: Path | str, options: EncodeOptions, label: str)
         "untrained_demo_checkpoint": label == "untrained-demo",
         "model_config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
         "model_weights_sha256_16": cached_checkpoint_digest(checkpoint) if local else None,
+        "codec_configs_sha256_16": _codec_configs_digest(config_file.parent),
         "aion_fast_version": aion_fast.__version__,
         "modalities": list(options.modalities) if options.modalities is not None else "survey defaults",
         "sources": {group: survey for group, survey in options.sources},
         "pooling": options.pooling,
         "dtype": options.dtype,
     }
+
+
+def _check_device(device: str) -> None:
+    """A device string torch parses and this machine has (before any model is loaded)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N.") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
+                             f"use --device cpu, or run on a GPU node.")  # fmt: skip
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s); use "
+                             f"cuda:0 ... cuda:{torch.cuda.device_count() - 1}.")  # fmt: skip
+    elif parsed.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(f"--device {device!r}: use cpu, cuda or cuda:N.")
+    elif parsed.type != "cpu" and not getattr(getattr(torch, parsed.type, None), "is_available", lambda: False)():
+        raise ValueError(f"--device {device}: no {parsed.type} device is available here; use --device cpu.")
 
 
 def _validate(options: EncodeOptions) -> None:
@@ -138,6 +177,33 @@ def _validate(options: EncodeOptions) -> None:
         raise ValueError(f"--workers must be >= 0 (or omitted for automatic), got {options.workers}.")
     if options.row_group_rows < 1:
         raise ValueError(f"--row-group-rows must be >= 1, got {options.row_group_rows}.")
+    _check_device(options.device)
+
+
+def _prepare_output(out: Path) -> None:
+    """Creates the output directory and checks it can be written (one line naming it otherwise)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {out} is a file; give a directory (it is created if missing).")
+    try:
+        (out / "_parts").mkdir(parents=True, exist_ok=True)
+        probe = out / f".aion-fast.write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"--output {out} cannot be written ({error.strerror or error}); give a writable "
+                         f"directory with free space.") from None  # fmt: skip
+
+
+def _spectrum_grid(checkpoint: Path | str) -> tuple[float, float, int] | None:
+    """``(lambda_min, resolution, num_pixels)`` of the checkpoint's spectrum codec grid (None without one)."""
+    from aion_fast import modalities as m
+    from aion_fast.hub import read_config
+
+    try:
+        config = read_config(checkpoint, f"codecs/{m.DESISpectrum.name}/config.json")
+        return float(config["lambda_min"]), float(config["resolution"]), int(config["num_pixels"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _accepts(checkpoint: Path | str, encoder: BatchEncoder):
@@ -171,27 +237,47 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
         ValueError: bad options or inputs, an output holding another job's or another input's results
             (:class:`~aion_fast.jobs.plan.OutputConflictError`), two sources for one modality.
     """
-    from tqdm import tqdm
-
     from aion_fast.demo import default_model
 
     start_time = time.perf_counter()
     _validate(options)
     inputs = discover_inputs(inputs)
     checkpoint, label = default_model() if options.model is None else (options.model, str(options.model))
-    untrained = label == "untrained-demo"
     job = _job_description(checkpoint, options, label)
     names = shard_names(inputs)
     rank, world, source = distributed_rank()
-    distributed = source == "torchrun" and world > 1
-    if distributed:
+    if source == "torchrun" and world > 1:
         _init_process_group()
     out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {out} is a file; give a directory (it is created if missing).")
+    _prepare_output(out)
+    lock = OutputLock(out, rank, world)  # released in the finally below, or by the kernel if the process dies
+    try:
+        return _run_locked(inputs, out, options, checkpoint, label, job, names, (rank, world, source), start_time)
+    finally:
+        lock.release()
+
+
+def _remove_leftovers(out: Path, shards: list[str] | None) -> None:
+    """Deletes temporary files a killed run left (of ``shards``; of every shard when the job holds the output
+    alone, ``shards=None``): nothing reads them, and the lock says no other process is writing them."""
+    for folder in (out, out / "_parts"):
+        for path in folder.glob("*.tmp"):
+            if shards is None or any(path.name.startswith(f"{name}.") for name in shards):
+                path.unlink(missing_ok=True)
+
+
+def _run_locked(inputs, out, options, checkpoint, label, job, names, where, start_time) -> dict:  # noqa: PLR0915
+    """:func:`run_encode` once the output is locked (arguments as computed there)."""
+    from tqdm import tqdm
+
+    rank, world, source = where
+    untrained = label == "untrained-demo"
+    distributed = source == "torchrun" and world > 1
+    check_identity(out, {**job, "batch_size": options.batch_size, "row_group_rows": options.row_group_rows})
     parts_dir = out / "_parts"
-    states = shard_states(inputs, names, shards_of_rank(names, rank, world), out, job)
-    parts_dir.mkdir(parents=True, exist_ok=True)
+    mine = shards_of_rank(names, rank, world)
+    _remove_leftovers(out, None if world == 1 else [names[i] for i in mine])
+    states = shard_states(inputs, names, mine, out, job, options.verify_inputs)
     skipped = [s.name for s in states if s.complete]
     done_before = sum(s.rows_in for s in states)  # objects of this rank finished by an earlier run
     for state in states:
@@ -201,6 +287,13 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
 
     encoder = BatchEncoder(checkpoint, options.device) if todo else None
     accepts = _accepts(checkpoint, encoder) if todo else None
+    for group in options.modalities or () if accepts is not None else ():
+        reasons = {cls.__name__: accepts(cls) for cls in MODALITY_GROUPS[group]}
+        if all(reasons.values()):  # asked for, and nothing of it can be encoded: a problem of the model
+            why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+            raise ValueError(f"--modalities {group}: the model takes none of its modalities ({why}); leave {group} "
+                             f"out, or pass a --model that has it.")  # fmt: skip
+    grid = _spectrum_grid(checkpoint) if todo else None
     tasks: list[tuple[str, int, int]] = []
     rows_of: dict[int, int] = {}
     progress_of: dict[int, dict | None] = {}
@@ -213,6 +306,8 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
             chunk = handle.chunk_rows()
             rows_of[index] = handle.num_rows
             selection = selection_of(handle, options.modalities, sources=dict(options.sources), accepts=accepts)
+            check_columns(handle, selection)  # a column of the wrong shape stops the job here, naming it
+            selection = dataclasses.replace(selection, spectrum_grid=grid)
             details_of[index] = {
                 "format": getattr(handle, "format", "mmu-hdf5"),
                 "id_column": "/".join(filter(None, selection.id_column)) if selection.id_column else None,
@@ -242,7 +337,7 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
     writers: dict[int, ShardWriter] = {}
     remaining = {i: rows_of[i] - (progress_of[i]["rows_done"] if progress_of[i] else 0) for i in todo}
     shard_start: dict[int, float] = {}
-    encoded = failed = issues = partial = 0
+    encoded = failed = issues = partial = duplicates = 0
     bar = tqdm(total=total, unit="obj", disable=not options.progress, desc=f"rank {rank}/{world}", file=sys.stderr,
                dynamic_ncols=True)  # fmt: skip
 
@@ -253,9 +348,11 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
                            options.row_group_rows, progress_of[index], identity_of[index])  # fmt: skip
 
     def finish(index: int) -> None:
+        nonlocal duplicates
         writer = writers.pop(index) if index in writers else open_writer(index)
         wall = time.perf_counter() - shard_start[index]
         finish_shard(writer, inputs[index], digests[index].result(), wall, details_of[index])
+        duplicates += writer.duplicates
 
     try:
         for index in [i for i in todo if remaining[i] == 0]:  # every row already in recorded parts
@@ -297,6 +394,7 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
         "objects_failed": failed,
         "objects_skipped_done_before": done_before,
         "modalities_skipped": issues,
+        "duplicate_object_ids": duplicates,
         "modalities_not_in_model": not_in_model,
         "wall_s": round(wall, 3),
         "objects_per_s": round(encoded / wall, 3) if wall > 0 else None,

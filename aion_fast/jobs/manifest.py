@@ -10,7 +10,9 @@ Output directory layout::
     <output>/manifest.json               the merged manifest (``merge_manifest``)
     <output>/errors.parquet              every shard's ledger, in shard order
 
-Every file is written to a ``.tmp`` name and renamed, so a crash leaves either the old state or the new one.
+Every file is written to a ``.tmp`` name, flushed to disk (``fsync``), renamed, and the directory flushed
+(:func:`durable_replace`), so a crash, even of the machine, leaves either the old state or the new one; readers
+still check what they read (:func:`read_record`, :func:`parquet_rows`) and redo what is torn.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,10 @@ from typing import Any
 __all__ = [
     "ERROR_COLUMNS",
     "atomic_write_text",
+    "durable_replace",
+    "parquet_rows",
+    "read_record",
+    "warn",
     "cached_checkpoint_digest",
     "distributed_rank",
     "file_sha256",
@@ -37,11 +44,57 @@ __all__ = [
 ERROR_COLUMNS = ("object_id", "file", "row", "modality", "reason", "object_encoded")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+def warn(message: str) -> None:
+    """One line on stderr: something the job found and repaired (a torn file redone, duplicate ids)."""
+    print(f"aion-fast: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_replace(tmp: Path, path: Path) -> None:
+    """Renames a fully written ``tmp`` to ``path`` durably: ``fsync`` of the file before the rename (its bytes are
+    on disk before its name), of the directory after (the rename itself is on disk)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
+    _fsync_dir(Path(path).parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temporary file of this process and a durable rename."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two processes never share a temporary file
+    tmp.write_text(text)
+    durable_replace(tmp, path)
+
+
+def read_record(path: Path, required: Sequence[str] = ()) -> dict[str, Any] | None:
+    """A JSON record the job wrote, or None if it is missing, torn (not JSON, 0 bytes) or lacks a ``required`` key."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or any(key not in record for key in required):
+        return None
+    return record
+
+
+def parquet_rows(path: Path) -> int | None:
+    """Rows of a complete Parquet file (footer read, no data), or None if it is missing, empty or torn."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid (a torn footer) is a ValueError
+        return None
 
 
 def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
@@ -150,13 +203,36 @@ def merge_manifest(output: str | os.PathLike, job: dict[str, Any] | None = None)
         The manifest dict.
 
     Raises:
-        ValueError: records of different jobs (another model or options) share the directory.
+        ValueError: no shard records (not an encode output), a torn record, shard file or ledger (named), or
+            records of different jobs (another model or options) share the directory.
     """
+    import fcntl
+
+    parts = Path(output) / "_parts"
+    if not parts.is_dir():
+        raise ValueError(f"{output} holds no shard records (no {parts}); give the --output directory of an "
+                         f"aion-fast encode job that has finished at least one shard.")  # fmt: skip
+    with open(Path(output) / ".aion-fast.merge.lock", "a") as lock:  # ranks finishing together merge in turn
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _merge(Path(output), parts, job)
+
+
+def _merge(output: Path, parts: Path, job: dict[str, Any] | None) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = Path(output) / "_parts"
-    records = [json.loads(p.read_text()) for p in sorted(parts.glob("*.json")) if not p.name.endswith(".progress.json")]
+    records = []
+    for path in sorted(parts.glob("*.json")):
+        if path.name.endswith(".progress.json"):
+            continue
+        record = read_record(path, ("shard", "job", "rows_written", "output"))
+        if record is None:
+            raise ValueError(f"{path} is not a complete shard record (torn or empty); rerun the encode command "
+                             f"with the same options to redo that shard, then merge again.")  # fmt: skip
+        records.append(record)
+    if not records:
+        raise ValueError(f"{output} holds no shard records (nothing in {parts}); give the --output directory of "
+                         f"an aion-fast encode job that has finished at least one shard.")  # fmt: skip
     jobs = {json.dumps(r["job"], sort_keys=True) for r in records}
     if job is not None:
         records = [r for r in records if r["job"] == job]
@@ -166,15 +242,24 @@ def merge_manifest(output: str | os.PathLike, job: dict[str, Any] | None = None)
             f"write each job to its own --output directory."
         )
     records.sort(key=lambda r: r["shard"])
+    for record in records:
+        ledger = parts / f"{record['shard']}.errors.parquet"
+        if parquet_rows(ledger) is None:
+            raise ValueError(f"{ledger} is missing or torn; rerun the encode command to redo that shard.")
+        if parquet_rows(output / record["output"]) != record["rows_written"]:
+            raise ValueError(
+                f"{output / record['output']} is missing or torn (the record says {record['rows_written']} rows); "
+                f"rerun the encode command to redo that shard."
+            )
     ledgers = [pq.read_table(parts / f"{r['shard']}.errors.parquet") for r in records]
     schema = pa.schema(
         [("object_id", pa.string()), ("file", pa.string()), ("row", pa.int64()), ("modality", pa.string()),
          ("reason", pa.string()), ("object_encoded", pa.bool_())]
     )  # fmt: skip
     errors = pa.concat_tables(ledgers) if ledgers else schema.empty_table()
-    tmp = Path(output) / "errors.parquet.tmp"
+    tmp = output / f"errors.parquet.{os.getpid()}.tmp"
     pq.write_table(errors, tmp)
-    os.replace(tmp, Path(output) / "errors.parquet")
+    durable_replace(tmp, output / "errors.parquet")
     manifest = {
         "job": records[0]["job"] if records else job,
         "shards": records,
@@ -182,7 +267,8 @@ def merge_manifest(output: str | os.PathLike, job: dict[str, Any] | None = None)
         "rows_written": sum(r["rows_written"] for r in records),
         "objects_failed": sum(r["objects_failed"] for r in records),
         "modality_issues": sum(r["modality_issues"] for r in records),
+        "duplicate_object_ids": sum(r.get("duplicate_object_ids", 0) for r in records),
         "errors": "errors.parquet",
     }
-    atomic_write_text(Path(output) / "manifest.json", json.dumps(manifest, indent=2))
+    atomic_write_text(output / "manifest.json", json.dumps(manifest, indent=2))
     return manifest

@@ -9,7 +9,6 @@ same path with other content) or by another job (model, options) stops the job w
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from aion_fast.data.formats import locate
+from aion_fast.jobs.manifest import parquet_rows, read_record, warn
 
-__all__ = ["OutputConflictError", "ShardState", "relative_name", "shard_name", "shard_states"]
+__all__ = ["OutputConflictError", "ShardState", "differences", "relative_name", "shard_name", "shard_states"]
 
 
 class OutputConflictError(ValueError):
@@ -50,9 +50,9 @@ def shard_names(inputs: Sequence[str | os.PathLike]) -> list[str]:
             if seen[name] == resolved:
                 raise ValueError(f"{path} is given twice; pass each input once.")
             raise ValueError(
-                f"{seen[name]} and {resolved} would both be written as {name}.parquet (neither path has a survey "
-                f"folder such as legacysurvey/ or desi/); keep the MMU layout <survey>/<config>/healpix=N/..., or "
-                f"encode them into separate --output directories."
+                f"{seen[name]} and {resolved} are different files that would both be written as {name}.parquet "
+                f"(a shard's name is its path below the survey folder, e.g. legacysurvey/, or its parent folder); "
+                f"encode them into separate --output directories, or keep one MMU tree per output."
             )
         seen[name] = resolved
     return names
@@ -77,29 +77,42 @@ class ShardState:
     rows_in: int = 0
 
 
-def _same_input(record: dict[str, Any], path: str) -> tuple[bool, str]:
-    """Whether a shard record was made from ``path`` as it is now (path, then size/mtime, then SHA-256)."""
+def _same_input(record: dict[str, Any], path: str, checksum: bool = True) -> tuple[bool, str]:
+    """Whether a shard record was made from ``path`` as it is now: same path, size and content (SHA-256).
+
+    The content is compared even when size and modification time match: both can be restored after an edit
+    (``touch -d``, a copy with ``-p``). ``checksum=False`` trusts size and mtime (``--trust-mtime``).
+    """
     from aion_fast.jobs.manifest import file_sha256, input_stat
 
     if os.path.realpath(record.get("input", "")) != os.path.realpath(path):
         return False, f"made from {record.get('input')}"
     size, mtime_ns = input_stat(path)
-    if record.get("size") == size and record.get("mtime_ns") == mtime_ns:
+    if not checksum and record.get("size") == size and record.get("mtime_ns") == mtime_ns:
         return True, ""
-    if record.get("sha256") == file_sha256(path):
+    if record.get("size") == size and record.get("sha256") == file_sha256(path):
         return True, ""
     return False, f"made from {path} when it had other content (SHA-256 {str(record.get('sha256'))[:12]}...)"
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+def differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4])
 
 
 def shard_states(
-    inputs: Sequence[str], names: Sequence[str], indices: Sequence[int], output: Path, job: dict[str, Any]
+    inputs: Sequence[str],
+    names: Sequence[str],
+    indices: Sequence[int],
+    output: Path,
+    job: dict[str, Any],
+    checksum: bool = True,
 ) -> list[ShardState]:
     """What ``output`` holds for each input of ``indices``.
+
+    A shard is complete when its record is whole and its Parquet file is a complete file of the recorded rows. A
+    torn record (not JSON, 0 bytes) or a torn or empty Parquet file is named on stderr and the shard is redone.
+    ``checksum``: compare each complete shard's input by SHA-256 (default) or by size and mtime only.
 
     Raises:
         OutputConflictError: a record of another job (model, options) is in ``output``, or a shard of the same
@@ -109,28 +122,40 @@ def shard_states(
     for record_path in sorted(parts_dir.glob("*.json")) if parts_dir.is_dir() else []:
         if record_path.name.endswith(".progress.json"):
             continue
-        try:
-            other = json.loads(record_path.read_text()).get("job", {})
-        except (OSError, ValueError):
-            continue
+        record = read_record(record_path, ("job",))
+        if record is None:
+            continue  # torn: named and redone below if it is one of ours
+        other = record["job"]
         if other != job:
             raise OutputConflictError(
-                f"{output} holds results of another job ({_differences(other, job)}); write this job to a new "
+                f"{output} holds results of another job ({differences(other, job)}); write this job to a new "
                 f"--output directory (results of different models or options never share one)."
             )
     states = []
     for index in indices:
         state = ShardState(index, str(inputs[index]), names[index])
         record_path = parts_dir / f"{names[index]}.json"
+        final = output / f"{names[index]}.parquet"
         if record_path.is_file():
-            record = json.loads(record_path.read_text())
-            same, why = _same_input(record, state.path)
+            record = read_record(record_path, ("input", "rows_in", "rows_written", "sha256", "job"))
+            if record is None:
+                warn(f"{record_path} is torn or empty; shard {names[index]} is encoded again.")
+                record_path.unlink()
+                states.append(state)
+                continue
+            same, why = _same_input(record, state.path, checksum)
             if not same:
                 raise OutputConflictError(
-                    f"{output / (names[index] + '.parquet')} was {why}, not from {state.path} as it is now; "
+                    f"{final} was {why}, not from {state.path} as it is now; "
                     f"use a new --output directory (or delete that shard's files to encode it again)."
                 )
-            state.complete = (output / f"{names[index]}.parquet").is_file()
-            state.rows_in = record.get("rows_in", 0) if state.complete else 0
+            if parquet_rows(final) != record["rows_written"]:
+                warn(f"{final} is {'torn or empty' if final.exists() else 'missing'} (its record says "
+                     f"{record['rows_written']} rows); shard {names[index]} is encoded again.")  # fmt: skip
+                record_path.unlink()
+                states.append(state)
+                continue
+            state.complete = True
+            state.rows_in = record["rows_in"]
         states.append(state)
     return states

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from aion_fast.data.mmu import ObjectBatch
-from aion_fast.jobs.manifest import ERROR_COLUMNS, atomic_write_text
+from aion_fast.jobs.manifest import ERROR_COLUMNS, atomic_write_text, durable_replace, parquet_rows, read_record, warn
 
 __all__ = ["ShardWriter", "finish_shard", "load_progress", "remove_progress"]
 
@@ -75,6 +75,8 @@ class ShardWriter:
         self.pending_errors: list[dict[str, Any]] = []
         self.rows_done = self.progress["rows_done"]
         self.rows_written = 0
+        #: Rows whose object_id an earlier row of the shard has, and a few such ids (set by ``close``).
+        self.duplicates, self.duplicate_examples = 0, []
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -121,7 +123,7 @@ class ShardWriter:
         name = f"{self.shard}.part{len(self.progress['parts']):05d}.parquet"
         tmp = self.parts_dir / f"{name}.tmp"
         pq.write_table(pa.concat_tables(self.pending), tmp)
-        os.replace(tmp, self.parts_dir / name)
+        durable_replace(tmp, self.parts_dir / name)
         self.progress["parts"].append({"file": name, "rows": self.pending_rows, "errors": self.pending_errors})
         self.progress["rows_done"] = self.rows_done
         atomic_write_text(self.parts_dir / f"{self.shard}.progress.json", json.dumps(self.progress))
@@ -138,6 +140,7 @@ class ShardWriter:
         carry_rows = 0
         with pq.ParquetWriter(tmp, self.schema) as writer:
             sources = [pq.read_table(self.parts_dir / p["file"], schema=self.schema) for p in self.progress["parts"]]
+            self._count_duplicates([t.column("object_id") for t in [*sources, *self.pending]])
             for table in [*sources, *self.pending]:
                 carry.append(table)
                 carry_rows += table.num_rows
@@ -153,8 +156,19 @@ class ShardWriter:
         errors = pa.Table.from_pylist(self.errors, schema=_errors_schema())
         ledger = self.parts_dir / f"{self.shard}.errors.parquet"
         pq.write_table(errors, ledger.with_name(ledger.name + ".tmp"))
-        os.replace(ledger.with_name(ledger.name + ".tmp"), ledger)
-        os.replace(tmp, self.final)
+        durable_replace(ledger.with_name(ledger.name + ".tmp"), ledger)
+        durable_replace(tmp, self.final)
+
+    def _count_duplicates(self, columns: list[Any]) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not columns:
+            return
+        counts = pc.value_counts(pa.chunked_array(columns, type=pa.string()))
+        repeated = [(v["values"], v["counts"]) for v in counts.to_pylist() if v["counts"] > 1]
+        self.duplicates = sum(c - 1 for _, c in repeated)
+        self.duplicate_examples = [v for v, _ in repeated[:5]]
 
 
 def remove_progress(parts_dir: Path, shard: str) -> None:
@@ -165,15 +179,24 @@ def remove_progress(parts_dir: Path, shard: str) -> None:
 
 
 def load_progress(parts_dir: Path, shard: str, job: dict, identity: dict) -> dict[str, Any] | None:
-    """The shard's progress record if it belongs to this job, input and batch step and its parts exist."""
+    """The shard's progress record if it belongs to this job, input and batch step and every part it names is a
+    complete Parquet file of the recorded rows; None (the shard starts afresh) otherwise. A torn record or part
+    (an OS crash can leave one) is named on stderr."""
     path = parts_dir / f"{shard}.progress.json"
-    try:
-        progress = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.exists():
         return None
-    same = progress.get("job") == job and all(progress.get(k) == v for k, v in identity.items())
-    if not same or not all((parts_dir / p["file"]).is_file() for p in progress.get("parts", [])):
+    progress = read_record(path, ("job", "rows_done", "parts"))
+    if progress is None:
+        warn(f"{path} is torn or empty; shard {shard} is encoded again from its first row.")
         return None
+    if progress.get("job") != job or any(progress.get(k) != v for k, v in identity.items()):
+        return None
+    for part in progress["parts"]:
+        rows = parquet_rows(parts_dir / part["file"])
+        if rows != part["rows"]:
+            state = "missing" if rows is None and not (parts_dir / part["file"]).exists() else "torn or empty"
+            warn(f"{parts_dir / part['file']} is {state}; shard {shard} is encoded again from its first row.")
+            return None
     return progress
 
 
@@ -187,6 +210,10 @@ def finish_shard(
     from aion_fast.jobs.manifest import input_stat
 
     writer.close()
+    if writer.duplicates:
+        warn(f"{input_path}: {writer.duplicates} rows repeat an object_id of an earlier row (e.g. "
+             f"{writer.duplicate_examples[:3]}); they are written as they are; `aion-fast search` needs unique ids, "
+             f"so de-duplicate the input or its id column.")  # fmt: skip
     size, mtime_ns = input_stat(input_path)
     errors = writer.errors
     record = {
@@ -200,6 +227,8 @@ def finish_shard(
         "rows_written": writer.rows_written,
         "objects_failed": sum(1 for e in errors if not e["object_encoded"] and e["modality"] == "*"),
         "modality_issues": sum(1 for e in errors if e["modality"] != "*"),
+        "duplicate_object_ids": writer.duplicates,
+        "duplicate_object_id_examples": writer.duplicate_examples,
         "job": writer.progress["job"],
         "wall_s": round(wall, 3),
         **details,

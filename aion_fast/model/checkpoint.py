@@ -50,14 +50,22 @@ def read_checkpoint(
     Returns:
         The config dict, the stored tensors by name, and the file's string metadata.
     """
-    with open(config_file, encoding="utf-8") as handle:
-        config = json.load(handle)
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except ValueError as error:
+        raise ValueError(f"{config_file} is not a JSON config ({error}); download the checkpoint again.") from None
     tensors: dict[str, Tensor] = {}
-    with safe_open(str(weights_file), framework="pt", device=str(device)) as weights:
-        metadata = dict(weights.metadata() or {})
-        for name in weights.keys():
-            if wanted is None or wanted(name):
-                tensors[name] = weights.get_tensor(name)
+    try:
+        with safe_open(str(weights_file), framework="pt", device=str(device)) as weights:
+            metadata = dict(weights.metadata() or {})
+            for name in weights.keys():
+                if wanted is None or wanted(name):
+                    tensors[name] = weights.get_tensor(name)
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for a torn file
+        if isinstance(error, (OSError, ValueError)):
+            raise
+        raise ValueError(f"{weights_file} is not a complete safetensors file ({error}); download it again.") from None
     return config, tensors, metadata
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from aion_fast.model.modality_info import MODALITY_INFO
 
-__all__ = ["AIONConfig", "BASE_ARCHITECTURE", "architecture"]
+__all__ = ["AIONConfig", "BASE_ARCHITECTURE", "CONFIG_BOUNDS", "architecture"]
 
 #: AION-1-B (the released polymathic-ai/aion-base): every config key but the domains. SwiGLU MLPs, QK-norm, no
 #: biases, width 768, 12 encoder + 12 decoder blocks, 12 heads.
@@ -46,6 +46,12 @@ def architecture(domains_in: list[str], domains_out: list[str], **overrides: Any
     if unknown:
         raise ValueError(f"unknown architecture keys {sorted(unknown)}; known: {sorted(BASE_ARCHITECTURE)}.")
     return {"domains_in": list(domains_in), "domains_out": list(domains_out), **BASE_ARCHITECTURE, **overrides}
+
+
+#: Largest accepted sizes, far above AION-1-XL (dim 2048, 24 + 24 blocks, 32 heads): a damaged or hostile config
+#: fails in microseconds instead of allocating gigabytes (dim 2**22) or building for hours (depth 10**6).
+CONFIG_BOUNDS: dict[str, float] = {"dim": 16384, "encoder_depth": 256, "decoder_depth": 256, "num_heads": 512,
+                                   "mlp_ratio": 64.0, "num_register_tokens": 4096}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,12 @@ class AIONConfig:
             minimum = 0 if name.endswith("depth") else 1
             if getattr(self, name) < minimum:
                 raise ValueError(f"config[{name!r}] must be >= {minimum}, got {getattr(self, name)}")
+        for name, bound in CONFIG_BOUNDS.items():  # before anything is built: a hostile config.json never allocates
+            if getattr(self, name) > bound:
+                raise ValueError(
+                    f"config[{name!r}] = {getattr(self, name)} exceeds the bound {bound} of any AION model this "
+                    f"package builds; the config.json is damaged or not an AION checkpoint"
+                )
         if self.num_register_tokens < 0:
             raise ValueError(f"config['num_register_tokens'] must be >= 0, got {self.num_register_tokens}")
         if self.dim % self.num_heads:

@@ -930,9 +930,12 @@ class AION(nn.Module):
             "revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only,
             "force_download": force_download,
         }  # fmt: skip
+        device = torch.device(next((d for d in (device, map_location) if d is not None), "cpu"))
+        if device.type == "cuda" and not torch.cuda.is_available():  # else safetensors fails with a pinning error
+            raise ValueError(f"device={str(device)!r} but no CUDA GPU is visible (torch.cuda.is_available() is False); "
+                             f"load with device='cpu'.")  # fmt: skip
         config_file = hub.resolve_file(path_or_hub_id, hub.CONFIG_NAME, **options)
         weights_file = hub.resolve_file(path_or_hub_id, hub.WEIGHTS_NAME, **options)
-        device = torch.device(next((d for d in (device, map_location) if d is not None), "cpu"))
         wanted = None
         if encoder_only:  # the decoder's modality embeddings are read: one may be the only copy of a tied tensor
             wanted = lambda name: not name.startswith(ckpt.DECODER_PREFIXES) or name.endswith(".mod_emb")  # noqa: E731

@@ -265,6 +265,8 @@ def image_preprocess(
     """
     from aion_fast.codecs.preprocessing import center_crop
 
+    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
+        raise ValueError(f"image_preprocess: crop_size must be a positive integer (96 for AION-1), got {crop_size!r}")
     if flux.ndim != 4:
         raise ValueError(f"image_preprocess: {what} must have shape (B, C, H, W), got {tuple(flux.shape)}")
     if not flux.is_floating_point():

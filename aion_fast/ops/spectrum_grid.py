@@ -202,6 +202,17 @@ _BACKENDS = (
 )
 
 
+def _require_increasing(values: torch.Tensor, name: str, what: str) -> None:
+    """(B, L) float32: finite and strictly increasing along each row, else a ValueError naming the rows."""
+    finite = torch.isfinite(values).all(dim=-1)
+    increasing = (values[:, 1:] > values[:, :-1]).all(dim=-1) & finite
+    if not bool(increasing.all()):
+        rows = torch.nonzero(~increasing).flatten()[:8].tolist()
+        kind = "NaN/inf" if not bool(finite.all()) else "not strictly increasing"
+        raise ValueError(f"spectrum_to_latent: {what} must be finite and strictly increasing; {name} rows {rows} are "
+                         f"{kind}. Sort the pixels and drop or mask non-finite ones before tokenizing.")  # fmt: skip
+
+
 def spectrum_to_latent(
     flux: torch.Tensor,
     ivar: torch.Tensor,
@@ -229,7 +240,8 @@ def spectrum_to_latent(
         (B, 2, G) float32 network input.
 
     Raises:
-        ValueError: shapes disagree, L < 2, or the tensors are on different devices.
+        ValueError: shapes disagree, L < 2, a wavelength row or the grid is not finite and strictly increasing, or
+            the tensors are on different devices.
         BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
     """
     if flux.ndim != 2 or ivar.shape != flux.shape or wavelength.shape != flux.shape:
@@ -250,6 +262,11 @@ def spectrum_to_latent(
             "spectrum_to_latent: flux, ivar, wavelength, scale and grid must be on one device, got "
             f"{[str(t.device) for t in tensors]}; move them with .to(device)"
         )
+    # Backends differ on NaN or unordered wavelengths (searchsorted vs. a linear walk): refused here, for all alike.
+    # A data-dependent check cannot be traced: under torch.compile the caller has run it eagerly (or not).
+    if not torch.compiler.is_compiling():
+        _require_increasing(tensors[2], "wavelength", "each row of wavelength (Angstrom)")
+        _require_increasing(tensors[4][None], "grid", "grid")
     args = (*tensors, float(input_scaling), None if clip_flux is None else float(clip_flux))
     args = (*args, None if clip_ivar is None else float(clip_ivar))
     with _backend.no_autocast(tensors[0].device):

@@ -131,8 +131,12 @@ def detect(path: str | os.PathLike) -> str:
 
         from aion_fast.data.formats.hdf5 import is_tutorial_columns
 
-        with h5py.File(path, "r") as handle:
-            names = list(handle.keys())
+        try:
+            with h5py.File(path, "r") as handle:
+                names = list(handle.keys())
+        except OSError as error:
+            raise ValueError(f"{path} starts like HDF5 but cannot be read ({error}); the file is truncated or "
+                             f"damaged: download or copy it again, or leave it out.") from None  # fmt: skip
         return "aion-tutorial-hdf5" if is_tutorial_columns(names) else "mmu-hdf5"
     what = "a directory without dataset_info.json and state.json" if os.path.isdir(path) else "not a known format"
     raise ValueError(f"{path}: {what}; supported input formats: {_supported()}.")
@@ -141,11 +145,15 @@ def detect(path: str | os.PathLike) -> str:
 def open_source(path: str | os.PathLike) -> Source:
     """Opens one shard in the format its content shows (see :func:`detect`)."""
     name = detect(path)
-    if name.endswith("hdf5"):
-        from aion_fast.data.formats.hdf5 import HDF5Source
+    try:
+        if name.endswith("hdf5"):
+            from aion_fast.data.formats.hdf5 import HDF5Source
 
-        return HDF5Source(str(path), name)
-    return FORMATS[name].open(str(path))
+            return HDF5Source(str(path), name)
+        return FORMATS[name].open(str(path))
+    except OSError as error:  # h5py / pyarrow on a truncated or damaged file: name it
+        raise ValueError(f"{path} cannot be read as {name} ({error}); the file is truncated or damaged: download or "
+                         f"copy it again, or leave it out.") from None  # fmt: skip
 
 
 def _walk(directory: str) -> list[str]:

@@ -79,6 +79,8 @@ class HDF5Source(Source):
             self._datasets = {
                 name: obj for name, obj in self._h5.items() if isinstance(obj, h5py.Dataset) and obj.ndim > 0
             }
+            #: 0-d datasets (one value for the whole file): not columns; the job refuses one named like a column.
+            self.single_values = sorted(n for n, o in self._h5.items() if isinstance(o, h5py.Dataset) and o.ndim == 0)
             names = sorted(self._datasets)
             self.format = format_name or ("aion-tutorial-hdf5" if is_tutorial_columns(names) else "mmu-hdf5")
             lengths = {self._datasets[name].shape[0] for name in names}
