@@ -273,7 +273,8 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
     rank, world, source = where
     untrained = label == "untrained-demo"
     distributed = source == "torchrun" and world > 1
-    check_identity(out, {**job, "batch_size": options.batch_size, "row_group_rows": options.row_group_rows})
+    identity = {**job, "batch_size": options.batch_size, "row_group_rows": options.row_group_rows}
+    check_identity(out, identity, record=False)  # recorded once the plan holds: a refused start claims nothing
     parts_dir = out / "_parts"
     mine = shards_of_rank(names, rank, world)
     _remove_leftovers(out, None if world == 1 else [names[i] for i in mine])
@@ -328,6 +329,7 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
         first = progress_of[index]["rows_done"] if progress_of[index] else 0
         done_before += first
         tasks += [(str(inputs[index]), a, b) for a, b in ranges if a >= first]
+    check_identity(out, identity)
     total = sum(rows_of.values()) - sum(p["rows_done"] for p in progress_of.values() if p)
     workers = auto_workers(options.workers, options.device, len(tasks))
 

@@ -149,8 +149,8 @@ class OutputLock:
         self.release()
 
 
-def check_identity(output: str | os.PathLike, job: dict[str, Any]) -> None:
-    """Records ``job`` as the identity of ``output`` (first run), or refuses another job's output.
+def check_identity(output: str | os.PathLike, job: dict[str, Any], record: bool = True) -> None:
+    """Records ``job`` as the identity of ``output`` (first run; with ``record``), or refuses another job's output.
 
     Raises:
         OutputConflictError: ``output/job.json`` names another job (model, codec configs or options differ).
@@ -167,5 +167,5 @@ def check_identity(output: str | os.PathLike, job: dict[str, Any]) -> None:
             f"{output} belongs to another job ({path.name}: {differences(recorded, job)}); write this job to a new "
             f"--output directory (results of different models, codec configs or options never share one)."
         )
-    if recorded != job:
+    if recorded != job and record:
         atomic_write_text(path, json.dumps(job, indent=2, sort_keys=True))

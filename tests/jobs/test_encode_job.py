@@ -279,8 +279,30 @@ def test_a_spectrum_the_codec_refuses_goes_to_the_ledger_alone(tmp_path, demo_ch
     rows = _table(tmp_path / "out" / f"{shard_name(path)}.parquet")
     assert 1 not in rows["row"] and rows["row"] == sorted(rows["row"])
     errors = _table(tmp_path / "out" / "errors.parquet")
-    refused = [(r, mod, reason) for r, mod, reason in zip(errors["row"], errors["modality"], errors["reason"])]
-    assert len(refused) == 1 and refused[0][:2] == (1, "DESISpectrum") and "latent grid" in refused[0][2]
+    ledger = {(r, mod): reason for r, mod, reason in zip(errors["row"], errors["modality"], errors["reason"])}
+    assert set(ledger) == {(1, "spectrum"), (1, "*")} and "wavelength grid" in ledger[(1, "spectrum")]
+
+
+def test_rows_a_codec_refuses_cost_only_those_rows():
+    """The encoder's fallback: a batch the codec refuses is retried part by part, then row by row."""
+    from aion_fast.data.mmu import ObjectBatch, Part
+    from aion_fast.jobs.encoder import batch_tokens
+
+    class Codecs:  # refuses any batch holding a negative value, as a codec's own input check would
+        def encode_batches(self, batches, preprocessed):
+            for batch in batches:
+                if (batch.value < 0).any():
+                    raise ValueError(f"value < 0 in rows {torch.nonzero(batch.value < 0).flatten().tolist()}")
+            return [(batch.value * 10).long() for batch in batches]
+
+    values = torch.tensor([1.0, -2.0, 3.0, 4.0, -5.0])
+    batch = ObjectBatch("f", 0, [str(i) for i in range(5)], np.zeros(5), np.zeros(5))
+    batch.parts = [Part(m.Z(value=values[:3]), np.arange(3)), Part(m.Z(value=values[3:]), np.arange(3, 5))]
+    tokens, present = batch_tokens(Codecs(), batch, "cpu")
+    assert present["tok_z"].tolist() == [True, False, True, True, False]
+    assert tokens["tok_z"][:, 0].tolist() == [10, 0, 30, 40, 0]
+    assert [(i.row, i.modality) for i in batch.issues] == [(1, "Z"), (4, "Z")]
+    assert "value < 0" in batch.issues[0].reason
 
 
 def test_catalog_and_segmentation_reach_a_model_that_takes_them(tmp_path, demo_checkpoint):

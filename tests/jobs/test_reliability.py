@@ -312,7 +312,7 @@ def test_model_problems_are_one_line(tmp_path, demo_checkpoint, capsys):
     path = write_mmu(tmp_path / "in" / "legacysurvey" / "001-of-001.hdf5", legacysurvey_columns(n=3))
     common = ["encode", path, "--quiet", "--workers", "0"]
     status, _, err = _cli(capsys, *common, "--model", tmp_path / "no_such_dir", "--output", tmp_path / "o1")
-    _one_line_error(status, err, "no_such_dir", "local directory")
+    _one_line_error(status, err, "no_such_dir", "local checkpoint directory")
     status, _, err = _cli(capsys, *common, "--model", "someone/no-such-model", "--output", tmp_path / "o2")
     _one_line_error(status, err, "someone/no-such-model")
     torn = _copy_checkpoint(demo_checkpoint, tmp_path / "torn")
