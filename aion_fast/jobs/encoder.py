@@ -8,13 +8,14 @@ with hundreds of absent image or spectrum tokens; within a group, absent single-
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from aion_fast.data.mmu import ObjectBatch, Part
 
-__all__ = ["BatchEncoder"]
+__all__ = ["BatchEncoder", "presence_groups"]
 
 
 class BatchEncoder:
@@ -78,23 +79,43 @@ class BatchEncoder:
         tokens, present = self.tokens(batch)
         if not tokens:
             return np.zeros(0, dtype=np.int64), torch.zeros(0, self.model.config.dim)
-        multi = [k for k in tokens if tokens[k].shape[1] > 1]
-        single = [k for k in tokens if tokens[k].shape[1] == 1]
-        any_present = torch.stack([present[k] for k in tokens]).any(dim=0).cpu()
-        has_multi = {k: present[k].cpu().tolist() for k in multi}
-        groups: dict[tuple[bool, ...], list[int]] = {}
-        for row in torch.nonzero(any_present).flatten().tolist():
-            groups.setdefault(tuple(has_multi[k][row] for k in multi), []).append(row)
         vectors = torch.empty(batch.size, self.model.config.dim)
-        for pattern, group_rows in groups.items():
-            rows = torch.tensor(group_rows, device=self.device)
-            keys = [k for k, has in zip(multi, pattern) if has] + [k for k in single if bool(present[k][rows].any())]
-            group_tokens = {k: tokens[k][rows] for k in keys}
-            input_mask = {
-                k: (~present[k][rows])[:, None].expand(-1, tokens[k].shape[1])
-                for k in keys
-                if not bool(present[k][rows].all())
-            }
-            vectors[rows.cpu()] = embed(self.model, group_tokens, pooling="mean", input_mask=input_mask or None).cpu()
-        encoded_rows = torch.nonzero(any_present).flatten()
+        encoded_rows = []
+        for rows, group_tokens, input_mask in presence_groups(tokens, present):
+            vectors[rows.cpu()] = embed(self.model, group_tokens, pooling="mean", input_mask=input_mask).cpu()
+            encoded_rows.append(rows.cpu())
+        encoded_rows = torch.sort(torch.cat(encoded_rows)).values if encoded_rows else torch.zeros(0, dtype=torch.long)
         return encoded_rows.numpy(), vectors[encoded_rows]
+
+
+def presence_groups(
+    tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
+) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]:
+    """Objects with at least one present modality, grouped by which multi-token modalities they have.
+
+    Args:
+        tokens, present: from :meth:`BatchEncoder.tokens`.
+
+    Yields:
+        ``(rows, group_tokens, input_mask)``: (n,) positions in the batch (increasing), token key -> (n, T) ids of
+        the keys some object of the group has, and the ``input_mask`` (True = absent) of the single-token keys not
+        every object of the group has (None when all are present).
+    """
+    multi = [k for k in tokens if tokens[k].shape[1] > 1]
+    single = [k for k in tokens if tokens[k].shape[1] == 1]
+    any_present = torch.stack([present[k] for k in tokens]).any(dim=0).cpu()
+    has_multi = {k: present[k].cpu().tolist() for k in multi}
+    groups: dict[tuple[bool, ...], list[int]] = {}
+    for row in torch.nonzero(any_present).flatten().tolist():
+        groups.setdefault(tuple(has_multi[k][row] for k in multi), []).append(row)
+    device = next(iter(tokens.values())).device
+    for pattern, group_rows in groups.items():
+        rows = torch.tensor(group_rows, device=device)
+        keys = [k for k, has in zip(multi, pattern) if has] + [k for k in single if bool(present[k][rows].any())]
+        group_tokens = {k: tokens[k][rows] for k in keys}
+        input_mask = {
+            k: (~present[k][rows])[:, None].expand(-1, tokens[k].shape[1])
+            for k in keys
+            if not bool(present[k][rows].all())
+        }
+        yield rows, group_tokens, input_mask or None
