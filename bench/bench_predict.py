@@ -28,8 +28,8 @@ from aion import modalities as ref_m
 from conftest import run_timed
 
 from aion_fast.jobs.predict import PredictOptions, Predictor, posterior_summary
-from aion_fast.model import architecture
 from aion_fast.modalities import Z
+from aion_fast.model import architecture
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.generate.reference_roar import reference_roar  # noqa: E402

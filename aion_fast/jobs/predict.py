@@ -263,7 +263,7 @@ class Predictor:
             self.bin_values = self.codecs.decode({self.key: codes}, target).value.reshape(-1).double().cpu()
         else:
             probe = self._decode(torch.zeros(1, target.num_tokens, dtype=torch.int64, device=self.device))
-            self.value_shape = tuple(probe[0].shape)
+            self.value_shape = tuple(probe[0].shape[1:])
             self.grid = probe[1]
 
     def tokens(self, batch: ObjectBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -416,8 +416,12 @@ def _job_description(checkpoint: Path | str, options: PredictOptions, label: str
         "sources": {group: survey for group, survey in options.sources},
         "num_samples": options.num_samples,
         "pdf": options.pdf,
-        "decoding": {"decay": options.decay, "temperature": options.temperature, "max_steps": options.max_steps,
-                     "wavelength": list(options.wavelength) if options.wavelength else None},  # fmt: skip
+        "decoding": {
+            "decay": options.decay,
+            "temperature": options.temperature,
+            "max_steps": options.max_steps,
+            "wavelength": list(options.wavelength) if options.wavelength else None,
+        },  # fmt: skip
         "seed": options.seed,
         "object_keys": "decimal ids as given, other ids BLAKE2b-64 >> 1",
     }

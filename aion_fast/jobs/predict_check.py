@@ -164,7 +164,8 @@ def _plots(output: Path, truth: np.ndarray, point: np.ndarray, pit: np.ndarray |
         fig, ax = plt.subplots(figsize=(5, 4))
         ax.hist(np.clip(pit, 0, 1), bins=PIT_BINS, range=(0, 1), density=True, color="tab:blue", alpha=0.8)
         ax.axhline(1.0, color="k", linestyle="--", linewidth=1)
-        ax.set(xlabel="PIT", ylabel="density", title=f"PIT ({metrics['objects']} objects), KS = {metrics['pit_ks']:.3f}")
+        title = f"PIT ({metrics['objects']} objects), KS = {metrics['pit_ks']:.3f}"
+        ax.set(xlabel="PIT", ylabel="density", title=title)
         fig.tight_layout()
         fig.savefig(output / "pit.png", dpi=100)
         plt.close(fig)
@@ -173,8 +174,8 @@ def _plots(output: Path, truth: np.ndarray, point: np.ndarray, pit: np.ndarray |
     ax.scatter(truth, point, s=4, alpha=0.6)
     low, high = float(min(truth.min(), point.min())), float(max(truth.max(), point.max()))
     ax.plot([low, high], [low, high], color="k", linewidth=1)
-    ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}",
-           title=f"bias {metrics['bias']:.4f}, NMAD {metrics['nmad']:.4f}, outliers {metrics['outlier_fraction']:.3f}")
+    title = f"bias {metrics['bias']:.4f}, NMAD {metrics['nmad']:.4f}, outliers {metrics['outlier_fraction']:.3f}"
+    ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=title)
     fig.tight_layout()
     fig.savefig(output / "predicted_vs_true.png", dpi=100)
     plt.close(fig)

@@ -97,24 +97,47 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--inputs", default=None,
                          help=f"comma-separated groups to condition on, from {list(MODALITY_GROUPS)} (default: what "
                          f"each survey measured); the target's own columns are never used")  # fmt: skip
-    predict.add_argument("--source", action="append", default=[], metavar="GROUP=SURVEY",
-                         help="when two surveys of a cross-matched file give one modality, use this survey's")
-    predict.add_argument("--num-samples", type=int, default=0,
-                         help="draws per object (one-token targets: default 0; multi-token targets: required)")
-    predict.add_argument("--pdf", nargs="?", const="float32", default=None, choices=["float16", "float32"],
-                         help="write the binned posterior of a one-token target (default dtype float32)")
+    predict.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="GROUP=SURVEY",
+        help="when two surveys of a cross-matched file give one modality, use this survey's",
+    )
+    predict.add_argument(
+        "--num-samples",
+        type=int,
+        default=0,
+        help="draws per object (one-token targets: default 0; multi-token targets: required)",
+    )
+    predict.add_argument(
+        "--pdf",
+        nargs="?",
+        const="float32",
+        default=None,
+        choices=["float16", "float32"],
+        help="write the binned posterior of a one-token target (default dtype float32)",
+    )
     predict.add_argument("--decay", type=float, default=0.9, help="ROAR decay in [0, 1) (default: 0.9)")
     predict.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
     predict.add_argument("--max-steps", type=int, default=None, help="cap on ROAR steps (the last reveals the rest)")
     predict.add_argument("--seed", type=int, default=0, help="seed of the draws (keyed to object ids; default: 0)")
-    predict.add_argument("--wavelength", default=None, metavar="START:STOP:STEP",
-                         help="spectrum targets: decode onto this grid in Angstrom (default: the codec's grid)")
+    predict.add_argument(
+        "--wavelength",
+        default=None,
+        metavar="START:STOP:STEP",
+        help="spectrum targets: decode onto this grid in Angstrom (default: the codec's grid)",
+    )
     predict.add_argument("--batch-size", type=int, default=256, help="objects per device batch (default: 256)")
     predict.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     predict.add_argument("--loader", choices=["torch", "dali"], default="torch", help="input pipeline")
     predict.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: automatic)")
-    predict.add_argument("--row-group-rows", type=int, default=ROW_GROUP_ROWS,
-                         help="rows per Parquet row group and progress save (default: %(default)s)")
+    predict.add_argument(
+        "--row-group-rows",
+        type=int,
+        default=ROW_GROUP_ROWS,
+        help="rows per Parquet row group and progress save (default: %(default)s)",
+    )
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(run=_run_predict)
 
@@ -129,6 +152,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--truth", nargs="+", required=True, help="survey files, globs or directories with true values")
     check.add_argument("--target", default="redshift", help="the predicted target (default: redshift)")
     check.add_argument("--point", choices=["median", "mean", "mode"], default="median", help="point estimate")
-    check.add_argument("--output", default=None, help="where metrics.json and the plots go (default: PREDICTIONS/check)")
+    check.add_argument(
+        "--output", default=None, help="folder for metrics.json and the plots (default: PREDICTIONS/check)"
+    )
     check.add_argument("--no-plots", action="store_true", help="numbers only (no matplotlib needed)")
     check.set_defaults(run=_run_check)
