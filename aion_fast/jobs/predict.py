@@ -106,7 +106,7 @@ def object_keys(object_ids: Sequence[str]) -> torch.Tensor:
     its BLAKE2b-64 digest. Independent of the batch, shard and rank an object is in."""
     keys = []
     for text in object_ids:
-        value = int(text) if text.isdigit() and len(text) < 20 else None
+        value = int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None
         if value is None or value >= 2**63:
             value = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
         keys.append(value)
@@ -607,10 +607,8 @@ def _empty_columns(schema) -> dict[str, np.ndarray]:
 
     out = {}
     for field in list(schema)[len(object_fields()) :]:
-        size = 1
-        t = field.type
-        while pa.types.is_fixed_size_list(t):
-            size *= t.list_size
-            t = t.value_type
-        out[field.name] = np.zeros((0, size))
+        size, value_type = 1, field.type
+        while pa.types.is_fixed_size_list(value_type):
+            size, value_type = size * value_type.list_size, value_type.value_type
+        out[field.name] = np.zeros((0, size) if pa.types.is_fixed_size_list(field.type) else 0)
     return out

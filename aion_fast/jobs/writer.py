@@ -1,4 +1,5 @@
-"""Output side of ``aion-fast encode``: one shard's Parquet file, its resumable parts, ledger and record.
+"""Output side of the survey jobs (``aion-fast encode``, ``predict``): one shard's Parquet file, its resumable parts,
+ledger and record.
 
 A shard's rows are collected in memory and, whenever at least ``row_group_rows`` are pending at a batch boundary,
 written as a part file ``_parts/<shard>.partNNNNN.parquet`` followed by the shard's progress record
