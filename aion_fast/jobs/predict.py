@@ -12,7 +12,7 @@ ledger: :mod:`aion_fast.jobs.plan`, :mod:`~aion_fast.jobs.loader`, :mod:`~aion_f
   ``p16``/``p84``/``p2_5``/``p97_5`` percentiles, where the q-percentile is the smallest bin value whose cumulative
   probability (bins in value order) reaches q; with ``pdf`` the :math:`p_k` (bin values once, in the schema
   metadata ``aion_fast.bin_values``); with ``num_samples`` N draws from :math:`p` (ROAR's Philox sampler,
-  :func:`aion_fast.ops.roar_step`, so the draws are those of :func:`aion_fast.generate` up to the masked entries).
+  :func:`aion_fast.ops.roar_step`, keyed as in :func:`aion_fast.generate`, over the codec's bins only).
 * **Multi-token targets** (spectra, images, Gaia XP): ``num_samples`` ROAR draws (:func:`aion_fast.generate`),
   decoded by the target codec, as ``samples`` (fixed-size lists: draws x flattened values), with the per-value
   ``mean`` and ``std`` over the draws (population std). The per-draw shape and, for spectra, the wavelength grid are in

@@ -199,6 +199,20 @@ def test_multi_token_draws_equal_generate(tmp_path, demo_checkpoint):
     assert not np.array_equal(samples[:, 0], samples[:, 1])
 
 
+def test_image_target_written_as_arrays(tmp_path, demo_checkpoint):
+    path, _ = _photometry_file(tmp_path / "in" / "s0" / "001-of-001.hdf5", n=2, seed=4)
+    options = PredictOptions(target="image", model=str(demo_checkpoint), inputs=("photometry",), num_samples=1,
+                             max_steps=1, workers=0, progress=False)  # fmt: skip
+    run_predict([path], tmp_path / "out", options)
+    table = _table(tmp_path / "out" / f"{shard_name(path)}.parquet")
+    shape = json.loads(table.schema.metadata[b"aion_fast.value_shape"])
+    assert shape == [4, 96, 96] and b"aion_fast.wavelength" not in table.schema.metadata
+    samples = np.array(table.column("samples").to_pylist(), dtype=np.float32).reshape(2, 1, *shape)
+    assert np.isfinite(samples).all()
+    np.testing.assert_array_equal(_fixed(table, "mean"), samples[:, 0].reshape(2, -1))  # one draw: mean = draw
+    assert not _fixed(table, "std").any()
+
+
 def test_object_keys():
     keys = object_keys(["39627835218248512", "ls-synthetic-0001", "ls-synthetic-0001", "-5"])
     assert keys[0] == 39627835218248512 and keys[1] == keys[2] and keys[1] >= 0 and keys[3] >= 0
@@ -256,7 +270,6 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, reference):
     assert json.loads((tmp_path / "clean" / "check" / "metrics.json").read_text())["bias"] == metrics["bias"]
 
 
-@pytest.mark.slow
 def test_two_ranks_equal_one_rank(tmp_path, reference):
     """torchrun with 2 ranks (each OMP_NUM_THREADS=1, as the 1-rank run here) writes the same files."""
     root, _ = reference
