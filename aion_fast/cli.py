@@ -17,6 +17,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "aion_fast.cli",
     "aion_fast.jobs.cli",
+    "aion_fast.jobs.predict_cli",
     "aion_fast.downstream.cli",
     "aion_fast.export.cli",
     "aion_fast.train.tokenize",

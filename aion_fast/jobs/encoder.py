@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from aion_fast.data.mmu import Issue, ObjectBatch, Part
 from aion_fast.modalities import LegacySurveyCatalog
 
-__all__ = ["BatchEncoder", "batch_tokens"]
+__all__ = ["BatchEncoder", "batch_tokens", "presence_groups"]
 
 
 class BatchEncoder:
@@ -44,6 +45,19 @@ class BatchEncoder:
         """:func:`batch_tokens` with this encoder's codecs and device."""
         return batch_tokens(self.codecs, batch, self.device)
 
+    def model_inputs(
+        self, batch: ObjectBatch
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``(tokens, present, holes)`` for the model: :meth:`tokens`, with the empty slots of sequence modalities
+        (the catalog codec's mask value) set to id 0 and returned as ``holes`` (token key -> (B, T) bool, absent)."""
+        tokens, present = self.tokens(batch)
+        holes = {}
+        key = LegacySurveyCatalog.token_key
+        if key in tokens:
+            holes[key] = tokens[key] == self.codecs.codec(LegacySurveyCatalog).mask_value
+            tokens[key] = tokens[key].masked_fill(holes[key], 0)
+        return tokens, present, holes
+
     def __call__(self, batch: ObjectBatch) -> tuple[np.ndarray, torch.Tensor]:
         """Embeds the objects of ``batch`` that have at least one usable modality.
 
@@ -52,35 +66,52 @@ class BatchEncoder:
         """
         from aion_fast.embedding import embed
 
-        tokens, present = self.tokens(batch)
+        tokens, present, holes = self.model_inputs(batch)
         if not tokens:
             return np.zeros(0, dtype=np.int64), torch.zeros(0, self.model.config.dim)
-        holes = {}  # sequence modalities: empty slots (the catalog codec's mask value) are absent tokens
-        if LegacySurveyCatalog.token_key in tokens:
-            key = LegacySurveyCatalog.token_key
-            holes[key] = tokens[key] == self.codecs.codec(LegacySurveyCatalog).mask_value
-            tokens[key] = tokens[key].masked_fill(holes[key], 0)
-        multi = [k for k in tokens if tokens[k].shape[1] > 1]
-        single = [k for k in tokens if tokens[k].shape[1] == 1]
-        any_present = torch.stack([present[k] for k in tokens]).any(dim=0).cpu()
-        has_multi = {k: present[k].cpu().tolist() for k in multi}
-        groups: dict[tuple[bool, ...], list[int]] = {}
-        for row in torch.nonzero(any_present).flatten().tolist():
-            groups.setdefault(tuple(has_multi[k][row] for k in multi), []).append(row)
         vectors = torch.empty(batch.size, self.model.config.dim)
-        for pattern, group_rows in groups.items():
-            rows = torch.tensor(group_rows, device=self.device)
-            keys = [k for k, has in zip(multi, pattern) if has] + [k for k in single if bool(present[k][rows].any())]
-            group_tokens = {k: tokens[k][rows] for k in keys}
-            absent = {k: (~present[k][rows])[:, None].expand(-1, tokens[k].shape[1]) for k in keys}
-            input_mask = {
-                k: absent[k] | holes[k][rows] if k in holes else absent[k]
-                for k in keys
-                if k in holes or not bool(present[k][rows].all())
-            }
-            vectors[rows.cpu()] = embed(self.model, group_tokens, pooling="mean", input_mask=input_mask or None).cpu()
-        encoded_rows = torch.nonzero(any_present).flatten()
+        encoded_rows = []
+        for rows, group_tokens, input_mask in presence_groups(tokens, present, holes):
+            vectors[rows.cpu()] = embed(self.model, group_tokens, pooling="mean", input_mask=input_mask).cpu()
+            encoded_rows.append(rows.cpu())
+        encoded_rows = torch.sort(torch.cat(encoded_rows)).values if encoded_rows else torch.zeros(0, dtype=torch.long)
         return encoded_rows.numpy(), vectors[encoded_rows]
+
+
+def presence_groups(
+    tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor], holes: dict[str, torch.Tensor] | None = None
+) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]:
+    """Objects with at least one present modality, grouped by which multi-token modalities they have.
+
+    Args:
+        tokens, present: from :func:`batch_tokens`.
+        holes: token key -> (B, T) bool, tokens absent inside present objects (empty catalog slots).
+
+    Yields:
+        ``(rows, group_tokens, input_mask)``: (n,) positions in the batch (increasing), token key -> (n, T) ids of
+        the keys some object of the group has, and the ``input_mask`` (True = absent) of the keys not every object
+        of the group has, or with holes (None when nothing is absent).
+    """
+    holes = holes or {}
+    multi = [k for k in tokens if tokens[k].shape[1] > 1]
+    single = [k for k in tokens if tokens[k].shape[1] == 1]
+    any_present = torch.stack([present[k] for k in tokens]).any(dim=0).cpu()
+    has_multi = {k: present[k].cpu().tolist() for k in multi}
+    groups: dict[tuple[bool, ...], list[int]] = {}
+    for row in torch.nonzero(any_present).flatten().tolist():
+        groups.setdefault(tuple(has_multi[k][row] for k in multi), []).append(row)
+    device = next(iter(tokens.values())).device
+    for pattern, group_rows in groups.items():
+        rows = torch.tensor(group_rows, device=device)
+        keys = [k for k, has in zip(multi, pattern) if has] + [k for k in single if bool(present[k][rows].any())]
+        group_tokens = {k: tokens[k][rows] for k in keys}
+        absent = {k: (~present[k][rows])[:, None].expand(-1, tokens[k].shape[1]) for k in keys}
+        input_mask = {
+            k: absent[k] | holes[k][rows] if k in holes else absent[k]
+            for k in keys
+            if k in holes or not bool(present[k][rows].all())
+        }
+        yield rows, group_tokens, input_mask or None
 
 
 def batch_tokens(
@@ -124,8 +155,7 @@ def _encode_isolated(codecs: Any, parts: list[Part], batch: ObjectBatch) -> list
     try:
         return [(p.rows, t) for p, t in zip(parts, codecs.encode_batches([p.modality for p in parts], ready))]
     except ValueError:
-        if len(parts) == 1 and len(parts[0].rows) == 1:
-            raise
+        pass
     out = []
     for part, prepared in zip(parts, ready):
         try:

@@ -1,4 +1,5 @@
-"""Output side of ``aion-fast encode``: one shard's Parquet file, its resumable parts, ledger and record.
+"""Output side of the survey jobs (``aion-fast encode``, ``predict``): one shard's Parquet file, its resumable parts,
+ledger and record.
 
 A shard's rows are collected in memory and, whenever at least ``row_group_rows`` are pending at a batch boundary,
 written as a part file ``_parts/<shard>.partNNNNN.parquet`` followed by the shard's progress record
@@ -21,22 +22,28 @@ import torch
 from aion_fast.data.mmu import ObjectBatch
 from aion_fast.jobs.manifest import ERROR_COLUMNS, atomic_write_text, durable_replace, parquet_rows, read_record, warn
 
-__all__ = ["ShardWriter", "finish_shard", "load_progress", "remove_progress"]
+__all__ = ["ShardWriter", "finish_shard", "load_progress", "object_fields", "remove_progress"]
 
 
-def _schema(dim: int, dtype: str, job: dict[str, Any]):
+def object_fields() -> list[tuple[str, Any]]:
+    """The columns every job's rows start with: ``object_id``, ``ra``, ``dec``, ``file``, ``row``, ``modalities``."""
     import pyarrow as pa
 
-    value_type = pa.float16() if dtype == "float16" else pa.float32()
-    fields = [
+    return [
         ("object_id", pa.string()),
         ("ra", pa.float64()),
         ("dec", pa.float64()),
         ("file", pa.string()),
         ("row", pa.int64()),
         ("modalities", pa.list_(pa.string())),
-        ("embedding", pa.list_(value_type, dim)),
     ]
+
+
+def _schema(dim: int, dtype: str, job: dict[str, Any]):
+    import pyarrow as pa
+
+    value_type = pa.float16() if dtype == "float16" else pa.float32()
+    fields = [*object_fields(), ("embedding", pa.list_(value_type, dim))]
     return pa.schema(fields, metadata={"aion_fast.job": json.dumps(job, sort_keys=True)})
 
 
@@ -55,19 +62,22 @@ class ShardWriter:
         output: the job's output folder.
         shard: the shard's name.
         input_path: the input file (written in the ``file`` column).
-        dim: embedding width.
+        dim: embedding width (``aion-fast encode``'s schema; unused when ``schema`` is given).
         job: the job description (schema metadata, progress record).
         row_group_rows: rows per row group of the final file and least rows per part file.
         progress: the shard's progress record to resume from (None = start the shard afresh).
         identity: what the progress record must match to be resumed (input size and mtime, batch step).
+        schema: the rows' Arrow schema, :func:`object_fields` first (default: the embedding schema of
+            ``aion-fast encode``); other jobs add their own columns through :meth:`add_rows`.
     """
 
-    def __init__(self, output: Path, shard: str, input_path: str, dim: int, job: dict[str, Any], row_group_rows: int,
-                 progress: dict[str, Any] | None, identity: dict[str, Any]):  # fmt: skip
+    def __init__(self, output: Path, shard: str, input_path: str, dim: int | None, job: dict[str, Any],
+                 row_group_rows: int, progress: dict[str, Any] | None, identity: dict[str, Any],
+                 schema: Any = None):  # fmt: skip
         self.output, self.parts_dir = output, output / "_parts"
         self.final = output / f"{shard}.parquet"
         self.shard, self.input = shard, input_path
-        self.schema = _schema(dim, job["dtype"], job)
+        self.schema = _schema(dim, job["dtype"], job) if schema is None else schema
         self.row_group_rows = row_group_rows
         self.progress = progress or {"job": job, **identity, "rows_done": 0, "parts": []}
         self.pending: list[Any] = []
@@ -86,11 +96,19 @@ class ShardWriter:
         """Adds the encoded ``rows`` of ``batch`` ((n,) positions, (n, D) vectors) and the batch's ledger rows."""
         import pyarrow as pa
 
+        half = self.schema.field("embedding").type.value_type == pa.float16()
+        values = vectors.to(torch.float16 if half else torch.float32).numpy()
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+        self.add_rows(batch, rows, {"embedding": embedding})
+
+    def add_rows(self, batch: ObjectBatch, rows: np.ndarray, columns: dict[str, Any]) -> None:
+        """Adds ``rows`` of ``batch`` ((n,) positions) with the job's own ``columns`` (name -> n values, in the
+        schema's order after :func:`object_fields`) and the batch's ledger rows."""
+        import pyarrow as pa
+
         if batch.start != self.rows_done:
             raise RuntimeError(f"{self.input}: batch starts at row {batch.start}, expected {self.rows_done}")
         used = batch.used()
-        half = self.schema.field("embedding").type.value_type == pa.float16()
-        values = vectors.to(torch.float16 if half else torch.float32).numpy()
         table = pa.table(
             {
                 "object_id": [batch.object_id[r] for r in rows],
@@ -99,7 +117,7 @@ class ShardWriter:
                 "file": [self.input] * len(rows),
                 "row": (batch.start + rows).astype(np.int64),
                 "modalities": [used[r] for r in rows],
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1]),
+                **columns,
             },
             schema=self.schema,
         )
