@@ -180,7 +180,7 @@ def _validate(options: EncodeOptions) -> None:
     _check_device(options.device)
 
 
-def _prepare_output(out: Path) -> None:
+def prepare_output(out: Path) -> None:
     """Creates the output directory and checks it can be written (one line naming it otherwise)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {out} is a file; give a directory (it is created if missing).")
@@ -247,9 +247,9 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
     names = shard_names(inputs)
     rank, world, source = distributed_rank()
     if source == "torchrun" and world > 1:
-        _init_process_group()
+        init_process_group()
     out = Path(output)
-    _prepare_output(out)
+    prepare_output(out)
     lock = OutputLock(out, rank, world)  # released in the finally below, or by the kernel if the process dies
     try:
         return _run_locked(inputs, out, options, checkpoint, label, job, names, (rank, world, source), start_time)
@@ -413,7 +413,7 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
     return summary
 
 
-def _init_process_group() -> None:
+def init_process_group() -> None:
     """gloo process group for the end-of-job barrier (no tensors are exchanged); times out instead of hanging."""
     import datetime
 

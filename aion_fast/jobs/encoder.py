@@ -18,7 +18,7 @@ import torch
 from aion_fast.data.mmu import Issue, ObjectBatch, Part
 from aion_fast.modalities import LegacySurveyCatalog
 
-__all__ = ["BatchEncoder", "batch_tokens", "presence_groups"]
+__all__ = ["BatchEncoder", "batch_tokens", "model_inputs", "presence_groups"]
 
 
 class BatchEncoder:
@@ -48,15 +48,8 @@ class BatchEncoder:
     def model_inputs(
         self, batch: ObjectBatch
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """``(tokens, present, holes)`` for the model: :meth:`tokens`, with the empty slots of sequence modalities
-        (the catalog codec's mask value) set to id 0 and returned as ``holes`` (token key -> (B, T) bool, absent)."""
-        tokens, present = self.tokens(batch)
-        holes = {}
-        key = LegacySurveyCatalog.token_key
-        if key in tokens:
-            holes[key] = tokens[key] == self.codecs.codec(LegacySurveyCatalog).mask_value
-            tokens[key] = tokens[key].masked_fill(holes[key], 0)
-        return tokens, present, holes
+        """:func:`model_inputs` with this encoder's codecs and device."""
+        return model_inputs(self.codecs, batch, self.device)
 
     def __call__(self, batch: ObjectBatch) -> tuple[np.ndarray, torch.Tensor]:
         """Embeds the objects of ``batch`` that have at least one usable modality.
@@ -76,6 +69,20 @@ class BatchEncoder:
             encoded_rows.append(rows.cpu())
         encoded_rows = torch.sort(torch.cat(encoded_rows)).values if encoded_rows else torch.zeros(0, dtype=torch.long)
         return encoded_rows.numpy(), vectors[encoded_rows]
+
+
+def model_inputs(
+    codecs: Any, batch: ObjectBatch, device: str | torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(tokens, present, holes)`` for the model: :func:`batch_tokens`, with the empty slots of sequence modalities
+    (the catalog codec's mask value) set to id 0 and returned as ``holes`` (token key -> (B, T) bool, absent)."""
+    tokens, present = batch_tokens(codecs, batch, device)
+    holes = {}
+    key = LegacySurveyCatalog.token_key
+    if key in tokens:
+        holes[key] = tokens[key] == codecs.codec(LegacySurveyCatalog).mask_value
+        tokens[key] = tokens[key].masked_fill(holes[key], 0)
+    return tokens, present, holes
 
 
 def presence_groups(

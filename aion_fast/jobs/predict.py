@@ -42,8 +42,10 @@ import torch
 from aion_fast import modalities as m
 from aion_fast.data.columns import MODALITY_GROUPS, SURVEY_DEFAULT_GROUPS
 from aion_fast.data.mmu import ObjectBatch, row_ranges, selection_of
-from aion_fast.jobs.encoder import BatchEncoder, presence_groups
+from aion_fast.jobs.encode import init_process_group, prepare_output
+from aion_fast.jobs.encoder import batch_tokens, model_inputs, presence_groups
 from aion_fast.jobs.loader import auto_workers, batches, open_input
+from aion_fast.jobs.lock import OutputLock, check_identity
 from aion_fast.jobs.manifest import (
     cached_checkpoint_digest,
     distributed_rank,
@@ -267,8 +269,8 @@ class Predictor:
             self.grid = probe[1]
 
     def tokens(self, batch: ObjectBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Input tokens of the batch and which objects have them (:meth:`BatchEncoder.tokens`)."""
-        return BatchEncoder.tokens(self, batch)  # reads only .codecs and .device
+        """Input tokens of the batch and which objects have them (:func:`~aion_fast.jobs.encoder.batch_tokens`)."""
+        return batch_tokens(self.codecs, batch, self.device)
 
     def logits(self, tokens: dict[str, torch.Tensor], input_mask: dict[str, torch.Tensor] | None) -> torch.Tensor:
         """``(n, V)`` float32 decoder logits of a one-token target: the one call into the model's decoder."""
@@ -314,7 +316,7 @@ class Predictor:
         """
         import aion_fast
 
-        tokens, present, holes = self.model_inputs(batch)
+        tokens, present, holes = model_inputs(self.codecs, batch, self.device)
         for inputs in (tokens, present, holes):
             inputs.pop(self.key, None)
         if not tokens:
@@ -475,130 +477,130 @@ def run_predict(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     rank, world, launcher = distributed_rank()
     distributed = launcher == "torchrun" and world > 1
     if distributed:
-        from aion_fast.jobs.encode import _init_process_group
-
-        _init_process_group()
+        init_process_group()
     out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {out} is a file; give a directory (it is created if missing).")
-    parts_dir = out / "_parts"
-    states = shard_states(inputs, names, shards_of_rank(names, rank, world), out, job)
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    skipped = [s.name for s in states if s.complete]
-    done_before = sum(s.rows_in for s in states)
-    for state in states:
-        if state.complete:
-            remove_progress(parts_dir, state.name)
-    todo = [s.index for s in states if not s.complete]
+    prepare_output(out)
+    with OutputLock(out, rank, world):  # one job per output (released on exit, or by the kernel if it dies)
+        check_identity(out, job, record=False)
+        parts_dir = out / "_parts"
+        states = shard_states(inputs, names, shards_of_rank(names, rank, world), out, job)
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        skipped = [s.name for s in states if s.complete]
+        done_before = sum(s.rows_in for s in states)
+        for state in states:
+            if state.complete:
+                remove_progress(parts_dir, state.name)
+        todo = [s.index for s in states if not s.complete]
 
-    predictor = Predictor(checkpoint, target, options) if todo else None
-    schema = predictor.schema(job) if predictor else None
-    accepts = _accepts(checkpoint, predictor) if todo else None
-    tasks: list[tuple[str, int, int]] = []
-    rows_of: dict[int, int] = {}
-    progress_of: dict[int, dict | None] = {}
-    identity_of: dict[int, dict] = {}
-    details_of: dict[int, dict] = {}
-    selections = {}
-    not_in_model: dict[str, str] = {}
-    for index in todo:
-        with open_input(inputs[index]) as handle:
-            chunk = handle.chunk_rows()
-            rows_of[index] = handle.num_rows
-            selection = selection_of(handle, options.inputs, sources=dict(options.sources), accepts=accepts)
-            details_of[index] = {
-                "format": getattr(handle, "format", "mmu-hdf5"),
-                "id_column": "/".join(filter(None, selection.id_column)) if selection.id_column else None,
-                "modalities_used": selection.modality_names(),
-                "modalities_not_in_model": dict(selection.not_in_model),
-            }
-        selections[str(inputs[index])] = selection
-        not_in_model.update(selection.not_in_model)
-        align = chunk if chunk <= options.batch_size else 1
-        ranges = row_ranges(rows_of[index], options.batch_size, align)
-        size, mtime_ns = input_stat(inputs[index])
-        step = ranges[0][1] - ranges[0][0] if ranges else 0
-        identity_of[index] = {"size": size, "mtime_ns": mtime_ns, "step": step,
-                              "row_group_rows": options.row_group_rows}  # fmt: skip
-        progress_of[index] = load_progress(parts_dir, names[index], job, identity_of[index])
-        if progress_of[index] is None:
-            remove_progress(parts_dir, names[index])
-        first = progress_of[index]["rows_done"] if progress_of[index] else 0
-        done_before += first
-        tasks += [(str(inputs[index]), a, b) for a, b in ranges if a >= first]
-    total = sum(rows_of.values()) - sum(p["rows_done"] for p in progress_of.values() if p)
-    workers = auto_workers(options.workers, options.device, len(tasks))
+        predictor = Predictor(checkpoint, target, options) if todo else None
+        schema = predictor.schema(job) if predictor else None
+        accepts = _accepts(checkpoint, predictor) if todo else None
+        tasks: list[tuple[str, int, int]] = []
+        rows_of: dict[int, int] = {}
+        progress_of: dict[int, dict | None] = {}
+        identity_of: dict[int, dict] = {}
+        details_of: dict[int, dict] = {}
+        selections = {}
+        not_in_model: dict[str, str] = {}
+        for index in todo:
+            with open_input(inputs[index]) as handle:
+                chunk = handle.chunk_rows()
+                rows_of[index] = handle.num_rows
+                selection = selection_of(handle, options.inputs, sources=dict(options.sources), accepts=accepts)
+                details_of[index] = {
+                    "format": getattr(handle, "format", "mmu-hdf5"),
+                    "id_column": "/".join(filter(None, selection.id_column)) if selection.id_column else None,
+                    "modalities_used": selection.modality_names(),
+                    "modalities_not_in_model": dict(selection.not_in_model),
+                }
+            selections[str(inputs[index])] = selection
+            not_in_model.update(selection.not_in_model)
+            align = chunk if chunk <= options.batch_size else 1
+            ranges = row_ranges(rows_of[index], options.batch_size, align)
+            size, mtime_ns = input_stat(inputs[index])
+            step = ranges[0][1] - ranges[0][0] if ranges else 0
+            identity_of[index] = {"size": size, "mtime_ns": mtime_ns, "step": step,
+                                  "row_group_rows": options.row_group_rows}  # fmt: skip
+            progress_of[index] = load_progress(parts_dir, names[index], job, identity_of[index])
+            if progress_of[index] is None:
+                remove_progress(parts_dir, names[index])
+            first = progress_of[index]["rows_done"] if progress_of[index] else 0
+            done_before += first
+            tasks += [(str(inputs[index]), a, b) for a, b in ranges if a >= first]
+        check_identity(out, job)  # recorded once the plan holds
+        total = sum(rows_of.values()) - sum(p["rows_done"] for p in progress_of.values() if p)
+        workers = auto_workers(options.workers, options.device, len(tasks))
 
-    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aion-fast-sha256")
-    digests: dict[int, Future] = {}
-    by_path = {str(inputs[i]): i for i in todo}
-    writers: dict[int, ShardWriter] = {}
-    remaining = {i: rows_of[i] - (progress_of[i]["rows_done"] if progress_of[i] else 0) for i in todo}
-    shard_start: dict[int, float] = {}
-    predicted = failed = 0
-    bar = tqdm(total=total, unit="obj", disable=not options.progress, desc=f"rank {rank}/{world}", file=sys.stderr,
-               dynamic_ncols=True)  # fmt: skip
+        hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aion-fast-sha256")
+        digests: dict[int, Future] = {}
+        by_path = {str(inputs[i]): i for i in todo}
+        writers: dict[int, ShardWriter] = {}
+        remaining = {i: rows_of[i] - (progress_of[i]["rows_done"] if progress_of[i] else 0) for i in todo}
+        shard_start: dict[int, float] = {}
+        predicted = failed = 0
+        bar = tqdm(total=total, unit="obj", disable=not options.progress, desc=f"rank {rank}/{world}", file=sys.stderr,
+                   dynamic_ncols=True)  # fmt: skip
 
-    def open_writer(index: int) -> ShardWriter:
-        shard_start[index] = time.perf_counter()
-        digests[index] = hashing.submit(file_sha256, inputs[index])
-        return ShardWriter(out, names[index], str(inputs[index]), None, job, options.row_group_rows,
-                           progress_of[index], identity_of[index], schema=schema)  # fmt: skip
+        def open_writer(index: int) -> ShardWriter:
+            shard_start[index] = time.perf_counter()
+            digests[index] = hashing.submit(file_sha256, inputs[index])
+            return ShardWriter(out, names[index], str(inputs[index]), None, job, options.row_group_rows,
+                               progress_of[index], identity_of[index], schema=schema)  # fmt: skip
 
-    def finish(index: int) -> None:
-        writer = writers.pop(index) if index in writers else open_writer(index)
-        wall = time.perf_counter() - shard_start[index]
-        finish_shard(writer, inputs[index], digests[index].result(), wall, details_of[index])
+        def finish(index: int) -> None:
+            writer = writers.pop(index) if index in writers else open_writer(index)
+            wall = time.perf_counter() - shard_start[index]
+            finish_shard(writer, inputs[index], digests[index].result(), wall, details_of[index])
 
-    try:
-        for index in [i for i in todo if remaining[i] == 0]:
-            finish(index)
-        loaded = batches(tasks, selections, loader=options.loader, batch_size=options.batch_size,
-                         device=options.device, workers=workers)  # fmt: skip
-        for batch in loaded:
-            index = by_path[batch.file]
-            if index not in writers:
-                writers[index] = open_writer(index)
-            rows, columns = predictor(batch)
-            if len(rows) == 0:
-                columns = _empty_columns(schema)
-            writers[index].add_rows(batch, rows, predictor.arrow_columns(columns, schema))
-            predicted += len(rows)
-            failed += batch.size - len(rows)
-            remaining[index] -= batch.size
-            bar.update(batch.size)
-            if remaining[index] == 0:
+        try:
+            for index in [i for i in todo if remaining[i] == 0]:
                 finish(index)
-    finally:
-        bar.close()
-        hashing.shutdown(wait=True)
-    wall = time.perf_counter() - start_time
-    summary: dict[str, Any] = {
-        "rank": rank,
-        "world_size": world,
-        "launcher": launcher,
-        "checkpoint": str(checkpoint),
-        "demo_checkpoint": options.model is None,
-        "target": target.__name__,
-        "shards_predicted": len(todo),
-        "shards_skipped_complete": len(skipped),
-        "objects_predicted": predicted,
-        "objects_failed": failed,
-        "objects_skipped_done_before": done_before,
-        "modalities_not_in_model": not_in_model,
-        "wall_s": round(wall, 3),
-        "objects_per_s": round(predicted / wall, 3) if wall > 0 else None,
-    }
-    if distributed:
-        torch.distributed.barrier()
-    complete = all((parts_dir / f"{name}.json").is_file() for name in names)
-    if complete and (rank == 0 or not distributed):
-        summary["manifest"] = str(out / "manifest.json")
-        merge_manifest(out, job)
-    if distributed:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return summary
+            loaded = batches(tasks, selections, loader=options.loader, batch_size=options.batch_size,
+                             device=options.device, workers=workers)  # fmt: skip
+            for batch in loaded:
+                index = by_path[batch.file]
+                if index not in writers:
+                    writers[index] = open_writer(index)
+                rows, columns = predictor(batch)
+                if len(rows) == 0:
+                    columns = _empty_columns(schema)
+                writers[index].add_rows(batch, rows, predictor.arrow_columns(columns, schema))
+                predicted += len(rows)
+                failed += batch.size - len(rows)
+                remaining[index] -= batch.size
+                bar.update(batch.size)
+                if remaining[index] == 0:
+                    finish(index)
+        finally:
+            bar.close()
+            hashing.shutdown(wait=True)
+        wall = time.perf_counter() - start_time
+        summary: dict[str, Any] = {
+            "rank": rank,
+            "world_size": world,
+            "launcher": launcher,
+            "checkpoint": str(checkpoint),
+            "demo_checkpoint": options.model is None,
+            "target": target.__name__,
+            "shards_predicted": len(todo),
+            "shards_skipped_complete": len(skipped),
+            "objects_predicted": predicted,
+            "objects_failed": failed,
+            "objects_skipped_done_before": done_before,
+            "modalities_not_in_model": not_in_model,
+            "wall_s": round(wall, 3),
+            "objects_per_s": round(predicted / wall, 3) if wall > 0 else None,
+        }
+        if distributed:
+            torch.distributed.barrier()
+        complete = all((parts_dir / f"{name}.json").is_file() for name in names)
+        if complete and (rank == 0 or not distributed):
+            summary["manifest"] = str(out / "manifest.json")
+            merge_manifest(out, job)
+        if distributed:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+        return summary
 
 
 def _empty_columns(schema) -> dict[str, np.ndarray]:
