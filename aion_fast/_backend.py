@@ -22,6 +22,7 @@ is logged and the PyTorch path is used.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import logging
@@ -30,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+
+from aion_fast import settings
 
 __all__ = [
     "BACKENDS",
@@ -58,7 +61,7 @@ BACKENDS: tuple[str, ...] = ("triton", "cpp", "torch")
 #: Environment variable that forces a backend.
 ENV_VAR = "AION_FAST_BACKEND"
 #: Must equal ``API_VERSION`` of the compiled module (``csrc/bindings.cpp``); anything else is a stale build.
-EXPECTED_API_VERSION = 5
+EXPECTED_API_VERSION = 6
 
 _REBUILD_HINT = "rebuild it with `pip install -e .` (see README, Development)"
 _UNSET = object()
@@ -127,55 +130,54 @@ def _reset_extension_cache() -> None:
 _direct_extension: dict[Any, Any] = {}
 
 
-def _environ_raw(name: str) -> Any:
-    """The value of environment variable ``name`` as ``os.environ`` stores it (bytes on POSIX), None when unset.
-
-    A plain dict lookup in CPython's ``os.environ._data`` (~0.1 us): ``os.environ.get`` costs 1-2 us when the
-    variable is absent, as it raises and catches a KeyError. Any other mapping is read with ``get`` (a str).
-    """
-    env = os.environ
-    data = getattr(env, "_data", None)
-    if type(data) is dict and hasattr(env, "encodekey"):
-        return data.get(env.encodekey(name))
-    return env.get(name)
-
-
-def _getenv(name: str, default: str) -> str:
-    """``os.environ.get(name, default)`` without the KeyError of an unset variable (see :func:`_environ_raw`)."""
-    raw = _environ_raw(name)
-    if raw is None:
-        return default
-    return raw if isinstance(raw, str) else os.environ.decodevalue(raw)
-
-
 def direct_extension() -> Any:
     """``aion_fast._C`` when an op's eager CPU call may run it without :func:`select`, else None.
 
-    That is: ``AION_FAST_BACKEND`` is unset, empty or ``cpp`` (so :func:`select` would take ``cpp`` for a CPU tensor
-    it supports: ``triton`` only takes CPU tensors when forced) and the extension loads. The answer is cached per
-    value of the variable, so a call costs one environment read. The op still checks that the call is one its C++
-    path supports (CPU float32 tensor, not compiling, supported sizes) and otherwise goes through :func:`select`,
-    which raises or falls back exactly as before.
+    That is: no ops backend other than ``cpp`` is forced (so :func:`select` would take ``cpp`` for a CPU tensor it
+    supports: ``triton`` only takes CPU tensors when forced) and the extension loads. The answer is cached per raw
+    value of ``AION_FAST_BACKEND``, so a call costs one environment read and a dict lookup. The op still checks
+    that the call is one its C++ path supports (CPU float32 tensor, not compiling, supported sizes) and otherwise
+    goes through :func:`select`, which raises or falls back exactly as before.
     """
-    raw = _environ_raw(ENV_VAR)
+    raw = os.environ.get(ENV_VAR)
     module = _direct_extension.get(raw, _UNSET)
     if module is not _UNSET:
         return module
-    value = os.environ.get(ENV_VAR)
-    module = load_extension() if value is None or value.strip().lower() in ("", "cpp") else None
+    try:
+        forced = settings.forced_backend("ops")
+    except ValueError:  # a bad value: the dispatcher raises it with the op's name
+        forced = "invalid"
+    module = load_extension() if forced in (None, "cpp") else None
     if len(_direct_extension) < 64:  # bounded whatever values a process cycles through
         _direct_extension[raw] = module
     return module
 
 
 def triton_unavailable_reason() -> str | None:
-    """Why Triton kernels cannot run in this process, or None. Does not import Triton."""
-    if importlib.util.find_spec("triton") is None:
-        return "triton is not installed"
+    """Why Triton kernels cannot run on a GPU in this process, or None. Does not import Triton.
+
+    Needs Triton, the kernels shipped as :mod:`aion_fast.kernels` (absent from a checkout used without
+    ``pip install -e .``) and a CUDA device. The answer for the installation part is cached.
+    """
+    reason = _triton_install_reason()
+    if reason:
+        return reason
     import torch
 
     if not torch.cuda.is_available():  # does not initialise torch's CUDA state
         return "no CUDA device"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_install_reason() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    try:
+        if importlib.util.find_spec("aion_fast.kernels") is None:
+            raise ImportError("not found")
+    except ImportError:
+        return "aion_fast.kernels is not importable (install the package: pip install --no-build-isolation -e .)"
     return None
 
 
@@ -195,17 +197,12 @@ def available_backends() -> list[str]:
 
 
 def forced_backend() -> str | None:
-    """The backend named by ``AION_FAST_BACKEND``, or None when unset or empty.
+    """The ops backend named by ``AION_FAST_BACKEND`` (see :mod:`aion_fast.settings`), or None when none is.
 
     Raises:
-        ValueError: the variable holds something other than ``torch``, ``cpp`` or ``triton``.
+        ValueError: the variable names an unknown backend.
     """
-    value = _getenv(ENV_VAR, "").strip().lower()
-    if not value:
-        return None
-    if value not in BACKENDS:
-        raise ValueError(f"{ENV_VAR}={value!r}: expected one of {', '.join(BACKENDS)} (or unset)")
-    return value
+    return settings.forced_backend("ops")
 
 
 @dataclass(frozen=True)
@@ -289,20 +286,19 @@ def cpp_reasons(x: Any) -> list[str]:
 
 
 def triton_interpreter_on() -> bool:
-    """Whether ``TRITON_INTERPRET`` is set: Triton then runs kernels on CPU tensors with its interpreter."""
-    return _getenv("TRITON_INTERPRET", "0").strip().lower() not in ("", "0", "false", "no", "off")
+    """Whether ``TRITON_INTERPRET`` turns Triton's interpreter on (:func:`aion_fast.settings.triton_interpret`)."""
+    return settings.triton_interpret()
 
 
-def triton_reasons(x: Any, allow_interpreter: bool = False) -> list[str]:
+def triton_reasons(x: Any) -> list[str]:
     """Why a Triton kernel cannot take tensor ``x`` (device and installation only).
 
-    Args:
-        x: the op's main tensor.
-        allow_interpreter: also accept a CPU tensor when ``TRITON_INTERPRET=1`` and ``AION_FAST_BACKEND=triton``
-            (how the tests run an op's Triton path through its dispatcher without a GPU). Never chosen unforced.
+    A CPU tensor is taken when ``TRITON_INTERPRET`` is on and ``AION_FAST_BACKEND`` forces ``triton`` (how the tests
+    run an op's Triton path through its dispatcher without a GPU); Triton is never chosen unforced for a CPU tensor.
     """
-    if x.device.type == "cpu" and allow_interpreter and triton_interpreter_on() and forced_backend() == "triton":
-        return [] if importlib.util.find_spec("triton") is not None else ["triton is not installed"]
+    if x.device.type == "cpu" and forced_backend() == "triton" and triton_interpreter_on():
+        reason = _triton_install_reason()
+        return [reason] if reason else []
     if x.device.type != "cuda":
         return ["tensor not on CUDA"]
     reason = triton_unavailable_reason()

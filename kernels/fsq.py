@@ -89,8 +89,12 @@ def _fsq_decode_fwd_kernel(
 
 def fsq_encode_from_tanh_fwd(
     tanh_z: torch.Tensor, half_l: torch.Tensor, offset: torch.Tensor, half_width: torch.Tensor, basis: torch.Tensor
-) -> tuple[torch.Tensor, int]:
-    """Launcher: (M, D) float32 ``tanh(z + shift)`` and (D,) float32 constants -> ((M,) int32 indices, NaN rows)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launcher: (M, D) float32 ``tanh(z + shift)`` and (D,) float32 constants -> ((M,) int32 indices, NaN rows).
+
+    The NaN row count comes back as a 0-d int32 device tensor: the launcher never waits for the GPU; the caller
+    decides when to read it (one host sync).
+    """
     m, d = tanh_z.shape
     tanh_z = tanh_z.contiguous()
     out = torch.empty(m, dtype=torch.int32, device=tanh_z.device)
@@ -100,7 +104,7 @@ def fsq_encode_from_tanh_fwd(
         tanh_z, half_l, offset, half_width, basis, out, nan_rows, m,
         D=d, D_PAD=next_power_of_2(d), BLOCK_M=FSQ_BLOCK_M, enable_fp_fusion=False,
     )  # fmt: skip
-    return out, int(nan_rows.sum())
+    return out, nan_rows.sum()
 
 
 def fsq_decode_fwd(indices: torch.Tensor, levels: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from aion_fast import hub
+from aion_fast.precision import DEFAULT_PRECISION, resolve_precision
 from aion_fast.model import checkpoint as ckpt
 from aion_fast.model.blocks import AttentionMask, BlockOptions, DecoderBlock, EncoderBlock, LayerNorm, PackedLayout
 from aion_fast.model.config import AIONConfig
@@ -118,6 +119,9 @@ class AION(nn.Module):
     Raises:
         ValueError: Unknown config keys or invalid values.
     """
+
+    #: Precision :func:`aion_fast.embed` runs the encoder in when none is given (``from_pretrained(precision=)``).
+    precision: str = DEFAULT_PRECISION
 
     def __init__(self, config: Mapping[str, Any], *, initialize_weights: bool = True, encoder_only: bool = False):
         super().__init__()
@@ -714,6 +718,7 @@ class AION(nn.Module):
         dtype: torch.dtype | None = None,
         *,
         encoder_only: bool = False,
+        precision: str | None = None,
     ) -> AION:
         """Loads a checkpoint laid out like ``polymathic-ai/aion-base``.
 
@@ -725,6 +730,9 @@ class AION(nn.Module):
                 norms, context projection): about half the weights of the released models are the decoder's, never
                 read from disk then. ``embed``/``encode`` give the full model's values; decoding, generation,
                 training and ``save_pretrained`` raise.
+            precision: ``"fp32"`` (default, exact) or ``"bf16"``: what :func:`aion_fast.embed` runs the encoder in
+                (:mod:`aion_fast.precision`; weights stay as stored, autocast does the rest). Kept as
+                ``model.precision``.
 
         Returns:
             The model in eval mode.
@@ -751,6 +759,7 @@ class AION(nn.Module):
         model.tie_modality_embeddings()
         if dtype is not None:
             model.to(dtype=dtype)
+        model.precision = resolve_precision(precision, device)
         return model.eval()
 
     def save_pretrained(self, directory: str | os.PathLike) -> os.PathLike:

@@ -56,6 +56,7 @@ backend raises ``ValueError`` naming ``z``. Decode raises ``ValueError`` for ind
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -94,10 +95,18 @@ class _Constants:
     half_width: torch.Tensor  # int32, h_d
     basis: torch.Tensor  # int32, beta_d
 
+    @functools.cached_property
+    def half_width_f32(self) -> torch.Tensor:
+        return self.half_width.float()
+
+    @functools.cached_property
+    def basis_f32(self) -> torch.Tensor:
+        return self.basis.float()
+
     def to(self, device: torch.device) -> _Constants:
         if device.type == "cpu":
             return self
-        return _Constants(*(t.to(device) for t in vars(self).values()))
+        return _Constants(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
 def _as_levels(levels: LevelsLike) -> tuple[int, ...]:
@@ -470,7 +479,8 @@ def _run_triton_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float, cha
     tanh_z = torch.empty(z2.shape, dtype=torch.float32, device=z.device)
     torch.add(z2, c.shift, out=tanh_z)
     tanh_z.tanh_()  # the device's own torch tanh, as in the reference (see the module docstring)
-    out, n_nan = fsq_encode_from_tanh_fwd(tanh_z, c.half_l, c.offset, c.half_width.float(), c.basis.float())
+    out, nan_rows = fsq_encode_from_tanh_fwd(tanh_z, c.half_l, c.offset, c.half_width_f32, c.basis_f32)
+    n_nan = int(nan_rows)  # the op's one host sync: NaN must raise before the indices are used
     if n_nan:
         raise ValueError(f"fsq_encode: z contains NaN in {n_nan} of {out.numel()} vectors; FSQ has no level for NaN")
     return out.reshape(_index_shape(z, channel_first))
@@ -507,7 +517,7 @@ def _cpp_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float, ch
 
 
 def _triton_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> list[str]:
-    return _backend.triton_reasons(z, allow_interpreter=True) + _exact_packing_reasons(levels, eps)
+    return _backend.triton_reasons(z) + _exact_packing_reasons(levels, eps)
 
 
 def _cpp_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[str]:
@@ -518,7 +528,7 @@ def _cpp_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[
 
 
 def _triton_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[str]:
-    reasons = _backend.triton_reasons(indices, allow_interpreter=True)
+    reasons = _backend.triton_reasons(indices)
     if math.prod(levels) > 2**31 - 1:
         reasons.append("prod(levels) does not fit in int32")
     return reasons

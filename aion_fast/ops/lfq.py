@@ -173,7 +173,7 @@ def _cpp_encode_reasons(z: torch.Tensor, channel_first: bool) -> list[str]:
 
 
 def _triton_reasons(x: torch.Tensor, *_) -> list[str]:
-    return _backend.triton_reasons(x, allow_interpreter=True)
+    return _backend.triton_reasons(x)
 
 
 def _run_torch_encode(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
