@@ -235,7 +235,7 @@ def step_op_probes(dry: bool) -> dict:
     import torch
 
     from aion_fast import _backend, ops
-    from aion_fast.codecs.preprocessing import band_channels, clamp_bounds, survey_bands
+    from aion_fast.codecs.preprocessing import band_indices, clamp_bounds, survey_bands
 
     device = _device(dry)
     if dry:
@@ -255,7 +255,7 @@ def step_op_probes(dry: bool) -> dict:
     values = torch.randn(b, 2, 8704, generator=g).to(device)
     h = torch.randn(b, 54, 96, 96, generator=g).to(device)
     w, bias = torch.randn(9, 54, generator=g).to(device), torch.randn(9, generator=g).to(device)
-    channels, clips = band_channels(bands), clamp_bounds(bands).tolist()
+    channels, clips = band_indices(bands), clamp_bounds(bands).flatten().tolist()
     fsq_idx = ops.fsq_encode(latents, [7, 5, 5, 5, 5], 1e-3, channel_first=True)
     cases = [
         ("fsq_encode", lambda: ops.fsq_encode(latents, [7, 5, 5, 5, 5], 1e-3, channel_first=True), True,

@@ -193,7 +193,7 @@ def _(
 def _run_triton(flux: torch.Tensor, *args) -> torch.Tensor:
     from aion_fast.kernels.image_preprocess import image_preprocess_fwd
 
-    out, nonfinite = image_preprocess_fwd(flux, *args)
+    out, nonfinite = image_preprocess_fwd(flux, *args[:7])  # args[7]: the name for messages
     if bool(nonfinite.any()):  # the op's one host sync: NaN/inf must raise before tokens are made
         from aion_fast.codecs.preprocessing import center_crop, require_finite
 
