@@ -66,9 +66,9 @@ def _parse(raw: str | None) -> dict[str, str]:
             continue
         family = _FAMILY_OF.get(name)
         if family is None:
-            known = "; ".join(f"{f}: {', '.join(n)}" for f, n in FAMILIES.items())
+            known = "; ".join(f"{', '.join(n)} ({f})" for f, n in FAMILIES.items())
             raise ValueError(
-                f"{BACKEND_ENV}={raw!r}: unknown backend {name!r}; expected one of ({known}), comma-separated, at "
+                f"{BACKEND_ENV}={raw!r}: unknown backend {name!r}; expected one of {known}, comma-separated, at "
                 "most one per family (or unset)"
             )
         if family in parsed and parsed[family] != name:
