@@ -40,6 +40,7 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "available_backends",
+    "clear_choices",
     "extension_error",
     "forced_backend",
     "load_extension",
@@ -123,7 +124,7 @@ def _reset_extension_cache() -> None:
     """Forgets the cached import result (tests)."""
     global _extension, _extension_error
     _extension, _extension_error = _UNSET, None
-    _direct_extension.clear()
+    clear_choices()
 
 
 #: direct_extension()'s answer per raw value of AION_FAST_BACKEND (None: unset).
@@ -207,38 +208,77 @@ def forced_backend() -> str | None:
 
 @dataclass(frozen=True)
 class Backend:
-    """One implementation of an op.
+    """One implementation of an op (or of attention, or of an encoder block's path).
 
     Attributes:
-        name: ``triton``, ``cpp`` or ``torch``.
-        reasons: ``reasons(*args) -> list[str]``, why this backend cannot run these arguments (empty: it can).
+        name: ``triton``, ``cpp`` or ``torch`` for ops (``flash`` / ``sdpa``, ``rows`` / ``plain`` elsewhere; see
+            :data:`aion_fast.settings.FAMILIES`).
+        reasons: ``reasons(*args) -> list[str]``: why this backend cannot run these arguments beyond what
+            ``devices`` and ``dtypes`` declare (sizes, installation); empty: it can.
         run: ``run(*args)``, the implementation.
+        devices: device types of the first argument this backend runs (None: any).
+        dtypes: dtypes of the first argument it takes (None: any).
     """
 
     name: str
     reasons: Callable[..., list[str]]
     run: Callable[..., Any]
+    devices: tuple[str, ...] | None = None
+    dtypes: tuple[Any, ...] | None = None
 
     def not_supported_reasons(self, *args: Any) -> list[str]:
-        """Why this backend cannot run ``args`` (empty list: it can)."""
-        return self.reasons(*args)
+        """Why this backend cannot run ``args`` (empty list: it can): the declarations first, then ``reasons``."""
+        why = []
+        x = args[0] if args else None
+        if self.devices is not None and getattr(x, "device", None) is not None and x.device.type not in self.devices:
+            why.append(f"tensor on {x.device.type}; {self.name} runs on {', '.join(self.devices)}")
+        if self.dtypes is not None and getattr(x, "dtype", None) is not None and x.dtype not in self.dtypes:
+            names = ", ".join(str(d).replace("torch.", "") for d in self.dtypes)
+            why.append(f"dtype {str(x.dtype).replace('torch.', '')}; {self.name} takes {names}")
+        return why + self.reasons(*args)
 
 
-def select(op: str, backends: Sequence[Backend], *args: Any) -> Backend:
+#: Cached choices: (op, device type, dtype, size key, forced backend, interpreter) -> Backend.
+_choices: dict[tuple, Backend] = {}
+
+
+def select(op: str, backends: Sequence[Backend], *args: Any, key: tuple | None = (), family: str = "ops") -> Backend:
     """Picks the backend that runs ``op(*args)``.
+
+    The choice is cached per (op, device type and dtype of ``args[0]``, ``key``, forced backend, interpreter state):
+    a repeated call costs one environment read and a dict lookup. Pass in ``key`` whatever else the backends'
+    reasons depend on (e.g. FSQ's levels and eps), or ``key=None`` to decide afresh on every call.
 
     Args:
         op: op name, for messages.
         backends: the op's implementations in priority order.
         *args: the call's arguments, passed to each ``not_supported_reasons``.
+        key: hashable summary of the arguments the reasons read besides the first tensor's device and dtype.
+        family: the :data:`aion_fast.settings.FAMILIES` entry whose forced backend applies.
 
     Returns:
-        The forced backend if ``AION_FAST_BACKEND`` is set, else the first one that supports the call.
+        The forced backend if ``AION_FAST_BACKEND`` names one of this family, else the first that supports the call.
 
     Raises:
         BackendUnavailableError: the forced backend (or, unforced, every backend) cannot run the call.
+        ValueError: ``AION_FAST_BACKEND`` holds an unknown name.
     """
-    forced = forced_backend()
+    forced = settings.forced_backend(family)
+    cache_key = None
+    if key is not None:
+        x = args[0] if args else None
+        cache_key = (op, getattr(getattr(x, "device", None), "type", None), getattr(x, "dtype", None), key, forced,
+                     forced == "triton" and settings.triton_interpret())  # fmt: skip
+        hit = _choices.get(cache_key)
+        if hit is not None:
+            return hit
+    backend = _decide(op, backends, forced, args)
+    if cache_key is not None and len(_choices) < 4096:
+        _choices[cache_key] = backend
+    return backend
+
+
+def _decide(op: str, backends: Sequence[Backend], forced: str | None, args: tuple) -> Backend:
     if forced is not None:
         for backend in backends:
             if backend.name == forced:
@@ -256,6 +296,12 @@ def select(op: str, backends: Sequence[Backend], *args: Any) -> Backend:
             return backend
         why.append(f"{backend.name}: {'; '.join(reasons)}")
     raise BackendUnavailableError(f"no backend can run {op}: " + " | ".join(why))
+
+
+def clear_choices() -> None:
+    """Forgets every cached choice (after something they depend on changed, e.g. the extension was reloaded)."""
+    _choices.clear()
+    _direct_extension.clear()
 
 
 def no_autocast(device: Any) -> contextlib.AbstractContextManager:

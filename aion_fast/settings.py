@@ -14,8 +14,7 @@ them with their defaults.
 ``TRITON_INTERPRET``              Triton's interpreter (Triton's own rule: ``1``, ``true`` or ``on``)
 ================================  ===========================================================================
 
-``AION_FAST_ATTENTION`` (``flash`` / ``sdpa``) is still accepted for the attention family and means the same as
-naming that backend in ``AION_FAST_BACKEND``.
+Replaced (no longer read): ``AION_FAST_ATTENTION`` (name ``flash`` or ``sdpa`` in ``AION_FAST_BACKEND`` instead).
 """
 
 from __future__ import annotations
@@ -87,14 +86,7 @@ def forced_backend(family: str = "ops") -> str | None:
     Raises:
         ValueError: the variable names an unknown backend, or two of one family.
     """
-    forced = _parse(os.environ.get(BACKEND_ENV)).get(family)
-    if forced is None and family == "attention":
-        legacy = os.environ.get("AION_FAST_ATTENTION", "").strip().lower()
-        if legacy:
-            if legacy not in FAMILIES["attention"]:
-                raise ValueError(f"AION_FAST_ATTENTION={legacy!r}; use 'flash', 'sdpa' or leave it unset")
-            return legacy
-    return forced
+    return _parse(os.environ.get(BACKEND_ENV)).get(family)
 
 
 def cpu_row_block() -> int:

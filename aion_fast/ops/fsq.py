@@ -606,7 +606,7 @@ def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_f
         return torch.empty(_index_shape(z, channel_first), dtype=torch.int32, device=z.device)
     with _backend.no_autocast(z.device):
         z = z.detach().to(torch.float32)
-        backend = _backend.select("fsq_encode", _ENCODE_BACKENDS, z, lv, eps, channel_first)
+        backend = _backend.select("fsq_encode", _ENCODE_BACKENDS, z, lv, eps, channel_first, key=(lv, eps))
         return backend.run(z, lv, eps, channel_first)
 
 
@@ -629,7 +629,7 @@ def fsq_decode(indices: torch.Tensor, levels: LevelsLike) -> torch.Tensor:
     if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
         raise TypeError(f"fsq_decode: indices must be an integer tensor, got {indices.dtype}")
     codebook = math.prod(lv)
-    backend = _backend.select("fsq_decode", _DECODE_BACKENDS, indices, lv)
+    backend = _backend.select("fsq_decode", _DECODE_BACKENDS, indices, lv, key=(lv,))
     if backend.name != "cpp" or indices.dtype != torch.int32:  # the C++ op checks int32 indices itself
         if indices.numel():
             lo, hi = torch.aminmax(indices)
