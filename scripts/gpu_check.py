@@ -253,8 +253,9 @@ def step_op_probes(dry: bool) -> dict:
     ivar = (torch.rand(b, n, generator=g) + 0.1).to(device)
     scale = torch.ones(b, device=device)
     values = torch.randn(b, 2, 8704, generator=g).to(device)
-    h = torch.randn(b, 54, 96, 96, generator=g).to(device)
-    w, bias = torch.randn(9, 54, generator=g).to(device), torch.randn(9, generator=g).to(device)
+    h = (torch.randn(b, 54, 96, 96, generator=g) * 0.1).to(device)  # decoder outputs: compressed flux, O(0.1)
+    w = (torch.randn(9, 54, generator=g) / 54**0.5).to(device)
+    bias = (torch.randn(9, generator=g) * 0.01).to(device)
     channels, clips = band_indices(bands), clamp_bounds(bands).flatten().tolist()
     fsq_idx = ops.fsq_encode(latents, [7, 5, 5, 5, 5], 1e-3, channel_first=True)
     cases = [
