@@ -1,18 +1,20 @@
-"""Backend discovery and selection for the ops in :mod:`aion_fast.ops`.
+"""Backend discovery and selection: one mechanism for the ops in :mod:`aion_fast.ops`, packed attention and the
+encoder blocks' CPU path (:mod:`aion_fast.model.blocks`).
 
-Three backends, tried in this order for each call:
+Op backends, tried in this order for each call:
 
 * ``triton``: Triton kernels (:mod:`aion_fast.kernels`) for CUDA tensors;
 * ``cpp``: the private compiled module ``aion_fast._C`` (pybind11, CPU tensors);
 * ``torch``: the fp32 PyTorch reference of each op, always available.
 
-Each op lists a :class:`Backend` per name; a backend states why it cannot run a given call through
-``not_supported_reasons(...)``, and :func:`select` takes the first one with no reason. The environment variable
-``AION_FAST_BACKEND`` (``torch``, ``cpp`` or ``triton``) forces one backend; if it cannot run the call,
-:class:`BackendUnavailableError` says why instead of silently falling back.
+Each op lists a :class:`Backend` per name; a backend declares the devices and dtypes it runs and states any other
+reason it cannot run a given call, :func:`select` takes the first one with no reason and caches the choice per
+(op, device type, dtype, size key, forced backend). ``AION_FAST_BACKEND`` (:mod:`aion_fast.settings`) forces one
+backend per family; if it cannot run the call, :class:`BackendUnavailableError` says why instead of silently
+falling back.
 
 :func:`direct_extension` lets an op's eager CPU call skip :func:`select` when its answer is known to be ``cpp``
-(the variable unset or ``cpp`` and the extension loaded), cached per value of the variable.
+(no other ops backend forced and the extension loaded), cached per raw value of the variable.
 
 Importing this module is free: it neither imports ``aion_fast._C`` nor Triton, never initialises CUDA and never
 touches the network. The extension is imported on first use by :func:`load_extension`; if that fails, ONE warning
@@ -26,7 +28,6 @@ import functools
 import importlib
 import importlib.util
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -104,7 +105,7 @@ def load_extension() -> ModuleType | None:
     except Exception as exc:  # ImportError, OSError (ABI), our own CPU check: all mean "not usable"
         module = None
         _extension_error = f"{type(exc).__name__}: {exc}"
-        if os.environ.get("AION_FAST_NO_EXT", "").lower() in ("1", "true", "yes", "on"):
+        if settings.env_flag("AION_FAST_NO_EXT"):
             _extension_error += " (AION_FAST_NO_EXT is set)"
         logger.warning(
             "aion_fast: the C++ extension aion_fast._C is unavailable (%s); using the PyTorch path. To use it, %s.",
@@ -140,7 +141,7 @@ def direct_extension() -> Any:
     that the call is one its C++ path supports (CPU float32 tensor, not compiling, supported sizes) and otherwise
     goes through :func:`select`, which raises or falls back exactly as before.
     """
-    raw = os.environ.get(ENV_VAR)
+    raw = settings.raw_env(b"AION_FAST_BACKEND")
     module = _direct_extension.get(raw, _UNSET)
     if module is not _UNSET:
         return module

@@ -27,10 +27,12 @@ __all__ = [
     "cpu_row_block",
     "env_flag",
     "forced_backend",
+    "raw_env",
     "triton_interpret",
 ]
 
 BACKEND_ENV = "AION_FAST_BACKEND"
+_BACKEND_ENV_BYTES = BACKEND_ENV.encode()
 #: Backend names per dispatch family; a name belongs to one family only.
 FAMILIES: dict[str, tuple[str, ...]] = {
     "ops": ("triton", "cpp", "torch"),
@@ -54,12 +56,42 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on")
 
 
-def _parse(raw: str | None) -> dict[str, str]:
+def _libc_getenv():
+    """libc's ``getenv`` through ctypes, or None where it cannot be bound (then ``os.environ.get`` is used)."""
+    if os.name != "posix":
+        return None
+    try:
+        import ctypes
+
+        getenv = ctypes.CDLL(None).getenv
+        getenv.restype, getenv.argtypes = ctypes.c_char_p, [ctypes.c_char_p]
+        return getenv
+    except (OSError, AttributeError):
+        return None
+
+
+_getenv = _libc_getenv()
+
+
+def raw_env(name: bytes) -> bytes | str | None:
+    """The raw value of environment variable ``name`` (None when unset): a cheap read for per-call decisions.
+
+    ``os.environ`` writes every change through to the process environment (``putenv``/``unsetenv``), so libc's
+    ``getenv`` sees the same values; it costs a ctypes call instead of ``os.environ.get``'s Python-level mapping
+    methods (several times more on a miss). Callers cache what they derive per raw value.
+    """
+    if _getenv is not None:
+        return _getenv(name)
+    return os.environ.get(name.decode())
+
+
+def _parse(raw: bytes | str | None) -> dict[str, str]:
     parsed = _parsed.get(raw)
     if parsed is not None:
         return parsed
     parsed = {}
-    for item in (raw or "").split(","):
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else (raw or "")
+    for item in text.split(","):
         name = item.strip().lower()
         if not name:
             continue
@@ -67,11 +99,11 @@ def _parse(raw: str | None) -> dict[str, str]:
         if family is None:
             known = "; ".join(f"{', '.join(n)} ({f})" for f, n in FAMILIES.items())
             raise ValueError(
-                f"{BACKEND_ENV}={raw!r}: unknown backend {name!r}; expected one of {known}, comma-separated, at "
+                f"{BACKEND_ENV}={text!r}: unknown backend {name!r}; expected one of {known}, comma-separated, at "
                 "most one per family (or unset)"
             )
         if family in parsed and parsed[family] != name:
-            raise ValueError(f"{BACKEND_ENV}={raw!r} names two {family} backends; keep one")
+            raise ValueError(f"{BACKEND_ENV}={text!r} names two {family} backends; keep one")
         parsed[family] = name
     if len(_parsed) < 64:
         _parsed[raw] = parsed
@@ -86,7 +118,7 @@ def forced_backend(family: str = "ops") -> str | None:
     Raises:
         ValueError: the variable names an unknown backend, or two of one family.
     """
-    return _parse(os.environ.get(BACKEND_ENV)).get(family)
+    return _parse(raw_env(_BACKEND_ENV_BYTES)).get(family)
 
 
 def cpu_row_block() -> int:

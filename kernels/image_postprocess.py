@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from aion_fast.settings import triton_interpret
 from aion_fast.kernels.utils import device_constant
 from triton.language.extra import libdevice
+
+from aion_fast.settings import triton_interpret
 
 __all__ = ["POSTPROCESS_BLOCK", "image_postprocess_fwd"]
 

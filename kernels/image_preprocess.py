@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from aion_fast.settings import triton_interpret
 from aion_fast.kernels._math import asinh_f32
 from aion_fast.kernels.utils import device_constant, next_power_of_2
+
+from aion_fast.settings import triton_interpret
 
 __all__ = ["image_preprocess_fwd"]
 

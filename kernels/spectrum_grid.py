@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from aion_fast.settings import triton_interpret
 from aion_fast.kernels._math import asinh_f32
+
+from aion_fast.settings import triton_interpret
 
 __all__ = ["SPECTRUM_BLOCK", "spectrum_to_latent_fwd"]
 

@@ -18,14 +18,14 @@ installed, otherwise ``scaled_dot_product_attention`` under a block-diagonal mas
 sequences re-padded with a key-padding mask). Both give the padded path's result.
 
 CPU inference in row blocks. Without autograd on a CPU, :class:`EncoderBlock` runs its position-wise parts (norms,
-``qkv``, ``proj``, MLP, residuals) over blocks of :func:`aion_fast.settings.cpu_row_block` rows of the flattened ``(B * N, D)``
-activations instead of the whole batch at once; only attention sees the whole tensor. Same operations per row, so
-the same values (bit for bit here; tests/model allows fp32 rounding in case BLAS picks another kernel for another
-row count). Why: MKL's sgemm on a tall ``(B * N, 128) x (128, 384)`` product runs at ~92 GFLOP/s on the 2-core
-AVX2 CPU of bench/RESULTS.md and at ~160 GFLOP/s on 1,024-row slices of it, and a block's MLP activations stay in
-cache between the activation, the gate and ``fc2``. One encoder block on 588 tokens (best of 6, that CPU): width 128,
-64 objects 376 -> 249 ms; width 768 (base), 8 objects 510 -> 478 ms, 32 objects 2388 -> 1951 ms; blocks of 1,024 to
-4,096 rows are within ~5% of 2,048. ``AION_FAST_CPU_ROW_BLOCK=0`` turns it off.
+``qkv``, ``proj``, MLP, residuals) over blocks of ``AION_FAST_CPU_ROW_BLOCK`` rows (default 2,048) of the flattened ``(B
+* N, D)`` activations instead of the whole batch at once; only attention sees the whole tensor. Same operations per row,
+so the same values (bit for bit here; tests/model allows fp32 rounding in case BLAS picks another kernel for another row
+count). Why: MKL's sgemm on a tall ``(B * N, 128) x (128, 384)`` product runs at ~92 GFLOP/s on the 2-core AVX2 CPU of
+bench/RESULTS.md and at ~160 GFLOP/s on 1,024-row slices of it, and a block's MLP activations stay in cache between the
+activation, the gate and ``fc2``. One encoder block on 588 tokens (best of 6, that CPU): width 128, 64 objects 376 ->
+249 ms; width 768 (base), 8 objects 510 -> 478 ms, 32 objects 2388 -> 1951 ms; blocks of 1,024 to 4,096 rows are within
+~5% of 2,048. ``AION_FAST_CPU_ROW_BLOCK=0`` turns it off.
 
 State-dict names match the reference (``attn.qkv``, ``attn.q_norm``, ``cross_attn.kv``, ``mlp.fc1``...).
 """
@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 NORM_EPS = 1e-6
-
 
 
 class LayerNorm(nn.Module):
@@ -609,7 +608,7 @@ class EncoderBlock(nn.Module):
         return select("encoder_block", BLOCK_BACKENDS, x, *key, key=key, family="blocks").name == "rows"
 
     def _forward_row_blocks(self, x: Tensor, mask: AttentionMask) -> Tensor:
-        """:meth:`_forward` with the position-wise work in blocks of :func:`aion_fast.settings.cpu_row_block` rows (inference only).
+        """:meth:`_forward` with the position-wise work in blocks of ``settings.cpu_row_block()`` rows (inference only).
 
         Args:
             x: ``(B, N, D)`` activations.

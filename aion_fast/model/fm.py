@@ -21,12 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from aion_fast import hub
-from aion_fast.precision import DEFAULT_PRECISION, resolve_precision
 from aion_fast.model import checkpoint as ckpt
 from aion_fast.model.blocks import AttentionMask, BlockOptions, DecoderBlock, EncoderBlock, LayerNorm, PackedLayout
 from aion_fast.model.config import AIONConfig
 from aion_fast.model.embeddings import build_decoder_embedding, build_encoder_embedding
 from aion_fast.model.modality_info import GRID, MODALITY_INFO, ModalitySpec
+from aion_fast.precision import DEFAULT_PRECISION, resolve_precision
 
 __all__ = ["AION", "MaskedPrediction", "build_decoder_attention_mask"]
 

@@ -14,6 +14,7 @@ def chisquare(*args):
     """scipy.stats.chisquare (the distribution tests skip without scipy; the GPU test does not need it)."""
     return pytest.importorskip("scipy.stats", reason="the distribution tests need scipy").chisquare(*args)
 
+
 NO_CPP_ROAR = _backend.load_extension() is None or not hasattr(_backend.load_extension(), "roar_step")
 BACKENDS = [
     "torch",

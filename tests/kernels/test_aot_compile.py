@@ -1,4 +1,4 @@
-"""Every Triton kernel of ``kernels/`` compiles to a cubin for sm_80 and sm_90, with no GPU (tests/kernels/aot_compile.py).
+"""Every Triton kernel of ``kernels/`` compiles to a cubin for sm_80 and sm_90 without a GPU (see aot_compile.py).
 
 The compilation runs in a fresh interpreter with ``TRITON_INTERPRET`` unset: the test session runs Triton in
 interpreter mode, where ``@triton.jit`` functions cannot be compiled. About 30-60 s on 2 cores for both targets.
@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (pip install -e .[test])")
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed (pip install -e .[test])")
 def test_every_kernel_compiles_for_sm80_and_sm90(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "AION_FAST_BACKEND")}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")  # compile for real, not from an earlier run's cache
