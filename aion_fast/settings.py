@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 __all__ = [
     "BACKEND_ENV",
     "FAMILIES",
@@ -80,7 +82,7 @@ def raw_env(name: bytes) -> bytes | str | None:
     ``getenv`` sees the same values; it costs a ctypes call instead of ``os.environ.get``'s Python-level mapping
     methods (several times more on a miss). Callers cache what they derive per raw value.
     """
-    if _getenv is not None:
+    if _getenv is not None and not torch.compiler.is_compiling():  # dynamo traces os.environ, not ctypes
         return _getenv(name)
     return os.environ.get(name.decode())
 

@@ -101,8 +101,9 @@ def test_bf16_vs_fp32_at_base_size_random_weights():
     """Base-size image and spectrum codecs and transformer (random weights, batch 2): bf16 vs fp32 on the CPU."""
     figures = base_size_figures("cpu", batch=2)
     print(figures)
-    assert figures["tok_image"] >= 0.80 and figures["tok_spectrum_desi"] >= 0.80, figures
-    assert figures["cosine"]["min"] >= 0.999, figures
+    # measured (bench/RESULTS.md): image 98.3%, spectrum 98.7% of tokens equal; cosine 0.999994
+    assert figures["tok_image"] >= 0.95 and figures["tok_spectrum_desi"] >= 0.95, figures
+    assert figures["cosine"]["min"] >= 0.9999 and figures["cosine_same_tokens"]["min"] >= 0.9999, figures
 
 
 def base_size_figures(device: str, batch: int) -> dict:
@@ -145,4 +146,5 @@ def test_bf16_on_cuda_agrees_with_cpu_fp32():
     _assert_sample_thresholds(agreement, cosine)
     figures = base_size_figures("cuda", batch=16)
     print("base size, CUDA:", figures)
-    assert figures["cosine"]["min"] >= 0.999, figures
+    assert figures["tok_image"] >= 0.95 and figures["tok_spectrum_desi"] >= 0.95, figures
+    assert figures["cosine"]["min"] >= 0.9999, figures

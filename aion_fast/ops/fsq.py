@@ -472,13 +472,17 @@ def _(indices: torch.Tensor, levels: list[int]) -> torch.Tensor:
 
 
 def _run_triton_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> torch.Tensor:
-    from aion_fast.kernels.fsq import fsq_encode_from_tanh_fwd
+    from aion_fast.kernels.fsq import fsq_encode_from_tanh_fwd, fsq_encode_from_tanh_op
 
     c = _device_constants(levels, eps, z.device)
     z2 = _channels_last(z, channel_first).reshape(-1, len(levels))
     tanh_z = torch.empty(z2.shape, dtype=torch.float32, device=z.device)
     torch.add(z2, c.shift, out=tanh_z)
     tanh_z.tanh_()  # the device's own torch tanh, as in the reference (see the module docstring)
+    if torch.compiler.is_compiling():  # the registered triton_op; NaN checked on the device, no host sync
+        out, nan_rows = fsq_encode_from_tanh_op(tanh_z, c.half_l, c.offset, c.half_width_f32, c.basis_f32)
+        torch._assert_async(nan_rows == 0, "fsq_encode: z contains NaN; FSQ has no level for NaN")
+        return out.reshape(_index_shape(z, channel_first))
     out, nan_rows = fsq_encode_from_tanh_fwd(tanh_z, c.half_l, c.offset, c.half_width_f32, c.basis_f32)
     n_nan = int(nan_rows)  # the op's one host sync: NaN must raise before the indices are used
     if n_nan:
@@ -487,10 +491,12 @@ def _run_triton_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float, cha
 
 
 def _run_triton_decode(indices: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
-    from aion_fast.kernels.fsq import fsq_decode_fwd
+    from aion_fast.kernels.fsq import fsq_decode_fwd, fsq_decode_op
 
     c = _device_constants(levels, 0.0, indices.device)
-    out = fsq_decode_fwd(indices.reshape(-1).to(torch.int32), c.levels, c.basis)
+    out = (fsq_decode_op if torch.compiler.is_compiling() else fsq_decode_fwd)(
+        indices.reshape(-1).to(torch.int32), c.levels, c.basis
+    )
     return out.reshape(*indices.shape, len(levels))
 
 

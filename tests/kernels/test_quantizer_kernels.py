@@ -169,3 +169,42 @@ def test_triton_is_never_chosen_unforced_for_cpu_tensors(device):
     assert _backend.select("lfq_encode", lfq_ops._ENCODE_BACKENDS, z, False).name != "triton"
     reasons = lfq_ops._ENCODE_BACKENDS[0].not_supported_reasons(z, False)
     assert reasons == ["tensor not on CUDA"] or device == "cuda"
+
+
+def test_launchers_are_registered_as_triton_ops(device):
+    """torch.library.triton_op registrations (what torch.compile traces) give the eager launchers' results."""
+    from aion_fast.kernels.fsq import fsq_decode_op, fsq_encode_from_tanh_op
+    from aion_fast.kernels.lfq import lfq_decode_op, lfq_encode_op
+
+    for name in ("fsq_encode_from_tanh_triton", "fsq_decode_triton", "lfq_encode_triton", "lfq_decode_triton"):
+        assert hasattr(torch.ops.aion_fast, name), name
+    levels = LEVELS[0]
+    z = (torch.randn(300, len(levels)) * 2).to(device)
+    c = _constants(levels, EPS).to(torch.device(device))
+    tanh_z = torch.tanh(z + c.shift)
+    out, nan_rows = fsq_encode_from_tanh_op(tanh_z, c.half_l, c.offset, c.half_width.float(), c.basis.float())
+    assert int(nan_rows) == 0
+    assert_indices_equal(out.cpu(), torch_fsq_encode(z, levels, EPS).cpu())
+    assert torch.equal(fsq_decode_op(out, c.levels, c.basis), torch_fsq_decode(out, levels))
+    zl = torch.randn(50, 10).to(device)
+    idx = lfq_encode_op(zl)
+    assert_indices_equal(idx.cpu(), torch_lfq_encode(zl).cpu())
+    assert torch.equal(lfq_decode_op(idx, 10, 0.5), torch_lfq_decode(idx, 10, 0.5))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fsq_lfq_under_torch_compile_on_cuda():
+    """torch.compile traces the Triton paths through their triton_op registrations (fullgraph, no host sync)."""
+    from aion_fast.ops import fsq_encode, lfq_encode
+
+    levels = LEVELS[0]
+    z = (torch.randn(4, len(levels), 24, 24) * 2).cuda()
+    zl = torch.randn(4, 10, 272).cuda()
+    compiled = torch.compile(
+        lambda a, b: (fsq_encode(a, levels, EPS, channel_first=True), lfq_encode(b, channel_first=True)),
+        fullgraph=True,
+    )
+    got_fsq, got_lfq = compiled(z, zl)
+    assert_indices_equal(got_fsq.cpu(), torch_fsq_encode(z.movedim(1, -1), levels, EPS).cpu())
+    assert_indices_equal(got_lfq.cpu(), torch_lfq_encode(zl.movedim(1, -1)).cpu())
