@@ -14,6 +14,7 @@
 # embeddings on the GPU in fp32 and bf16 vs the CPU), bench_encode, bench_train, bench_int8.
 # Results: OUT_DIR/steps/<step>.json, OUT_DIR/summary.json, OUT_DIR/summary.md, OUT_DIR/gpu_check.log.
 # --dry-run runs the same logic on the CPU with tiny sizes (no build; pytest collects only): tested in CI.
+# GPU_CHECK_ONLY=step,step runs those steps only (the summary then lists just them).
 # Exit status: 0 when no step failed, else 1.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,6 +43,7 @@ echo "[gpu_check] python: $(command -v "$PY"), results in $out ${dry:+(dry run)}
 start=$(date +%s)
 while read -r step box; do
   [ -z "$step" ] && continue
+  if [ -n "${GPU_CHECK_ONLY:-}" ] && [[ ",$GPU_CHECK_ONLY," != *",$step,"* ]]; then continue; fi
   if [ -n "$dry" ]; then box=$((box < 60 ? 60 : box)); fi  # the CPU is slower than the GPU machine
   timeout --kill-after=10 "$box" "$PY" scripts/gpu_check.py --step "$step" --out "$out" $dry >> "$log" 2>&1
   rc=$?

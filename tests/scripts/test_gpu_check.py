@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -28,6 +29,29 @@ def test_steps_fit_the_eight_minute_box():
 def test_bad_option_exits_2():
     result = subprocess.run(["bash", str(SCRIPT), "--nonsense"], capture_output=True, text=True)
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_dry_run_of_the_quick_steps(tmp_path):
+    """A few steps through the shell script: each reports, a skipped step says why, the summaries are written."""
+    env = {**_env(), "PYTHON": sys.executable, "GPU_CHECK_ONLY": "versions,wheels,build,extension,op_probes"}
+    result = subprocess.run(["bash", str(SCRIPT), str(tmp_path), "--dry-run"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env=env)  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    steps = {s["name"]: s for s in summary["steps"]}
+    assert list(steps) == ["versions", "wheels", "build", "extension", "op_probes"], result.stdout[-3000:]
+    assert steps["build"]["status"] == "skipped" and "dry run" in steps["build"]["reason"]
+    assert steps["wheels"]["status"] == "skipped" and "AION_FAST_WHEELS" in steps["wheels"]["reason"]
+    assert steps["versions"]["figures"]["torch"] == torch.__version__
+    assert steps["extension"]["status"] == "ok", steps["extension"].get("reason")
+    probes = {p["op"]: p for p in steps["op_probes"]["figures"]["probes"]}
+    assert steps["op_probes"]["status"] == "ok" and len(probes) == 8, steps["op_probes"].get("reason")
+    for op in ("fsq_encode", "fsq_decode", "lfq_encode", "lfq_decode"):  # exact ops: bit for bit under the interpreter
+        assert probes[op]["bit_equal_fraction"] == 1.0, probes[op]
+    for op in ("image_preprocess", "image_postprocess", "spectrum_to_latent"):  # formulas: a few float32 ulps
+        assert probes[op]["max_abs_error"] < 1e-5, probes[op]
+    md = (tmp_path / "summary.md").read_text()
+    assert md.startswith("# GPU check") and "| op_probes | ok |" in md and "failed: none" in md
+    assert result.returncode == 0, result.stdout[-3000:]
 
 
 @pytest.mark.slow
