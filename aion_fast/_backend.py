@@ -267,9 +267,9 @@ def select(op: str, backends: Sequence[Backend], *args: Any, key: tuple | None =
     forced = settings.forced_backend(family)
     cache_key = None
     if key is not None:
-        x = args[0] if args else None
-        cache_key = (op, getattr(getattr(x, "device", None), "type", None), getattr(x, "dtype", None), key, forced,
-                     forced == "triton" and settings.triton_interpret())  # fmt: skip
+        x = args[0]  # the op's main tensor; is_cpu / is_cuda are cheaper than building x.device
+        device = "cpu" if x.is_cpu else "cuda" if x.is_cuda else x.device.type
+        cache_key = (op, device, x.dtype, key, forced, forced == "triton" and settings.triton_interpret())
         hit = _choices.get(cache_key)
         if hit is not None:
             return hit
