@@ -75,7 +75,6 @@ def _libc_getenv():
 _getenv = _libc_getenv()
 
 
-@torch.compiler.assume_constant_result  # dynamo calls it while tracing and bakes in the result, as for a decision
 def raw_env(name: bytes) -> bytes | str | None:
     """The raw value of environment variable ``name`` (None when unset): a cheap read for per-call decisions.
 
@@ -83,7 +82,7 @@ def raw_env(name: bytes) -> bytes | str | None:
     ``getenv`` sees the same values; it costs a ctypes call instead of ``os.environ.get``'s Python-level mapping
     methods (several times more on a miss). Callers cache what they derive per raw value.
     """
-    if _getenv is not None:
+    if _getenv is not None and not torch.compiler.is_compiling():  # dynamo traces os.environ, not ctypes
         return _getenv(name)
     return os.environ.get(name.decode())
 

@@ -232,14 +232,14 @@ def _probe(name: str, ours, ref, exact: bool) -> dict:
 
 def step_op_probes(dry: bool) -> dict:
     """Each Triton op (forced) against the PyTorch reference on the same device; GB/s against copy bandwidth."""
+    if dry:  # before anything imports Triton: the dispatcher then takes CPU tensors for forced Triton
+        os.environ["TRITON_INTERPRET"] = "1"
     import torch
 
     from aion_fast import _backend, ops
     from aion_fast.codecs.preprocessing import band_indices, clamp_bounds, survey_bands
 
     device = _device(dry)
-    if dry:
-        os.environ["TRITON_INTERPRET"] = "1"  # the dispatcher then takes CPU tensors for forced Triton
     b = 2 if dry else 256
     g = torch.Generator().manual_seed(0)
     grid = (3500.0 + 0.8 * torch.arange(8704, dtype=torch.float32)).to(device)
