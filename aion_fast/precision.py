@@ -63,11 +63,11 @@ def precision_context(precision: str, device: torch.device | str) -> Iterator[No
     with contextlib.ExitStack() as stack:
         if device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type):
             stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
-        if device.type == "cuda":
-            stack.enter_context(torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False))
-            previous = torch.backends.cuda.matmul.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = False
-            stack.callback(setattr, torch.backends.cuda.matmul, "allow_tf32", previous)
+        if device.type == "cuda":  # process-wide flags, restored on exit (cuDNN convolutions default to TF32)
+            for owner in (torch.backends.cudnn, torch.backends.cuda.matmul):
+                if owner.allow_tf32:
+                    owner.allow_tf32 = False
+                    stack.callback(setattr, owner, "allow_tf32", True)
         yield
 
 

@@ -47,6 +47,10 @@ def test_precision_context():
     with pytest.raises(ValueError, match="expected one of"):
         with precision_context("int4", "cpu"):
             pass
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    with precision_context("fp32", "cuda"):  # process-wide flags only: runs without a GPU
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
 
 
 def test_agreement_helpers():
