@@ -82,7 +82,7 @@ class Prefetcher:
             return map_tensors(batch, lambda t: t.to(self.device)), None
         if self.pin_memory:
             batch = map_tensors(batch, lambda t: t.pin_memory() if t.device.type == "cpu" else t)
-        with torch.cuda.stream(self._stream):
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):  # this thread's own device/stream
             moved = map_tensors(batch, lambda t: t.to(self.device, non_blocking=True))
             event = torch.cuda.Event()
             event.record(self._stream)
