@@ -244,12 +244,15 @@ def _cpp_roar_step(logits, positions, tokens, input_mask, target_mask, object_id
 CUDA_SCRATCH_BYTES = 256 << 20
 
 
-def cuda_scratch_plan(samples: int, rows: int, vocab: int, length: int, budget: int = CUDA_SCRATCH_BYTES):
+def cuda_scratch_plan(
+    samples: int, rows: int, vocab: int, length: int, budget: int | None = None
+) -> tuple[int, int, int]:
     """(bytes, sample_chunk, row_chunk) of the CUDA step's scratch: 20 * V bytes per sample, 12 * L per row.
 
-    Chunks are as large as ``budget`` allows (at least one sample / row, so a vocabulary above ``budget / 20`` still
-    runs, one sample per launch) and no larger than the work.
+    Chunks are as large as ``budget`` (default :data:`CUDA_SCRATCH_BYTES`) allows, at least one sample / row (so a
+    vocabulary above ``budget / 20`` still runs, one sample per launch), and no larger than the work.
     """
+    budget = CUDA_SCRATCH_BYTES if budget is None else budget
     sample_chunk = max(1, min(samples, budget // (20 * vocab)))
     row_chunk = max(1, min(rows, budget // (12 * length)))
     return max(sample_chunk * 20 * vocab, row_chunk * 12 * length, 8), sample_chunk, row_chunk
