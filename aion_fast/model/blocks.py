@@ -603,7 +603,8 @@ class EncoderBlock(nn.Module):
         if torch.compiler.is_compiling() or x.device.type != "cpu":  # the row path is eager CPU inference only
             return False
         step = settings.cpu_row_block()
-        key = (torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"), x.dtype == self.attn.qkv.weight.dtype,
+        weight_dtype = getattr(self.attn.qkv.weight, "dtype", None)  # None for a quantized Linear (weight())
+        key = (torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"), x.dtype == weight_dtype,
                mask.packed is not None, mask.uniform, 0 < step < x.shape[0] * x.shape[1])  # fmt: skip
         return select("encoder_block", BLOCK_BACKENDS, x, *key, key=key, family="blocks").name == "rows"
 
