@@ -376,8 +376,8 @@ def _encode_job_compare(device: str, dry: bool) -> dict:
     help_text = _run([sys.executable, "-m", "aion_fast.cli", "encode", "--help"], 60).stdout
     precisions = ["fp32", "bf16"] if "--precision" in help_text else ["fp32"]
     runs = {}
-    for dev, precision in [("cpu", "fp32")] + [(device, p) for p in precisions]:
-        folder = out_root / f"{dev}-{precision}"
+    for name, dev, precision in [("reference", "cpu", "fp32")] + [(f"{device}-{p}", device, p) for p in precisions]:
+        folder = out_root / name
         cmd = [sys.executable, "-m", "aion_fast.cli", "encode", *files, "--output", str(folder), "--device", dev,
                "--batch-size", "64"]  # fmt: skip
         if "--precision" in help_text:
@@ -390,8 +390,8 @@ def _encode_job_compare(device: str, dry: bool) -> dict:
         for t in tables:
             for oid, vec in zip(t.column("object_id").to_pylist(), t.column("embedding").to_pylist(), strict=True):
                 rows[str(oid)] = vec
-        runs[f"{dev}-{precision}"] = rows
-    ref = runs.pop("cpu-fp32")
+        runs[name] = rows
+    ref = runs.pop("reference")
     out = {"objects": len(ref), "precisions": precisions}
     for name, rows in runs.items():
         ids = sorted(set(ref) & set(rows))

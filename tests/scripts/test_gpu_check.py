@@ -74,6 +74,9 @@ def test_dry_run_reports_every_step(tmp_path):
     compare = steps["encode_compare"]["figures"]
     assert min(compare["fp32"]["token_agreement"].values()) == 1.0  # CPU vs CPU in fp32: identical
     assert set(compare["bf16"]["embedding_cosine"]) == {"image", "spectrum"}
+    job = compare["job"]  # `aion-fast encode` on the CPU twice: identical embeddings
+    assert job["objects"] == 27 and job["cpu-fp32"]["objects_compared"] == 27, job
+    assert job["cpu-fp32"]["embedding_cosine"]["min"] > 0.999999, job
     assert "fp32_objects_per_s" in steps["bench_encode"]["figures"]
     assert steps["bench_train"]["figures"]["tokens_per_s"] > 0
     assert result.returncode == 0, log[-4000:]
