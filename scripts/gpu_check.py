@@ -476,7 +476,7 @@ def _reference_encode(device, dry, codec, model, images, scalars, batch) -> floa
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ref_codec = RefImageCodec(**_ref_codec_config(codec)).to(device).eval()
-            ref_codec.load_state_dict(codec.state_dict(), strict=False)
+            ref_codec.load_state_dict(codec.state_dict(), strict=True)  # identical weights, or no figure
             model_dir = Path(tmp) / "model"
             full = RefAION(model.config.to_dict() if hasattr(model.config, "to_dict") else model.config)
             full.save_pretrained(model_dir)
