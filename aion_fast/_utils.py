@@ -23,6 +23,8 @@ def as_normal_tensor(value: Any) -> Any:
 def linear_into(x: torch.Tensor, layer: torch.nn.Linear, out: torch.Tensor) -> torch.Tensor:
     """``out[:] = layer(x)`` for 2-D ``x`` (rows, in) and ``out`` (rows, out) without a temporary: the addmm (or mm,
     without bias) that ``F.linear`` runs on 2-D input, so the values are the same."""
+    if torch.is_autocast_enabled(x.device.type):  # ``out=`` calls have no autocast rule: linear, then copy
+        return out.copy_(torch.nn.functional.linear(x, layer.weight, layer.bias))
     if layer.bias is None:
         return torch.mm(x, layer.weight.t(), out=out)
     return torch.addmm(layer.bias, x, layer.weight.t(), out=out)

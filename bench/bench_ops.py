@@ -21,6 +21,8 @@ from types import SimpleNamespace
 import pytest
 import shapes
 import torch
+
+pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 from aion.codecs.image import AutoencoderImageCodec as RefImageCodec
 from aion.codecs.modules.spectrum import LatentSpectralGrid as RefLatentGrid
 from aion.codecs.modules.subsampler import SubsampledLinear as RefSubsampledLinear

@@ -13,6 +13,8 @@ from __future__ import annotations
 import pytest
 import shapes
 import torch
+
+pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 from aion.codecs.quantizers import FiniteScalarQuantizer as RefFSQ
 from aion.codecs.quantizers import LucidrainsLFQ as RefLFQ
 from conftest import run_timed

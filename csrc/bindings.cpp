@@ -14,7 +14,7 @@ void check_cpu_support();
 }
 
 // Bumped whenever a signature below changes; aion_fast/_backend.py refuses a stale build with another number.
-constexpr int kApiVersion = 5;
+constexpr int kApiVersion = 6;
 
 PYBIND11_MODULE(_C, m) {
   aion_fast::check_cpu_support();
@@ -71,7 +71,8 @@ PYBIND11_MODULE(_C, m) {
         "returns the number of invalid rows.");
   m.def("roar_step_cuda", &aion_fast::roar_step_cuda, "logits"_a, "positions"_a, "tokens"_a, "input_mask"_a,
         "target_mask"_a, "object_ids"_a, "sample_ids"_a, "next_positions"_a, "bad_count"_a, "R"_a, "N"_a, "V"_a,
-        "L"_a, "next_count"_a, "seed"_a, "step"_a, "next_step"_a, "temperature"_a, "top_k"_a, "top_p"_a, "stream"_a,
+        "L"_a, "next_count"_a, "seed"_a, "step"_a, "next_step"_a, "temperature"_a, "top_k"_a, "top_p"_a, "scratch"_a,
+        "scratch_bytes"_a, "sample_chunk"_a, "row_chunk"_a, "stream"_a,
         "ROAR step on CUDA device pointers (same contract as roar_step).");
   m.def("roar_has_cuda", &aion_fast::roar_has_cuda, "Whether roar_step_cuda has a kernel in this build.");
   m.def("philox4x32_10", &aion_fast::philox4x32_10, "c0"_a, "c1"_a, "c2"_a, "c3"_a, "k0"_a, "k1"_a,

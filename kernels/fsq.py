@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from aion_fast.kernels.utils import next_power_of_2
 
-__all__ = ["FSQ_BLOCK_M", "fsq_decode_fwd", "fsq_encode_from_tanh_fwd"]
+__all__ = ["FSQ_BLOCK_M", "fsq_decode_fwd", "fsq_decode_op", "fsq_encode_from_tanh_fwd", "fsq_encode_from_tanh_op"]
 
 #: Rows per program.
 FSQ_BLOCK_M = 1024
@@ -87,27 +87,57 @@ def _fsq_decode_fwd_kernel(
     tl.store(out_ptr + rows.to(tl.int64)[:, None] * D + cols[None, :], code, mask=row_ok[:, None] & col_ok[None, :])
 
 
-def fsq_encode_from_tanh_fwd(
-    tanh_z: torch.Tensor, half_l: torch.Tensor, offset: torch.Tensor, half_width: torch.Tensor, basis: torch.Tensor
-) -> tuple[torch.Tensor, int]:
-    """Launcher: (M, D) float32 ``tanh(z + shift)`` and (D,) float32 constants -> ((M,) int32 indices, NaN rows)."""
+def _identity(kernel):
+    return kernel
+
+
+def _encode(wrap, tanh_z, half_l, offset, half_width, basis):
     m, d = tanh_z.shape
     tanh_z = tanh_z.contiguous()
     out = torch.empty(m, dtype=torch.int32, device=tanh_z.device)
     n_programs = max(triton.cdiv(m, FSQ_BLOCK_M), 1)
     nan_rows = torch.zeros(n_programs, dtype=torch.int32, device=tanh_z.device)
-    _fsq_encode_fwd_kernel[(n_programs,)](
+    wrap(_fsq_encode_fwd_kernel)[(n_programs,)](
         tanh_z, half_l, offset, half_width, basis, out, nan_rows, m,
         D=d, D_PAD=next_power_of_2(d), BLOCK_M=FSQ_BLOCK_M, enable_fp_fusion=False,
     )  # fmt: skip
-    return out, int(nan_rows.sum())
+    return out, nan_rows.sum()
+
+
+def _decode(wrap, indices, levels, basis):
+    m, d = indices.shape[0], levels.shape[0]
+    out = torch.empty((m, d), dtype=torch.float32, device=indices.device)
+    wrap(_fsq_decode_fwd_kernel)[(max(triton.cdiv(m, FSQ_BLOCK_M), 1),)](
+        indices.contiguous(), levels, basis, out, m, D=d, D_PAD=next_power_of_2(d), BLOCK_M=FSQ_BLOCK_M
+    )
+    return out
+
+
+def fsq_encode_from_tanh_fwd(
+    tanh_z: torch.Tensor, half_l: torch.Tensor, offset: torch.Tensor, half_width: torch.Tensor, basis: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launcher: (M, D) float32 ``tanh(z + shift)`` and (D,) float32 constants -> ((M,) int32 indices, NaN rows).
+
+    The NaN row count comes back as a 0-d int32 device tensor: the launcher never waits for the GPU; the caller
+    decides when to read it (one host sync). Eager; :func:`fsq_encode_from_tanh_op` is the same for torch.compile.
+    """
+    return _encode(_identity, tanh_z, half_l, offset, half_width, basis)
+
+
+@torch.library.triton_op("aion_fast::fsq_encode_from_tanh_triton", mutates_args=())
+def fsq_encode_from_tanh_op(
+    tanh_z: torch.Tensor, half_l: torch.Tensor, offset: torch.Tensor, half_width: torch.Tensor, basis: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fsq_encode_from_tanh_fwd` registered with ``torch.library.triton_op``: torch.compile sees the kernel."""
+    return _encode(torch.library.wrap_triton, tanh_z, half_l, offset, half_width, basis)
 
 
 def fsq_decode_fwd(indices: torch.Tensor, levels: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """Launcher: (M,) int32 indices in range, (D,) int32 levels and basis -> (M, D) float32 codes."""
-    m, d = indices.shape[0], levels.shape[0]
-    out = torch.empty((m, d), dtype=torch.float32, device=indices.device)
-    _fsq_decode_fwd_kernel[(max(triton.cdiv(m, FSQ_BLOCK_M), 1),)](
-        indices.contiguous(), levels, basis, out, m, D=d, D_PAD=next_power_of_2(d), BLOCK_M=FSQ_BLOCK_M
-    )
-    return out
+    return _decode(_identity, indices, levels, basis)
+
+
+@torch.library.triton_op("aion_fast::fsq_decode_triton", mutates_args=())
+def fsq_decode_op(indices: torch.Tensor, levels: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """:func:`fsq_decode_fwd` registered with ``torch.library.triton_op``."""
+    return _decode(torch.library.wrap_triton, indices, levels, basis)

@@ -7,12 +7,13 @@ IEEE-rounded (``div_rn``) and FMA fusion is disabled at launch, as in the other 
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+from aion_fast.kernels.utils import device_constant
 from triton.language.extra import libdevice
+
+from aion_fast.settings import triton_interpret
 
 __all__ = ["POSTPROCESS_BLOCK", "image_postprocess_fwd"]
 
@@ -92,7 +93,7 @@ def image_postprocess_fwd(
     _image_postprocess_fwd_kernel[(batch * len(channels), triton.cdiv(pixels, POSTPROCESS_BLOCK))](
         projected,
         bias,
-        torch.tensor(channels, dtype=torch.int32, device=device),
+        device_constant(tuple(channels), torch.int32, device),
         out,
         len(channels),
         pixels,
@@ -101,7 +102,7 @@ def image_postprocess_fwd(
         zeropoint_scale,
         NB=num_bands,
         BLOCK=POSTPROCESS_BLOCK,
-        USE_LIBDEVICE=os.environ.get("TRITON_INTERPRET", "0") in ("", "0"),
+        USE_LIBDEVICE=not triton_interpret(),
         enable_fp_fusion=False,
     )
     return out

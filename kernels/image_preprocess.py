@@ -8,13 +8,13 @@ arcsinh, ``* alpha``, ``* kappa``), divisions IEEE-rounded (``div_rn``) and FMA 
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from aion_fast.kernels._math import asinh_f32
-from aion_fast.kernels.utils import next_power_of_2
+from aion_fast.kernels.utils import device_constant, next_power_of_2
+
+from aion_fast.settings import triton_interpret
 
 __all__ = ["image_preprocess_fwd"]
 
@@ -63,10 +63,6 @@ def _image_preprocess_fwd_kernel(
     tl.store(dst, v, mask=inside)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def image_preprocess_fwd(
     flux: torch.Tensor,
     channels: list[int],
@@ -76,12 +72,9 @@ def image_preprocess_fwd(
     mult_factor: float,
     crop_size: int,
     num_bands: int,
-    what: str,
-) -> torch.Tensor:
-    """Launcher: (B, C, H, W) float32 images -> (B, S, S, num_bands) float32 (arguments as in the op).
-
-    Raises:
-        ValueError: the window holds NaN/inf (rows named by the codec's message).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launcher: (B, C, H, W) float32 images -> ((B, S, S, num_bands) float32, (B * C,) int32 count of non-finite
+    window values per (image, band)) (arguments as in the op). Never waits for the GPU: the caller checks the counts.
     """
     batch, n_bands_in, height, width = flux.shape
     top, left = (height - crop_size) // 2, (width - crop_size) // 2
@@ -94,8 +87,8 @@ def image_preprocess_fwd(
     nonfinite = torch.empty(batch * n_bands_in, dtype=torch.int32, device=device)
     _image_preprocess_fwd_kernel[(batch * n_bands_in,)](
         flux,
-        torch.tensor(channels, dtype=torch.int32, device=device),
-        torch.tensor(clamp_max, dtype=torch.float32, device=device),
+        device_constant(tuple(channels), torch.int32, device),
+        device_constant(tuple(clamp_max), torch.float32, device),
         out,
         nonfinite,
         n_bands_in,
@@ -109,11 +102,7 @@ def image_preprocess_fwd(
         S=crop_size,
         NB=num_bands,
         BLOCK=next_power_of_2(crop_size * crop_size),
-        USE_LIBDEVICE=not _interpreting(),
+        USE_LIBDEVICE=not triton_interpret(),
         enable_fp_fusion=False,
     )
-    if bool(nonfinite.any()):
-        from aion_fast.codecs.preprocessing import require_finite
-
-        require_finite(flux[..., top : top + crop_size, left : left + crop_size], what)
-    return out
+    return out, nonfinite

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 from aion_fast.kernels.utils import next_power_of_2
 
-__all__ = ["LFQ_BLOCK_M", "lfq_decode_fwd", "lfq_encode_fwd"]
+__all__ = ["LFQ_BLOCK_M", "lfq_decode_fwd", "lfq_decode_op", "lfq_encode_fwd", "lfq_encode_op"]
 
 #: Rows per program.
 LFQ_BLOCK_M = 1024
@@ -59,22 +59,46 @@ def _lfq_decode_fwd_kernel(
     tl.store(out_ptr + rows.to(tl.int64)[:, None] * D + cols[None, :], code, mask=ok)
 
 
-def lfq_encode_fwd(z: torch.Tensor) -> torch.Tensor:
-    """Launcher: (M, D) float32 latents, 1 <= D <= 31 -> (M,) int32 indices."""
+def _identity(kernel):
+    return kernel
+
+
+def _encode(wrap, z):
     m, d = z.shape
     out = torch.empty(m, dtype=torch.int32, device=z.device)
-    _lfq_encode_fwd_kernel[(max(triton.cdiv(m, LFQ_BLOCK_M), 1),)](
+    wrap(_lfq_encode_fwd_kernel)[(max(triton.cdiv(m, LFQ_BLOCK_M), 1),)](
         z.contiguous(), out, m, D=d, D_PAD=next_power_of_2(d), BLOCK_M=LFQ_BLOCK_M
     )
     return out
 
 
-def lfq_decode_fwd(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
-    """Launcher: (M,) int32 indices in [0, 2**dim) -> (M, dim) float32 codes in {-scale, +scale}."""
+def _decode(wrap, indices, dim, scale):
     m = indices.shape[0]
     out = torch.empty((m, dim), dtype=torch.float32, device=indices.device)
-    _lfq_decode_fwd_kernel[(max(triton.cdiv(m, LFQ_BLOCK_M), 1),)](
+    wrap(_lfq_decode_fwd_kernel)[(max(triton.cdiv(m, LFQ_BLOCK_M), 1),)](
         indices.contiguous(), out, scale, m, D=dim, D_PAD=next_power_of_2(dim), BLOCK_M=LFQ_BLOCK_M,
         enable_fp_fusion=False,
     )  # fmt: skip
     return out
+
+
+def lfq_encode_fwd(z: torch.Tensor) -> torch.Tensor:
+    """Launcher: (M, D) float32 latents, 1 <= D <= 31 -> (M,) int32 indices (eager; see :func:`lfq_encode_op`)."""
+    return _encode(_identity, z)
+
+
+@torch.library.triton_op("aion_fast::lfq_encode_triton", mutates_args=())
+def lfq_encode_op(z: torch.Tensor) -> torch.Tensor:
+    """:func:`lfq_encode_fwd` registered with ``torch.library.triton_op``: torch.compile sees the kernel."""
+    return _encode(torch.library.wrap_triton, z)
+
+
+def lfq_decode_fwd(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    """Launcher: (M,) int32 indices in [0, 2**dim) -> (M, dim) float32 codes in {-scale, +scale}."""
+    return _decode(_identity, indices, dim, scale)
+
+
+@torch.library.triton_op("aion_fast::lfq_decode_triton", mutates_args=())
+def lfq_decode_op(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    """:func:`lfq_decode_fwd` registered with ``torch.library.triton_op``."""
+    return _decode(torch.library.wrap_triton, indices, dim, scale)

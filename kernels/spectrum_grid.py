@@ -10,12 +10,12 @@ precomputed by PyTorch (see :mod:`aion_fast.ops.spectrum_grid`).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from aion_fast.kernels._math import asinh_f32
+
+from aion_fast.settings import triton_interpret
 
 __all__ = ["SPECTRUM_BLOCK", "spectrum_to_latent_fwd"]
 
@@ -125,7 +125,7 @@ def spectrum_to_latent_fwd(
         SEARCH_STEPS=int(length).bit_length(),
         HAS_CLIP_FLUX=clip_flux is not None,
         BLOCK=SPECTRUM_BLOCK,
-        USE_LIBDEVICE=os.environ.get("TRITON_INTERPRET", "0") in ("", "0"),
+        USE_LIBDEVICE=not triton_interpret(),
         enable_fp_fusion=False,
     )
     return out

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-__all__ = ["MAX_FUSED_SIZE", "calculate_settings", "ensure_contiguous", "next_power_of_2"]
+__all__ = ["MAX_FUSED_SIZE", "calculate_settings", "device_constant", "ensure_contiguous", "next_power_of_2"]
 
 #: Largest row a single program handles in one block (64 KiB of fp32).
 MAX_FUSED_SIZE = 65536 // 4
@@ -43,3 +45,13 @@ def calculate_settings(n_cols: int) -> tuple[int, int]:
 def ensure_contiguous(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The tensors made contiguous (copies only where needed; inputs are never modified)."""
     return tuple(t if t.is_contiguous() else t.contiguous() for t in tensors)
+
+
+@functools.lru_cache(maxsize=256)
+def device_constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor (per-band channels, clips) on ``device``, copied there once per process.
+
+    Launchers take their per-call constants from here instead of ``torch.tensor(list, device=cuda)``, which costs a
+    host-to-device copy (and a sync on pageable memory) on every call. The tensor is shared: never write to it.
+    """
+    return torch.tensor(values, dtype=dtype, device=device)

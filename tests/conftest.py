@@ -30,5 +30,5 @@ def pytest_report_header(config):
 
         ref = f"polymathic-aion {version('polymathic-aion')}"
     except ImportError:
-        ref = "polymathic-aion NOT INSTALLED (comparison tests will fail)"
+        ref = "polymathic-aion NOT INSTALLED (the comparison tests skip)"
     return [f"torch {torch.__version__}, {torch.get_num_threads()} threads; reference: {ref}"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 from aion import AION as RefAION
 from aion import codecs as ref_codecs
 from aion import modalities as ref_m

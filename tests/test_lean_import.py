@@ -8,7 +8,16 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LEAN_MODULES = ["aion_fast", "aion_fast._backend", "aion_fast.ops", "aion_fast.kernels", "aion_fast.kernels.utils"]
+LEAN_MODULES = [
+    "aion_fast",
+    "aion_fast._backend",
+    "aion_fast.settings",
+    "aion_fast.precision",
+    "aion_fast.ops",
+    "aion_fast.jobs.pipeline",
+    "aion_fast.kernels",
+    "aion_fast.kernels.utils",
+]
 
 PROBE = """
 import importlib, socket, sys

@@ -7,6 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
+pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 from aion import modalities as ref
 
 from aion_fast import modalities as m

@@ -16,6 +16,7 @@ from aion_fast.codecs.base import Codec
 from aion_fast.codecs.registry import codec_class_for
 from aion_fast.hub import DEFAULT_REPO_ID
 from aion_fast.modalities import Modality
+from aion_fast.precision import precision_context, resolve_precision
 
 
 class ModalityTypeError(TypeError):
@@ -36,9 +37,16 @@ class CodecManager:
         device: where codecs run and tokens are returned.
         repo: checkpoint directory laid out like polymathic-ai/aion-base, or a hub id (default: the hub's
             ``polymathic-ai/aion-base``).
+        precision: ``"fp32"`` (default: the exact path, tokens equal the reference's) or ``"bf16"``: the codec
+            networks under bf16 autocast, quantization in float32 (:mod:`aion_fast.precision`).
     """
 
-    def __init__(self, device: str | torch.device = "cpu", repo: str | os.PathLike = DEFAULT_REPO_ID):
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        repo: str | os.PathLike = DEFAULT_REPO_ID,
+        precision: str | None = None,
+    ):
         if isinstance(device, (str, os.PathLike)) and Path(device).is_dir():
             raise ValueError(
                 f"CodecManager got a directory {str(device)!r} as device; pass it as repo=... "
@@ -46,6 +54,7 @@ class CodecManager:
             )
         self.device = torch.device(device)
         self.repo = repo
+        self.precision = resolve_precision(precision, self.device)
         self._codecs: dict[tuple[type[Codec], str], Codec] = {}
         # The reference's cached loader by modality class (its tests call ``_load_codec.cache_info()`` and
         # ``.cache_clear()``), here one cache per manager. Clearing it keeps the loaded codecs (``_codecs``, shared by
@@ -113,7 +122,9 @@ class CodecManager:
                     f"one batch, or call encode once per batch."
                 )
             batch_sizes[type(modality).__name__] = modality.batch_size
-            tokens[key] = as_normal_tensor(self._load_codec(type(modality)).encode(modality).to(self.device))
+            codec = self._load_codec(type(modality))
+            with precision_context(self.precision, codec.device):
+                tokens[key] = as_normal_tensor(codec.encode(modality).to(self.device))
         if len(set(batch_sizes.values())) > 1:
             raise ValueError(
                 f"modalities describe different numbers of objects {batch_sizes}; give the same objects in the same "
@@ -139,7 +150,9 @@ class CodecManager:
         if preprocessed is not None and len(preprocessed) != len(batches):
             raise ValueError(f"preprocessed has {len(preprocessed)} entries for {len(batches)} batches; give one each.")
         codec = self.codec(kinds.pop())
-        return [as_normal_tensor(t.to(self.device)) for t in codec.encode_batches(batches, preprocessed)]
+        with precision_context(self.precision, codec.device):
+            encoded = codec.encode_batches(batches, preprocessed)
+        return [as_normal_tensor(t.to(self.device)) for t in encoded]
 
     @torch.no_grad()
     def decode(self, tokens: dict[str, torch.Tensor], modality_type: type[Modality], **metadata: Any) -> Modality:

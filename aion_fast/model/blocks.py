@@ -18,21 +18,21 @@ installed, otherwise ``scaled_dot_product_attention`` under a block-diagonal mas
 sequences re-padded with a key-padding mask). Both give the padded path's result.
 
 CPU inference in row blocks. Without autograd on a CPU, :class:`EncoderBlock` runs its position-wise parts (norms,
-``qkv``, ``proj``, MLP, residuals) over blocks of :data:`CPU_ROW_BLOCK` rows of the flattened ``(B * N, D)``
-activations instead of the whole batch at once; only attention sees the whole tensor. Same operations per row, so
-the same values (bit for bit here; tests/model allows fp32 rounding in case BLAS picks another kernel for another
-row count). Why: MKL's sgemm on a tall ``(B * N, 128) x (128, 384)`` product runs at ~92 GFLOP/s on the 2-core
-AVX2 CPU of bench/RESULTS.md and at ~160 GFLOP/s on 1,024-row slices of it, and a block's MLP activations stay in
-cache between the activation, the gate and ``fc2``. One encoder block on 588 tokens (best of 6, that CPU): width 128,
-64 objects 376 -> 249 ms; width 768 (base), 8 objects 510 -> 478 ms, 32 objects 2388 -> 1951 ms; blocks of 1,024 to
-4,096 rows are within ~5% of 2,048. ``AION_FAST_CPU_ROW_BLOCK=0`` turns it off.
+``qkv``, ``proj``, MLP, residuals) over blocks of ``AION_FAST_CPU_ROW_BLOCK`` rows (default 2,048) of the flattened ``(B
+* N, D)`` activations instead of the whole batch at once; only attention sees the whole tensor. Same operations per row,
+so the same values (bit for bit here; tests/model allows fp32 rounding in case BLAS picks another kernel for another row
+count). Why: MKL's sgemm on a tall ``(B * N, 128) x (128, 384)`` product runs at ~92 GFLOP/s on the 2-core AVX2 CPU of
+bench/RESULTS.md and at ~160 GFLOP/s on 1,024-row slices of it, and a block's MLP activations stay in cache between the
+activation, the gate and ``fc2``. One encoder block on 588 tokens (best of 6, that CPU): width 128, 64 objects 376 ->
+249 ms; width 768 (base), 8 objects 510 -> 478 ms, 32 objects 2388 -> 1951 ms; blocks of 1,024 to 4,096 rows are within
+~5% of 2,048. ``AION_FAST_CPU_ROW_BLOCK=0`` turns it off.
 
 State-dict names match the reference (``attn.qkv``, ``attn.q_norm``, ``cross_attn.kv``, ``mlp.fc1``...).
 """
 
 from __future__ import annotations
 
-import os
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from aion_fast import settings
+from aion_fast._backend import Backend, no_reasons, select
 from aion_fast._utils import linear_into
 
 __all__ = [
@@ -57,14 +59,12 @@ __all__ = [
     "attend",
     "sdpa_varlen_attention",
     "segment_mean",
+    "flash_attn_varlen_func",
     "varlen_attention",
     "varlen_backend",
 ]
 
 NORM_EPS = 1e-6
-
-#: Rows per block of the CPU inference path of :class:`EncoderBlock` (module docstring); 0 turns it off.
-CPU_ROW_BLOCK = int(os.environ.get("AION_FAST_CPU_ROW_BLOCK", "2048"))
 
 
 class LayerNorm(nn.Module):
@@ -324,50 +324,61 @@ def segment_mean(values: Tensor, segments: Tensor, batch: int) -> Tensor:
     return sums / counts.reshape(batch, *([1] * (values.ndim - 1)))
 
 
-#: Environment variable forcing the packed-attention backend: ``flash`` or ``sdpa`` (default: best available).
-ATTENTION_BACKEND_ENV = "AION_FAST_ATTENTION"
-
 #: The SDPA fallback masks a packed ``(Tq, Tk)`` block-diagonal matrix up to this many entries, and re-pads beyond.
 BLOCK_DIAGONAL_MAX_ELEMENTS = 1 << 24
 
 
-def _flash_attn_varlen():
+@functools.lru_cache(maxsize=1)
+def flash_attn_varlen_func():
+    """flash-attn's ``flash_attn_varlen_func``, or None when flash-attn is not installed (imported once)."""
     try:
-        from flash_attn import flash_attn_varlen_func
+        from flash_attn import flash_attn_varlen_func as func
     except ImportError:
         return None
-    return flash_attn_varlen_func
+    return func
+
+
+def _flash_reasons(q: Tensor, *_: object) -> list[str]:
+    reasons = []
+    if q.shape[-1] % 8 or q.shape[-1] > 256:
+        reasons.append(f"head dim {q.shape[-1]} is not a multiple of 8 up to 256")
+    if flash_attn_varlen_func() is None:
+        reasons.append("flash-attn is not installed (pip install flash-attn --no-build-isolation)")
+    return reasons
+
+
+def _run_flash(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
+    return flash_attn_varlen_func()(
+        q, k, v, layout.cu_seqlens_q, layout.cu_seqlens_k, layout.max_seqlen_q, layout.max_seqlen_k, 0.0
+    )
+
+
+#: Packed (varlen) attention backends in priority order (family ``attention`` of :mod:`aion_fast.settings`):
+#: flash-attn's varlen kernel on CUDA half/bf16, else SDPA (block-diagonal mask or re-padding).
+VARLEN_BACKENDS = (
+    Backend("flash", _flash_reasons, _run_flash, devices=("cuda",), dtypes=(torch.float16, torch.bfloat16)),
+    Backend("sdpa", no_reasons, lambda q, k, v, layout: sdpa_varlen_attention(q, k, v, layout)),
+)
 
 
 def varlen_backend(q: Tensor) -> tuple[str, list[str]]:
-    """Picks the packed-attention backend for queries like ``q``.
+    """The packed-attention backend for queries like ``q``, and why flash-attn was not chosen.
 
     Args:
         q: ``(T, H, d)`` packed queries.
 
     Returns:
-        ``("flash" or "sdpa", reasons flash-attn was not used)``.
+        ``("flash" or "sdpa", reasons flash-attn is not used)``; cached per device type, dtype and head dim.
 
     Raises:
-        ValueError: ``AION_FAST_ATTENTION=flash`` was asked for but cannot run (the reasons are listed).
+        BackendUnavailableError: ``AION_FAST_BACKEND`` forces ``flash`` and it cannot run (the reasons are listed).
     """
-    reasons = []
-    if not q.is_cuda:
-        reasons.append("tensors are not on a CUDA device")
-    if q.dtype not in (torch.float16, torch.bfloat16):
-        reasons.append(f"dtype is {q.dtype}, flash-attn needs float16 or bfloat16 (train with bf16)")
-    if q.shape[-1] % 8 or q.shape[-1] > 256:
-        reasons.append(f"head dim {q.shape[-1]} is not a multiple of 8 up to 256")
-    if _flash_attn_varlen() is None:
-        reasons.append("flash-attn is not installed (pip install flash-attn --no-build-isolation)")
-    requested = os.environ.get(ATTENTION_BACKEND_ENV, "").strip().lower()
-    if requested not in ("", "flash", "sdpa"):
-        raise ValueError(f"{ATTENTION_BACKEND_ENV}={requested!r}; use 'flash', 'sdpa' or leave it unset")
-    if requested == "flash" and reasons:
-        raise ValueError(f"{ATTENTION_BACKEND_ENV}=flash but flash-attn cannot run: {'; '.join(reasons)}")
-    if requested == "sdpa":
-        reasons.append(f"{ATTENTION_BACKEND_ENV}=sdpa")
-    return ("sdpa" if reasons else "flash"), reasons
+    backend = select("varlen_attention", VARLEN_BACKENDS, q, key=(q.shape[-1],), family="attention")
+    if backend.name == "flash":
+        return "flash", []
+    if settings.forced_backend("attention") == "sdpa":
+        return "sdpa", [f"{settings.BACKEND_ENV} forces sdpa"]
+    return "sdpa", VARLEN_BACKENDS[0].not_supported_reasons(q)
 
 
 def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
@@ -386,13 +397,8 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> T
         # Under autocast, QK-norm (a LayerNorm) returns float32 q and k beside bf16 v: give flash-attn one dtype.
         dtype = torch.get_autocast_dtype("cuda")
         q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-    backend, _ = varlen_backend(q)
-    if backend == "flash":
-        flash_attn_varlen_func = _flash_attn_varlen()
-        return flash_attn_varlen_func(
-            q, k, v, layout.cu_seqlens_q, layout.cu_seqlens_k, layout.max_seqlen_q, layout.max_seqlen_k, 0.0
-        )
-    return sdpa_varlen_attention(q, k, v, layout)
+    backend = select("varlen_attention", VARLEN_BACKENDS, q, key=(q.shape[-1],), family="attention")
+    return backend.run(q, k, v, layout)
 
 
 def sdpa_varlen_attention(
@@ -573,6 +579,29 @@ class BlockOptions:
     act_layer: type[nn.Module]
 
 
+def _rows_reasons(x: Tensor, grad: bool, autocast: bool, same_dtype: bool, packed: bool, uniform: bool,
+                  enough_rows: bool) -> list[str]:  # fmt: skip
+    reasons = []
+    if grad:
+        reasons.append("autograd is on (the row path is for inference)")
+    if autocast:
+        reasons.append("CPU autocast is on")
+    if not same_dtype:
+        reasons.append("activations and weights differ in dtype")
+    if packed or uniform:
+        reasons.append("packed or uniform attention")
+    if not enough_rows:
+        reasons.append("fewer rows than AION_FAST_CPU_ROW_BLOCK (or 0: off)")
+    return reasons
+
+
+#: Encoder-block paths (family ``blocks``): CPU inference in row blocks, else the plain forward.
+BLOCK_BACKENDS = (
+    Backend("rows", _rows_reasons, lambda *_: None, devices=("cpu",)),
+    Backend("plain", no_reasons, lambda *_: None),
+)
+
+
 class EncoderBlock(nn.Module):
     """Pre-norm encoder block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
 
@@ -597,19 +626,17 @@ class EncoderBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def _row_blocks_apply(self, x: Tensor, mask: AttentionMask) -> bool:
-        """Whether :meth:`_forward_row_blocks` computes this call (CPU inference on enough rows; module docstring)."""
-        return (
-            0 < CPU_ROW_BLOCK < x.shape[0] * x.shape[1]
-            and x.device.type == "cpu"
-            and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu")
-            and x.dtype == self.attn.qkv.weight.dtype
-            and mask.packed is None
-            and not mask.uniform
-        )
+        """Whether :meth:`_forward_row_blocks` computes this call (the ``blocks`` family's choice; module docstring)."""
+        if torch.compiler.is_compiling() or x.device.type != "cpu":  # the row path is eager CPU inference only
+            return False
+        step = settings.cpu_row_block()
+        weight_dtype = getattr(self.attn.qkv.weight, "dtype", None)  # None for a quantized Linear (weight())
+        key = (torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"), x.dtype == weight_dtype,
+               mask.packed is not None, mask.uniform, 0 < step < x.shape[0] * x.shape[1])  # fmt: skip
+        return select("encoder_block", BLOCK_BACKENDS, x, *key, key=key, family="blocks").name == "rows"
 
     def _forward_row_blocks(self, x: Tensor, mask: AttentionMask) -> Tensor:
-        """:meth:`_forward` with the position-wise work in blocks of :data:`CPU_ROW_BLOCK` rows (inference only).
+        """:meth:`_forward` with the position-wise work in blocks of ``settings.cpu_row_block()`` rows (inference only).
 
         Args:
             x: ``(B, N, D)`` activations.
@@ -619,7 +646,7 @@ class EncoderBlock(nn.Module):
             ``(B, N, D)``, the same values as :meth:`_forward`.
         """
         batch, length, dim = x.shape
-        attn, rows, step = self.attn, batch * length, CPU_ROW_BLOCK
+        attn, rows, step = self.attn, batch * length, settings.cpu_row_block()
         flat = x.reshape(rows, dim)
         qkv = torch.empty(rows, 3 * dim, dtype=x.dtype)
         for start in range(0, rows, step):

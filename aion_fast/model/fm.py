@@ -35,6 +35,7 @@ from aion_fast.model.blocks import (
 from aion_fast.model.config import AIONConfig
 from aion_fast.model.embeddings import build_decoder_embedding, build_encoder_embedding
 from aion_fast.model.modality_info import GRID, MODALITY_INFO, ModalitySpec
+from aion_fast.precision import DEFAULT_PRECISION, resolve_precision
 
 __all__ = ["AION", "MaskedPrediction", "build_decoder_attention_mask"]
 
@@ -127,6 +128,9 @@ class AION(nn.Module):
     Raises:
         ValueError: Unknown config keys or invalid values.
     """
+
+    #: Precision :func:`aion_fast.embed` runs the encoder in when none is given (``from_pretrained(precision=)``).
+    precision: str = DEFAULT_PRECISION
 
     def __init__(self, config: Mapping[str, Any], *, initialize_weights: bool = True, encoder_only: bool = False):
         super().__init__()
@@ -901,6 +905,7 @@ class AION(nn.Module):
         local_files_only: bool = False,
         force_download: bool = False,
         map_location: torch.device | str | None = None,
+        precision: str | None = None,
     ) -> AION:
         """Loads a checkpoint laid out like ``polymathic-ai/aion-base``.
 
@@ -917,6 +922,9 @@ class AION(nn.Module):
                 norms, context projection): about half the weights of the released models are the decoder's, never
                 read from disk then. ``embed``/``encode`` give the full model's values; decoding, generation,
                 training and ``save_pretrained`` raise.
+            precision: ``"fp32"`` (default, exact) or ``"bf16"``: what :func:`aion_fast.embed` runs the encoder in
+                (:mod:`aion_fast.precision`; weights stay as stored, autocast does the rest). Kept as
+                ``model.precision``.
 
         Returns:
             The model in eval mode.
@@ -950,6 +958,7 @@ class AION(nn.Module):
         model.tie_modality_embeddings()
         if dtype is not None:
             model.to(dtype=dtype)
+        model.precision = resolve_precision(precision, device)
         return model.eval()
 
     def save_pretrained(

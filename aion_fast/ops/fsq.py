@@ -56,6 +56,7 @@ backend raises ``ValueError`` naming ``z``. Decode raises ``ValueError`` for ind
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -94,10 +95,18 @@ class _Constants:
     half_width: torch.Tensor  # int32, h_d
     basis: torch.Tensor  # int32, beta_d
 
+    @functools.cached_property
+    def half_width_f32(self) -> torch.Tensor:
+        return self.half_width.float()
+
+    @functools.cached_property
+    def basis_f32(self) -> torch.Tensor:
+        return self.basis.float()
+
     def to(self, device: torch.device) -> _Constants:
         if device.type == "cpu":
             return self
-        return _Constants(*(t.to(device) for t in vars(self).values()))
+        return _Constants(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
 def _as_levels(levels: LevelsLike) -> tuple[int, ...]:
@@ -463,24 +472,31 @@ def _(indices: torch.Tensor, levels: list[int]) -> torch.Tensor:
 
 
 def _run_triton_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> torch.Tensor:
-    from aion_fast.kernels.fsq import fsq_encode_from_tanh_fwd
+    from aion_fast.kernels.fsq import fsq_encode_from_tanh_fwd, fsq_encode_from_tanh_op
 
     c = _device_constants(levels, eps, z.device)
     z2 = _channels_last(z, channel_first).reshape(-1, len(levels))
     tanh_z = torch.empty(z2.shape, dtype=torch.float32, device=z.device)
     torch.add(z2, c.shift, out=tanh_z)
     tanh_z.tanh_()  # the device's own torch tanh, as in the reference (see the module docstring)
-    out, n_nan = fsq_encode_from_tanh_fwd(tanh_z, c.half_l, c.offset, c.half_width.float(), c.basis.float())
+    if torch.compiler.is_compiling():  # the registered triton_op; NaN checked on the device, no host sync
+        out, nan_rows = fsq_encode_from_tanh_op(tanh_z, c.half_l, c.offset, c.half_width_f32, c.basis_f32)
+        torch._assert_async(nan_rows == 0, "fsq_encode: z contains NaN; FSQ has no level for NaN")
+        return out.reshape(_index_shape(z, channel_first))
+    out, nan_rows = fsq_encode_from_tanh_fwd(tanh_z, c.half_l, c.offset, c.half_width_f32, c.basis_f32)
+    n_nan = int(nan_rows)  # the op's one host sync: NaN must raise before the indices are used
     if n_nan:
         raise ValueError(f"fsq_encode: z contains NaN in {n_nan} of {out.numel()} vectors; FSQ has no level for NaN")
     return out.reshape(_index_shape(z, channel_first))
 
 
 def _run_triton_decode(indices: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
-    from aion_fast.kernels.fsq import fsq_decode_fwd
+    from aion_fast.kernels.fsq import fsq_decode_fwd, fsq_decode_op
 
     c = _device_constants(levels, 0.0, indices.device)
-    out = fsq_decode_fwd(indices.reshape(-1).to(torch.int32), c.levels, c.basis)
+    out = (fsq_decode_op if torch.compiler.is_compiling() else fsq_decode_fwd)(
+        indices.reshape(-1).to(torch.int32), c.levels, c.basis
+    )
     return out.reshape(*indices.shape, len(levels))
 
 
@@ -507,7 +523,7 @@ def _cpp_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float, ch
 
 
 def _triton_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> list[str]:
-    return _backend.triton_reasons(z, allow_interpreter=True) + _exact_packing_reasons(levels, eps)
+    return _backend.triton_reasons(z) + _exact_packing_reasons(levels, eps)
 
 
 def _cpp_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[str]:
@@ -518,7 +534,7 @@ def _cpp_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[
 
 
 def _triton_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[str]:
-    reasons = _backend.triton_reasons(indices, allow_interpreter=True)
+    reasons = _backend.triton_reasons(indices)
     if math.prod(levels) > 2**31 - 1:
         reasons.append("prod(levels) does not fit in int32")
     return reasons
@@ -596,7 +612,7 @@ def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_f
         return torch.empty(_index_shape(z, channel_first), dtype=torch.int32, device=z.device)
     with _backend.no_autocast(z.device):
         z = z.detach().to(torch.float32)
-        backend = _backend.select("fsq_encode", _ENCODE_BACKENDS, z, lv, eps, channel_first)
+        backend = _backend.select("fsq_encode", _ENCODE_BACKENDS, z, lv, eps, channel_first, key=(lv, eps))
         return backend.run(z, lv, eps, channel_first)
 
 
@@ -619,7 +635,7 @@ def fsq_decode(indices: torch.Tensor, levels: LevelsLike) -> torch.Tensor:
     if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
         raise TypeError(f"fsq_decode: indices must be an integer tensor, got {indices.dtype}")
     codebook = math.prod(lv)
-    backend = _backend.select("fsq_decode", _DECODE_BACKENDS, indices, lv)
+    backend = _backend.select("fsq_decode", _DECODE_BACKENDS, indices, lv, key=(lv,))
     if backend.name != "cpp" or indices.dtype != torch.int32:  # the C++ op checks int32 indices itself
         if indices.numel():
             lo, hi = torch.aminmax(indices)

@@ -193,7 +193,12 @@ def _(
 def _run_triton(flux: torch.Tensor, *args) -> torch.Tensor:
     from aion_fast.kernels.image_preprocess import image_preprocess_fwd
 
-    return image_preprocess_fwd(flux, *args)
+    out, nonfinite = image_preprocess_fwd(flux, *args[:7])  # args[7]: the name for messages
+    if bool(nonfinite.any()):  # the op's one host sync: NaN/inf must raise before tokens are made
+        from aion_fast.codecs.preprocessing import center_crop, require_finite
+
+        require_finite(center_crop(flux, args[5], args[7]), args[7])
+    return out
 
 
 def _triton_reasons(flux: torch.Tensor, *_) -> list[str]:

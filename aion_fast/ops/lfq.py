@@ -173,7 +173,7 @@ def _cpp_encode_reasons(z: torch.Tensor, channel_first: bool) -> list[str]:
 
 
 def _triton_reasons(x: torch.Tensor, *_) -> list[str]:
-    return _backend.triton_reasons(x, allow_interpreter=True)
+    return _backend.triton_reasons(x)
 
 
 def _run_torch_encode(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
@@ -189,16 +189,19 @@ def _run_cpp_decode(indices: torch.Tensor, dim: int, scale: float) -> torch.Tens
 
 
 def _run_triton_encode(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
-    from aion_fast.kernels.lfq import lfq_encode_fwd
+    from aion_fast.kernels.lfq import lfq_encode_fwd, lfq_encode_op
 
     zl = z.movedim(1, -1) if channel_first else z
-    return lfq_encode_fwd(zl.reshape(-1, zl.shape[-1])).reshape(_index_shape(z, channel_first))
+    return (lfq_encode_op if torch.compiler.is_compiling() else lfq_encode_fwd)(zl.reshape(-1, zl.shape[-1])).reshape(
+        _index_shape(z, channel_first)
+    )
 
 
 def _run_triton_decode(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
-    from aion_fast.kernels.lfq import lfq_decode_fwd
+    from aion_fast.kernels.lfq import lfq_decode_fwd, lfq_decode_op
 
-    return lfq_decode_fwd(indices.reshape(-1).to(torch.int32), dim, scale).reshape(*indices.shape, dim)
+    launch = lfq_decode_op if torch.compiler.is_compiling() else lfq_decode_fwd
+    return launch(indices.reshape(-1).to(torch.int32), dim, scale).reshape(*indices.shape, dim)
 
 
 _ENCODE_BACKENDS = (

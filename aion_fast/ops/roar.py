@@ -240,24 +240,50 @@ def _cpp_roar_step(logits, positions, tokens, input_mask, target_mask, object_id
     return next_positions
 
 
+#: Bytes of device scratch one CUDA step may hold at once (the launches reuse it chunk after chunk).
+CUDA_SCRATCH_BYTES = 256 << 20
+
+
+def cuda_scratch_plan(
+    samples: int, rows: int, vocab: int, length: int, budget: int | None = None
+) -> tuple[int, int, int]:
+    """(bytes, sample_chunk, row_chunk) of the CUDA step's scratch: 20 * V bytes per sample, 12 * L per row.
+
+    Chunks are as large as ``budget`` (default :data:`CUDA_SCRATCH_BYTES`) allows, at least one sample / row (so a
+    vocabulary above ``budget / 20`` still runs, one sample per launch), and no larger than the work.
+    """
+    budget = CUDA_SCRATCH_BYTES if budget is None else budget
+    sample_chunk = max(1, min(samples, budget // (20 * vocab)))
+    row_chunk = max(1, min(rows, budget // (12 * length)))
+    return max(sample_chunk * 20 * vocab, row_chunk * 12 * length, 8), sample_chunk, row_chunk
+
+
 def _cuda_roar_step(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, step,
                     next_step, next_count, temperature, top_k, top_p) -> torch.Tensor:  # fmt: skip
     ext = _backend.load_extension()
+    device = tokens.device
     rows = positions.shape[0]
     if logits.shape[0] != rows:
         logits = logits.repeat_interleave(rows // logits.shape[0], dim=0)
     logits, positions = logits.contiguous(), positions.contiguous()
     object_ids, sample_ids = object_ids.contiguous(), sample_ids.contiguous()
-    next_positions = torch.empty((rows, next_count), dtype=torch.int64, device=tokens.device)
-    bad = torch.zeros(1, dtype=torch.int64, device=tokens.device)
-    ext.roar_step_cuda(
-        logits.data_ptr(), positions.data_ptr(), tokens.data_ptr(), input_mask.data_ptr(), target_mask.data_ptr(),
-        object_ids.data_ptr(), sample_ids.data_ptr(), next_positions.data_ptr(), bad.data_ptr(), rows,
-        positions.shape[1], logits.shape[-1], tokens.shape[1], next_count, seed, step, next_step, temperature, top_k,
-        top_p, torch.cuda.current_stream(tokens.device).cuda_stream,
-    )  # fmt: skip
-    if int(bad):
-        raise ValueError(f"roar_step: {int(bad)} logit rows hold NaN/+inf or only -inf; check the model's outputs")
+    vocab, length = logits.shape[-1], tokens.shape[1]
+    nbytes, sample_chunk, row_chunk = cuda_scratch_plan(rows * positions.shape[1], rows, vocab, length)
+    with torch.cuda.device(device):  # the kernels launch on the tensors' device, whatever the current one
+        # Scratch from PyTorch's caching allocator on the stream the kernels run on: freed (for reuse on that
+        # stream) when this function returns, without waiting for the kernels.
+        scratch = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        next_positions = torch.empty((rows, next_count), dtype=torch.int64, device=device)
+        bad = torch.zeros(1, dtype=torch.int64, device=device)
+        ext.roar_step_cuda(
+            logits.data_ptr(), positions.data_ptr(), tokens.data_ptr(), input_mask.data_ptr(), target_mask.data_ptr(),
+            object_ids.data_ptr(), sample_ids.data_ptr(), next_positions.data_ptr(), bad.data_ptr(), rows,
+            positions.shape[1], vocab, length, next_count, seed, step, next_step, temperature, top_k, top_p,
+            scratch.data_ptr(), nbytes, sample_chunk, row_chunk, torch.cuda.current_stream(device).cuda_stream,
+        )  # fmt: skip
+    n_bad = int(bad)  # the op's one host sync: invalid logits must raise before the step's tokens are used
+    if n_bad:
+        raise ValueError(f"roar_step: {n_bad} logit rows hold NaN/+inf or only -inf; check the model's outputs")
     return next_positions
 
 

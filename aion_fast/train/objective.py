@@ -44,9 +44,10 @@ def resolve_attention(mode: str, device: torch.device | str) -> str:
         raise ValueError(f"attention={mode!r}; choose one of {list(ATTENTION_MODES)}")
     if mode != "auto":
         return mode
-    from aion_fast.model.blocks import _flash_attn_varlen
+    from aion_fast.model.blocks import flash_attn_varlen_func
 
-    return "packed" if torch.device(device).type == "cuda" and _flash_attn_varlen() is not None else "padded"
+    # Packed sequences pay off with flash-attn's varlen kernel; without it the SDPA fallback re-pads them.
+    return "packed" if torch.device(device).type == "cuda" and flash_attn_varlen_func() is not None else "padded"
 
 
 class MaskedModelingObjective(nn.Module):

@@ -128,11 +128,16 @@ std::int64_t roar_step_cuda(std::uintptr_t logits, std::uintptr_t positions, std
                             std::uintptr_t sample_ids, std::uintptr_t next_positions, std::uintptr_t bad_count,
                             std::int64_t R, std::int64_t N, std::int64_t V, std::int64_t L, std::int64_t next_count,
                             std::uint64_t seed, std::int64_t step, std::int64_t next_step, double temperature,
-                            std::int64_t top_k, double top_p, std::uintptr_t stream) {
+                            std::int64_t top_k, double top_p, std::uintptr_t scratch, std::int64_t scratch_bytes,
+                            std::int64_t sample_chunk, std::int64_t row_chunk, std::uintptr_t stream) {
 #ifdef AION_FAST_WITH_CUDA
   AION_CHECK(V >= 1 && L >= 1 && L <= roar::kMaxPositions, L, "need V >= 1 and 1 <= L <= 65536");
   AION_CHECK(step >= 0 && step < roar::kMaxSteps && next_step >= 0 && next_step < roar::kMaxSteps, step,
              "step and next_step must lie in [0, 65536)");
+  AION_CHECK(scratch % 8 == 0 && sample_chunk >= 1 && row_chunk >= 1 && sample_chunk * 20 * V <= scratch_bytes &&
+                 row_chunk * 12 * L <= scratch_bytes,
+             scratch, "need 8-byte alignment and scratch_bytes >= max(sample_chunk * 20 * V, row_chunk * 12 * L)");
+  const RoarScratch work{reinterpret_cast<void*>(scratch), scratch_bytes, sample_chunk, row_chunk};
   RoarStepArgs args{reinterpret_cast<const float*>(logits),
                     reinterpret_cast<const std::int64_t*>(positions),
                     reinterpret_cast<std::int64_t*>(tokens),
@@ -153,12 +158,13 @@ std::int64_t roar_step_cuda(std::uintptr_t logits, std::uintptr_t positions, std
                     top_k,
                     top_p};
   py::gil_scoped_release release;
-  cuda::roar_step(args, reinterpret_cast<void*>(stream), reinterpret_cast<std::int64_t*>(bad_count));
+  cuda::roar_step(args, work, reinterpret_cast<void*>(stream), reinterpret_cast<std::int64_t*>(bad_count));
   return 0;
 #else
   (void)logits, (void)positions, (void)tokens, (void)input_mask, (void)target_mask, (void)object_ids;
   (void)sample_ids, (void)next_positions, (void)bad_count, (void)R, (void)N, (void)V, (void)L, (void)next_count;
   (void)seed, (void)step, (void)next_step, (void)temperature, (void)top_k, (void)top_p, (void)stream;
+  (void)scratch, (void)scratch_bytes, (void)sample_chunk, (void)row_chunk;
   throw py::value_error("roar_step_cuda: aion_fast._C was built without CUDA");
 #endif
 }

@@ -45,9 +45,21 @@ std::int64_t roar_step(const RoarStepArgs& args, double* scratch_f64, std::int64
 
 namespace cuda {
 
-// CUDA kernel on device pointers (same layout), on `stream` (a cudaStream_t). bad_count: one device int64, zeroed
-// by the caller, incremented like the CPU return value. Defined in roar.cu, only in builds with CUDA.
-void roar_step(const RoarStepArgs& args, void* stream, std::int64_t* bad_count);
+// Device scratch of the CUDA step, allocated by the caller (PyTorch's caching allocator, on the stream the step runs
+// on), 8-byte aligned. The sampler needs 20 * V bytes per (row, slot) sample and the position draw 12 * L bytes per
+// row; the step runs in launches of at most `sample_chunk` samples and `row_chunk` rows, reusing the same bytes, so
+// memory stays bounded for any vocabulary: bytes >= max(sample_chunk * 20 * V, row_chunk * 12 * L).
+struct RoarScratch {
+  void* data;
+  std::int64_t bytes;
+  std::int64_t sample_chunk;
+  std::int64_t row_chunk;
+};
+
+// CUDA kernel on device pointers (same layout), on `stream` (a cudaStream_t) of the current device. bad_count: one
+// device int64, zeroed by the caller, incremented like the CPU return value. Defined in roar.cu, only in builds
+// with CUDA. Never synchronises with the host.
+void roar_step(const RoarStepArgs& args, const RoarScratch& scratch, void* stream, std::int64_t* bad_count);
 
 }  // namespace cuda
 }  // namespace aion_fast

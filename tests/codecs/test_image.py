@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 import aion.codecs as ref_codecs
 import aion.modalities as ref_modalities
 import pytest

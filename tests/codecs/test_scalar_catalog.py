@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+
+pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 from aion import codecs as ref_codecs
 from aion import modalities as ref_modalities
 

@@ -11,6 +11,9 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 import aion
 import aion.codecs
 import aion.modalities

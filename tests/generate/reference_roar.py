@@ -5,7 +5,10 @@ Shared by the generation tests and bench/bench_generate.py, so both time and che
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 from aion.fourm.generate import GenerationSampler
 
 

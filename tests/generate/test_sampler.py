@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from scipy import stats
 
 from aion_fast import _backend
 from aion_fast.ops import roar
 from aion_fast.ops.roar import philox4x32_10, roar_step, torch_roar_sample, torch_roar_step
+
+
+def chisquare(*args):
+    """scipy.stats.chisquare (the distribution tests skip without scipy; the GPU test does not need it)."""
+    return pytest.importorskip("scipy.stats", reason="the distribution tests need scipy").chisquare(*args)
+
 
 NO_CPP_ROAR = _backend.load_extension() is None or not hasattr(_backend.load_extension(), "roar_step")
 BACKENDS = [
@@ -88,7 +93,7 @@ def test_frequencies_match_the_tempered_filtered_softmax(backend, monkeypatch, t
     counts = torch.bincount(tokens.flatten(), minlength=vocab).double()
     assert bool((counts[expected == 0] == 0).all()), "a filtered-out token was sampled"
     support = expected > 0
-    chi2 = stats.chisquare(counts[support].numpy(), (expected[support] * counts.sum()).numpy())
+    chi2 = chisquare(counts[support].numpy(), (expected[support] * counts.sum()).numpy())
     assert chi2.pvalue > 1e-3, f"chi-square p = {chi2.pvalue:.2e}; counts {counts.tolist()}"
 
 
@@ -159,7 +164,7 @@ def test_selection_is_a_uniform_random_subset():
                           torch.arange(rows), torch.zeros(rows, dtype=torch.int64), 1, 0, 0, count, 1.0)  # fmt: skip
     assert bool((nxt.sort(-1).values.diff(dim=-1) > 0).all())  # distinct
     hits = torch.bincount(nxt.flatten(), minlength=length).double()
-    assert stats.chisquare(hits.numpy()).pvalue > 1e-3
+    assert chisquare(hits.numpy()).pvalue > 1e-3
 
 
 def test_selection_skips_revealed_positions():
@@ -230,3 +235,31 @@ def test_registered_op_traces_under_torch_compile_and_matches_torch():
         (logits, positions, *_state(rows, length), object_ids, sample_ids, 99, 2, 3, next_count, 0.8, 6, 0.9),
         test_utils=("test_schema", "test_faketensor"),
     )
+
+
+def test_cuda_scratch_plan_is_bounded_for_any_vocabulary():
+    """The CUDA step's scratch: at most the budget (or one sample / one row), chunks never larger than the work."""
+    budget = roar.CUDA_SCRATCH_BYTES
+    nbytes, samples, rows = roar.cuda_scratch_plan(samples=64 * 7, rows=64, vocab=1025, length=23)
+    assert (samples, rows) == (64 * 7, 64) and nbytes == max(64 * 7 * 20 * 1025, 64 * 12 * 23)
+    nbytes, samples, rows = roar.cuda_scratch_plan(samples=300_000, rows=50_000, vocab=50_257, length=4096)
+    assert nbytes <= budget and samples == budget // (20 * 50_257) and rows == budget // (12 * 4096)
+    nbytes, samples, rows = roar.cuda_scratch_plan(samples=10, rows=10, vocab=2**30, length=16)
+    assert samples == 1 and nbytes == 20 * 2**30  # one sample per launch: bounded by the vocabulary itself
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_cuda_chunked_scratch_matches_cpu(monkeypatch):
+    """A scratch budget of a few samples forces many launches per step: same tokens as the CPU kernel."""
+    ext = _backend.load_extension()
+    if ext is None or not ext.roar_has_cuda():
+        pytest.skip("aion_fast._C was built without CUDA sources")
+    monkeypatch.setattr(roar, "CUDA_SCRATCH_BYTES", 3 * 20 * 1025)
+    logits, positions, object_ids, sample_ids = _random_step_inputs(64, 7, 1025, 23, seed=3)
+    cpu_state, gpu_state = _state(64, 23), tuple(t.cuda() for t in _state(64, 23))
+    args = {"seed": 5, "step": 1, "next_step": 2, "next_count": 5, "temperature": 0.9, "top_k": 0, "top_p": 0.95}
+    cpu_next = roar_step(logits, positions, *cpu_state, object_ids, sample_ids, **args)
+    gpu_next = roar_step(logits.cuda(), positions.cuda(), *gpu_state, object_ids.cuda(), sample_ids.cuda(), **args)
+    for a, b in zip((*cpu_state, cpu_next), (*gpu_state, gpu_next), strict=True):
+        assert torch.equal(a, b.cpu())

@@ -34,12 +34,26 @@ def test_image_preprocess_kernel(device):
     for survey, (batch, size, crop) in (("DES", (3, 37, 31)), ("HSC", (1, 40, 40))):
         args = survey_args(survey)
         flux = realistic_images(batch, len(args["channels"]), size, size + 1, seed=batch)
-        ref = torch_image_preprocess(flux, **args, crop_size=crop)
-        ours = image_preprocess_fwd(
-            flux.to(device), args["channels"], args["clamp_max"], args["zeropoint_scale"], 0.01, 10.0, crop, 9, "flux"
+        ref = torch_image_preprocess(flux.to(device), **args, crop_size=crop)  # same-device oracle
+        ours, nonfinite = image_preprocess_fwd(
+            flux.to(device), args["channels"], args["clamp_max"], args["zeropoint_scale"], 0.01, 10.0, crop, 9
         )
         assert_close(ours, ref)
+        assert nonfinite.shape == (batch * len(args["channels"]),) and not bool(nonfinite.any())
         assert not bool(ours[..., [c for c in range(9) if c not in args["channels"]]].cpu().any())
+        # non-finite values inside the window are counted per (image, band); outside it they are not read
+        bad = flux.clone()
+        top = (size - crop) // 2
+        bad[0, 1, top + 2, top + 3], bad[-1, 0, top, top] = float("nan"), float("inf")
+        if size > crop:  # outside the window: never read, never counted
+            bad[0, 0, 0, -1] = float("nan")
+        counts = image_preprocess_fwd(
+            bad.to(device), args["channels"], args["clamp_max"], args["zeropoint_scale"], 0.01, 10.0, crop, 9
+        )[1].cpu()
+        expected = torch.zeros(batch * len(args["channels"]), dtype=torch.int32)
+        expected[1] += 1
+        expected[(batch - 1) * len(args["channels"])] += 1
+        assert torch.equal(counts, expected)
 
 
 def test_spectrum_to_latent_kernel(device):
@@ -48,8 +62,8 @@ def test_spectrum_to_latent_kernel(device):
     grid = latent_wavelength(3500.0, 0.8, 2000)
     for batch, length, start, step in ((3, 1500, 3400.0, 1.3), (1, 7, 4000.0, 3.0)):
         s = spectra(batch, length, start, step, seed=length)
-        ref = torch_spectrum_to_latent(**s, grid=grid, clip_flux=5.0)
         moved = {k: v.to(device) for k, v in s.items()}
+        ref = torch_spectrum_to_latent(**moved, grid=grid.to(device), clip_flux=5.0)  # same-device oracle
         ours = spectrum_to_latent_fwd(
             moved["flux"], _istd(moved["ivar"], 100.0), moved["wavelength"], moved["scale"], grid.to(device), 0.2, 5.0
         )

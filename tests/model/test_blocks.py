@@ -101,7 +101,7 @@ def test_cpu_row_blocks_equal_whole_batch(monkeypatch, gated, qk_norm, bias, hid
             hidden = hidden.expand(3, 37, 37).clone()
             hidden[1, 5] = True  # one query of the second sample sees no key
     mask = AttentionMask.from_hidden(hidden)
-    monkeypatch.setattr(blocks, "CPU_ROW_BLOCK", 16)
+    monkeypatch.setenv("AION_FAST_CPU_ROW_BLOCK", "16")
     with torch.inference_mode():
         assert block._row_blocks_apply(x, mask)
         got = block(x, mask)
@@ -109,3 +109,41 @@ def test_cpu_row_blocks_equal_whole_batch(monkeypatch, gated, qk_norm, bias, hid
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
     with torch.enable_grad():  # training keeps the whole-batch path (autograd through it)
         assert not block._row_blocks_apply(x, mask)
+
+
+def test_block_and_attention_paths_are_chosen_by_the_dispatcher(monkeypatch):
+    """AION_FAST_BACKEND forces the encoder-block path (``rows``/``plain``) and the packed-attention backend."""
+    from aion_fast import _backend
+    from aion_fast.model import blocks
+
+    options = blocks.BlockOptions(
+        dim=24, num_heads=3, mlp_ratio=4.0, qkv_bias=False, proj_bias=False, mlp_bias=False, norm_bias=False,
+        gated_mlp=True, qk_norm=True, act_layer=torch.nn.SiLU,
+    )  # fmt: skip
+    block = blocks.EncoderBlock(options).eval()
+    x, mask = torch.randn(2, 20, 24), AttentionMask()
+    monkeypatch.setenv("AION_FAST_CPU_ROW_BLOCK", "8")
+    with torch.inference_mode():
+        assert block._row_blocks_apply(x, mask)
+        monkeypatch.setenv("AION_FAST_BACKEND", "plain")
+        assert not block._row_blocks_apply(x, mask)
+        monkeypatch.setenv("AION_FAST_BACKEND", "rows")
+        assert block._row_blocks_apply(x, mask)
+        monkeypatch.setenv("AION_FAST_CPU_ROW_BLOCK", "0")
+        with pytest.raises(_backend.BackendUnavailableError, match="fewer rows than AION_FAST_CPU_ROW_BLOCK"):
+            block._row_blocks_apply(x, mask)
+    with pytest.raises(_backend.BackendUnavailableError, match="autograd is on"):
+        block._row_blocks_apply(x, mask)
+    monkeypatch.setenv("AION_FAST_CPU_ROW_BLOCK", "-3")
+    with pytest.raises(ValueError, match="non-negative integer"):
+        block._row_blocks_apply(x, mask)
+    q = torch.randn(10, 3, 8)
+    monkeypatch.setenv("AION_FAST_BACKEND", "")
+    name, reasons = blocks.varlen_backend(q)
+    assert name == "sdpa" and any("tensor on cpu" in r for r in reasons) and any("dtype float32" in r for r in reasons)
+    monkeypatch.setenv("AION_FAST_BACKEND", "torch,flash")
+    with pytest.raises(_backend.BackendUnavailableError, match="flash backend cannot run varlen_attention"):
+        blocks.varlen_backend(q)
+    monkeypatch.setenv("AION_FAST_BACKEND", "flash,sdpa")
+    with pytest.raises(ValueError, match="two attention backends"):
+        blocks.varlen_backend(q)

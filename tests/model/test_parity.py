@@ -11,7 +11,7 @@ from aion_fast.model import AION
 from tests.model.conftest import TINY_CONFIG, VARIANT_CONFIG, random_padding, random_tokens, total_tokens
 from tests.utils import assert_close_rel
 
-aion = pytest.importorskip("aion")
+aion = pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 from aion.modalities import HSCMagG, LegacySurveyFluxG, LegacySurveyImage, Z  # noqa: E402
 
 INPUT_KEYS = ["tok_image", "tok_spectrum_desi", "tok_flux_g", "tok_z", "catalog", "tok_xp_bp"]

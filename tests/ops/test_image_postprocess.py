@@ -116,6 +116,7 @@ def test_compiles_with_torch_compile(backend):
 
 def test_triton_backend_refuses_cpu_tensors(monkeypatch):
     monkeypatch.setenv(_backend.ENV_VAR, "triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # with the interpreter on, forced Triton takes CPU tensors
     weight, bias = projection()
     with pytest.raises(_backend.BackendUnavailableError, match="not on CUDA"):
         image_postprocess(torch.zeros(1, 54, 2, 2), weight, bias, [0])

@@ -142,5 +142,6 @@ def test_compiles_with_torch_compile(backend):
 
 def test_triton_backend_refuses_cpu_tensors(monkeypatch):
     monkeypatch.setenv(_backend.ENV_VAR, "triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # with the interpreter on, forced Triton takes CPU tensors
     with pytest.raises(_backend.BackendUnavailableError, match="not on CUDA"):
         spectrum_to_observed(decoded(1, 2), GRID)

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+
+pytest.importorskip("aion", reason="needs the reference package aion (polymathic-aion): pip install -e .[test]")
 from aion.codecs.quantizers import FiniteScalarQuantizer as RefFSQ
 from aion.codecs.quantizers import LucidrainsLFQ as RefLFQ
 from aion.codecs.quantizers import ScalarLinearQuantizer as RefLinear

@@ -94,13 +94,16 @@ std::int64_t roar_step(const py::array& logits, const py::array& positions, py::
                        double temperature, std::int64_t top_k, double top_p);
 
 // The same step on CUDA device pointers (R, N, V, L, next_count give the shapes above; bad_count: one zeroed device
-// int64 that receives the error count; stream: a cudaStream_t). Raises ValueError in builds without CUDA.
+// int64 that receives the error count; scratch: scratch_bytes of 8-byte aligned device memory, reused by launches of
+// sample_chunk samples and row_chunk rows (roar_kernels.h, RoarScratch); stream: a cudaStream_t of the current
+// device). Raises ValueError in builds without CUDA.
 std::int64_t roar_step_cuda(std::uintptr_t logits, std::uintptr_t positions, std::uintptr_t tokens,
                             std::uintptr_t input_mask, std::uintptr_t target_mask, std::uintptr_t object_ids,
                             std::uintptr_t sample_ids, std::uintptr_t next_positions, std::uintptr_t bad_count,
                             std::int64_t R, std::int64_t N, std::int64_t V, std::int64_t L, std::int64_t next_count,
                             std::uint64_t seed, std::int64_t step, std::int64_t next_step, double temperature,
-                            std::int64_t top_k, double top_p, std::uintptr_t stream);
+                            std::int64_t top_k, double top_p, std::uintptr_t scratch, std::int64_t scratch_bytes,
+                            std::int64_t sample_chunk, std::int64_t row_chunk, std::uintptr_t stream);
 
 // Whether roar_step_cuda has a kernel in this build.
 bool roar_has_cuda();
