@@ -6,6 +6,7 @@ import argparse
 import json
 
 from aion_fast.data.columns import MODALITY_GROUPS, SURVEY_DEFAULT_GROUPS
+from aion_fast.precision import PRECISIONS
 
 __all__ = ["register"]
 
@@ -73,6 +74,7 @@ def _run_encode(args: argparse.Namespace) -> int:
         workers=args.workers,
         pooling=args.pooling,
         dtype=args.dtype,
+        precision=args.precision,
         progress=not args.quiet,
         row_group_rows=args.row_group_rows,
         verify_inputs=not args.trust_mtime,
@@ -151,6 +153,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     encode.add_argument("--pooling", choices=["mean"], default="mean", help="mean over present tokens")
     encode.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="embedding dtype")
+    encode.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="codec networks and transformer in fp32 (exact, the default) or bf16 (quantization stays fp32; a bf16 "
+        "run reports its token agreement and embedding cosine with fp32 on its first batch)",
+    )
     encode.add_argument(
         "--row-group-rows",
         type=int,

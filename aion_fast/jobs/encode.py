@@ -38,6 +38,7 @@ from aion_fast.jobs.manifest import (
 )
 from aion_fast.jobs.plan import shard_names, shard_states
 from aion_fast.jobs.writer import ShardWriter, finish_shard, load_progress, remove_progress
+from aion_fast.precision import resolve_precision
 
 __all__ = ["BatchEncoder", "EncodeOptions", "discover_inputs", "run_encode"]
 
@@ -63,6 +64,9 @@ class EncodeOptions:
         dtype: ``"float32"`` or ``"float16"`` embeddings in the Parquet files.
         progress: show a progress bar (objects/s and ETA) on stderr.
         row_group_rows: rows per Parquet row group; also the resumption granularity inside a shard.
+        precision: ``"fp32"`` (the exact path; the default) or ``"bf16"`` for the codec networks and the transformer
+            (:mod:`aion_fast.precision`); a bf16 run measures its agreement with fp32 on its first batch (summary and
+            manifest).
         verify_inputs: compare each complete shard's input with its recorded SHA-256 on a re-run (False: size and
             modification time only, for re-runs over inputs too large to read again).
     """
@@ -79,6 +83,7 @@ class EncodeOptions:
     progress: bool = True
     row_group_rows: int = ROW_GROUP_ROWS
     verify_inputs: bool = True
+    precision: str | None = None
 
 
 def discover_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
@@ -124,6 +129,7 @@ def _job_description(checkpoint: Path | str, options: EncodeOptions, label: str)
         "sources": {group: survey for group, survey in options.sources},
         "pooling": options.pooling,
         "dtype": options.dtype,
+        "precision": resolve_precision(options.precision, options.device, what="--precision"),
     }
 
 
@@ -147,6 +153,7 @@ def _check_device(device: str) -> None:
 
 
 def _validate(options: EncodeOptions) -> None:
+    resolve_precision(options.precision, options.device, what="--precision")
     model = None if options.model is None else str(options.model)
     if model is not None and not Path(model).expanduser().is_dir():
         # A hub id is "namespace/name"; anything else that is not a directory was meant as a local path.
@@ -286,7 +293,8 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
             remove_progress(parts_dir, state.name)  # left over if a run stopped right after the record
     todo = [s.index for s in states if not s.complete]
 
-    encoder = BatchEncoder(checkpoint, options.device) if todo else None
+    precision = resolve_precision(options.precision, options.device, what="--precision")
+    encoder = BatchEncoder(checkpoint, options.device, precision) if todo else None
     accepts = _accepts(checkpoint, encoder) if todo else None
     for group in options.modalities or () if accepts is not None else ():
         reasons = {cls.__name__: accepts(cls) for cls in MODALITY_GROUPS[group]}
@@ -340,6 +348,7 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
     remaining = {i: rows_of[i] - (progress_of[i]["rows_done"] if progress_of[i] else 0) for i in todo}
     shard_start: dict[int, float] = {}
     encoded = failed = issues = partial = duplicates = 0
+    precision_check: dict[str, Any] | None = None
     bar = tqdm(total=total, unit="obj", disable=not options.progress, desc=f"rank {rank}/{world}", file=sys.stderr,
                dynamic_ncols=True)  # fmt: skip
 
@@ -361,10 +370,17 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
             finish(index)
         loaded = batches(tasks, selections, loader=options.loader, batch_size=options.batch_size,
                          device=options.device, workers=workers)  # fmt: skip
+        if torch.device(options.device).type == "cuda":  # copies of the next batch overlap this one's compute
+            from aion_fast.jobs.pipeline import Prefetcher
+
+            loaded = Prefetcher(loaded, options.device)
         for batch in loaded:
             index = by_path[batch.file]
             if index not in writers:
                 writers[index] = open_writer(index)
+            if precision != "fp32" and precision_check is None:  # measured once per run, on its first batch
+                precision_check = encoder.compare_with_fp32(batch)
+                details_of[index]["precision_check"] = precision_check
             rows, vectors = encoder(batch)
             writers[index].add(batch, rows, vectors)
             encoded += len(rows)
@@ -398,6 +414,8 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
         "modalities_skipped": issues,
         "duplicate_object_ids": duplicates,
         "modalities_not_in_model": not_in_model,
+        "precision": precision,
+        "precision_check": precision_check,
         "wall_s": round(wall, 3),
         "objects_per_s": round(encoded / wall, 3) if wall > 0 else None,
     }

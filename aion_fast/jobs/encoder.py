@@ -27,19 +27,51 @@ class BatchEncoder:
     Args:
         checkpoint: directory or hub id holding the transformer and the codecs.
         device: where to run.
+        precision: ``"fp32"`` (exact) or ``"bf16"`` for the codec networks and the transformer
+            (:mod:`aion_fast.precision`; quantization stays fp32).
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "cpu"):
+    def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32"):
         from aion_fast.codecs import CodecManager
         from aion_fast.export.runtime import is_exported, load_for_encoding
         from aion_fast.model import AION
 
         self.device = torch.device(device)
+        self.precision = precision
         if is_exported(checkpoint):  # a directory written by `aion-fast export` (ONNX / INT8)
+            if precision != "fp32":
+                raise ValueError(f"--precision {precision}: {checkpoint} is an exported model whose precision is built "
+                                 f"in; leave --precision out.")  # fmt: skip
             self.model, self.codecs = load_for_encoding(checkpoint, self.device)
             return
-        self.model = AION.from_pretrained(checkpoint, encoder_only=True).eval().to(self.device)
-        self.codecs = CodecManager(repo=checkpoint, device=self.device)
+        self.model = AION.from_pretrained(checkpoint, encoder_only=True, precision=precision).eval().to(self.device)
+        self.codecs = CodecManager(repo=checkpoint, device=self.device, precision=precision)
+
+    def compare_with_fp32(self, batch: ObjectBatch) -> dict[str, Any]:
+        """Token agreement and embedding cosine of this encoder's precision against fp32 on one batch.
+
+        Returns:
+            ``{"precision", "objects", "token_agreement": key -> fraction, "embedding_cosine": {"min", "mean"}}``.
+        """
+        from aion_fast.precision import embedding_cosine, token_agreement
+
+        ours_tokens, _ = self.tokens(batch)
+        ours_rows, ours = self(batch)
+        low, model_low = self.codecs.precision, self.model.precision
+        try:
+            self.codecs.precision = self.model.precision = "fp32"
+            ref_tokens, _ = self.tokens(batch)
+            ref_rows, ref = self(batch)
+        finally:
+            self.codecs.precision, self.model.precision = low, model_low
+        if not np.array_equal(ours_rows, ref_rows):
+            raise RuntimeError("fp32 and bf16 passes encoded different objects")
+        return {
+            "precision": self.precision,
+            "objects": len(ours_rows),
+            "token_agreement": token_agreement(ours_tokens, ref_tokens),
+            "embedding_cosine": embedding_cosine(ours, ref),
+        }
 
     def tokens(self, batch: ObjectBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """:func:`batch_tokens` with this encoder's codecs and device."""

@@ -357,3 +357,28 @@ def test_catalog_and_segmentation_reach_a_model_that_takes_them(tmp_path, demo_c
     model = AION.from_pretrained(checkpoint).eval()
     expected = aion_fast.embed(model, tokens, pooling="mean", input_mask=absent)
     assert_close_rel(torch.tensor(np.array(rows["embedding"])), expected[rows["row"]], rtol=1e-5)
+
+
+def test_bf16_precision_reports_its_agreement_with_fp32(tmp_path):
+    """--precision bf16: codec networks and transformer under bf16 autocast (CPU here), agreement with fp32 measured on
+    the first batch and recorded in the summary and the manifest; an fp32 output refuses a bf16 run."""
+    sample = ROOT / "aion_fast" / "data" / "sample" / "mmu" / "legacysurvey"
+    base = dict(batch_size=16, workers=0, progress=False)
+    fp32 = run_encode([sample], tmp_path / "fp32", EncodeOptions(**base))
+    bf16 = run_encode([sample], tmp_path / "bf16", EncodeOptions(precision="bf16", **base))
+    assert fp32["precision"] == "fp32" and fp32["precision_check"] is None
+    check = bf16["precision_check"]
+    assert bf16["precision"] == "bf16" and check["objects"] == 8
+    assert check["token_agreement"]["tok_image"] >= 0.95 and check["token_agreement"]["tok_flux_g"] == 1.0
+    assert check["embedding_cosine"]["min"] >= 0.999
+    manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    assert manifest["job"]["precision"] == "bf16"
+    assert manifest["shards"][0]["precision_check"]["token_agreement"] == check["token_agreement"]
+    a = np.array(_table(next((tmp_path / "fp32").glob("legacysurvey*.parquet")))["embedding"])
+    b = np.array(_table(next((tmp_path / "bf16").glob("legacysurvey*.parquet")))["embedding"])
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.999
+    with pytest.raises(ValueError, match="precision"):
+        run_encode([sample], tmp_path / "fp32", EncodeOptions(precision="bf16", **base))
+    with pytest.raises(ValueError, match="--precision"):
+        run_encode([sample], tmp_path / "x", EncodeOptions(precision="fp8", **base))
