@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv with the test extras (scripts/setup.sh --test) and run the test suite, base-size comparisons with
-# the reference included (-m "not gpu": about a minute more than pyproject's default "not slow and not gpu").
+# the reference included (-m "not gpu and not heavy": a few minutes more than pyproject's default "not slow and not gpu";
+# `-m heavy` runs the multi-minute checks left out here).
 # Arguments replace that default and go to pytest, e.g. `bash scripts/test.sh -m "not slow" tests/model`.
 #
 # Fails when the C++ extension did not build (the cpp tests would only be skipped), unless AION_FAST_NO_EXT=1
@@ -19,7 +20,7 @@ load: ' + str(b.extension_error()) + ' (set AION_FAST_NO_EXT=1 to test the pure-
 fi
 
 if [ "$#" -eq 0 ]; then
-  set -- -m "not gpu"
+  set -- -m "not gpu and not heavy"
 fi
 echo "+ $PY -m pytest -q $*" >&2
 set +e

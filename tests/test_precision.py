@@ -101,6 +101,7 @@ def test_fp32_default_is_the_exact_path_and_embed_returns_float32():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_bf16_vs_fp32_at_base_size_random_weights():
     """Base-size image and spectrum codecs and transformer (random weights, batch 2): bf16 vs fp32 on the CPU."""
     figures = base_size_figures("cpu", batch=2)

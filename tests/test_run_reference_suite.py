@@ -65,7 +65,7 @@ def test_needs_hub_weights():
 """
 
 
-@pytest.mark.parametrize("package", ["aion_fast", pytest.param("aion", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("package", ["aion_fast", pytest.param("aion", marks=[pytest.mark.slow, pytest.mark.heavy])])
 def test_runs_a_suite_offline_against_either_package(tmp_path, package):
     pytest.importorskip("aion")
     suite = tmp_path / "AION" / "tests"

@@ -55,6 +55,7 @@ def test_dry_run_of_the_quick_steps(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_dry_run_reports_every_step(tmp_path):
     result = subprocess.run(["bash", str(SCRIPT), str(tmp_path), "--dry-run"], cwd=ROOT, capture_output=True,
                             text=True, timeout=1200, env={**_env(), "PYTHON": sys.executable})  # fmt: skip
