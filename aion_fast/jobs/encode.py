@@ -36,6 +36,7 @@ from aion_fast.jobs.manifest import (
     merge_manifest,
     shards_of_rank,
 )
+from aion_fast.jobs.pipeline import BackgroundWriter
 from aion_fast.jobs.plan import shard_names, shard_states
 from aion_fast.jobs.writer import ShardWriter, finish_shard, load_progress, remove_progress
 from aion_fast.precision import resolve_precision
@@ -374,23 +375,24 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
             from aion_fast.jobs.pipeline import Prefetcher
 
             loaded = Prefetcher(loaded, options.device)
-        for batch in loaded:
-            index = by_path[batch.file]
-            if index not in writers:
-                writers[index] = open_writer(index)
-            if precision != "fp32" and precision_check is None:  # measured once per run, on its first batch
-                precision_check = encoder.compare_with_fp32(batch)
-                details_of[index]["precision_check"] = precision_check
-            rows, vectors = encoder(batch)
-            writers[index].add(batch, rows, vectors)
-            encoded += len(rows)
-            failed += batch.size - len(rows)
-            issues += sum(1 for issue in batch.issues if issue.modality != "*")
-            partial += len({issue.row for issue in batch.issues if issue.modality != "*"} & set(rows.tolist()))
-            remaining[index] -= batch.size
-            bar.update(batch.size)
-            if remaining[index] == 0:
-                finish(index)
+        with BackgroundWriter(max_pending=4) as background:  # Parquet parts and shard files: off this thread, in order
+            for batch in loaded:
+                index = by_path[batch.file]
+                if index not in writers:
+                    writers[index] = open_writer(index)
+                if precision != "fp32" and precision_check is None:  # measured once per run, on its first batch
+                    precision_check = encoder.compare_with_fp32(batch)
+                    details_of[index]["precision_check"] = precision_check
+                rows, vectors = encoder(batch)
+                background.submit(writers[index].add, batch, rows, vectors)
+                encoded += len(rows)
+                failed += batch.size - len(rows)
+                issues += sum(1 for issue in batch.issues if issue.modality != "*")
+                partial += len({issue.row for issue in batch.issues if issue.modality != "*"} & set(rows.tolist()))
+                remaining[index] -= batch.size
+                bar.update(batch.size)
+                if remaining[index] == 0:
+                    background.submit(finish, index)
     finally:
         bar.close()
         hashing.shutdown(wait=True)

@@ -490,8 +490,8 @@ def test_decision_thresholds_match_reference_densely(ext, levels):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("level", [5, 7, 8])
-def test_decision_thresholds_exhaustive(ext, level):
+@pytest.mark.parametrize("level", [5, *(pytest.param(level, marks=pytest.mark.heavy) for level in (7, 8))])
+def test_decision_thresholds_exhaustive(ext, level):  # ~2.5 min per level: CI proves 5, `-m heavy` the others
     """All 2^32 float32 latents of one channel of each level the codecs use: thresholds == reference (~10 min each)."""
     chunk = 1 << 24
     for start in range(0, 1 << 32, chunk):
