@@ -9,7 +9,6 @@ loader (:mod:`aion_fast.jobs.loader`), embeds them (:class:`~aion_fast.jobs.enco
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -24,21 +23,19 @@ from typing import Any
 import torch
 
 from aion_fast.data.columns import MODALITY_GROUPS, SURVEY_DEFAULT_GROUPS
-from aion_fast.data.mmu import check_columns, row_ranges, selection_of
 from aion_fast.jobs.encoder import BatchEncoder
-from aion_fast.jobs.loader import auto_workers, batches, open_input
+from aion_fast.jobs.loader import auto_workers, batches
 from aion_fast.jobs.lock import OutputLock, check_identity
 from aion_fast.jobs.manifest import (
     cached_checkpoint_digest,
     distributed_rank,
     file_sha256,
-    input_stat,
     merge_manifest,
     shards_of_rank,
 )
 from aion_fast.jobs.pipeline import BackgroundWriter
-from aion_fast.jobs.plan import shard_names, shard_states
-from aion_fast.jobs.writer import ShardWriter, finish_shard, load_progress, remove_progress
+from aion_fast.jobs.plan import plan_tasks, shard_names, shard_states
+from aion_fast.jobs.writer import ShardWriter, finish_shard, remove_progress
 from aion_fast.precision import resolve_precision
 
 __all__ = ["BatchEncoder", "EncodeOptions", "discover_inputs", "run_encode"]
@@ -304,40 +301,12 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
             raise ValueError(f"--modalities {group}: the model takes none of its modalities ({why}); leave {group} "
                              f"out, or pass a --model that has it.")  # fmt: skip
     grid = _spectrum_grid(checkpoint) if todo else None
-    tasks: list[tuple[str, int, int]] = []
-    rows_of: dict[int, int] = {}
-    progress_of: dict[int, dict | None] = {}
-    identity_of: dict[int, dict] = {}
-    details_of: dict[int, dict] = {}
-    selections = {}
-    not_in_model: dict[str, str] = {}
-    for index in todo:
-        with open_input(inputs[index]) as handle:
-            chunk = handle.chunk_rows()
-            rows_of[index] = handle.num_rows
-            selection = selection_of(handle, options.modalities, sources=dict(options.sources), accepts=accepts)
-            check_columns(handle, selection)  # a column of the wrong shape stops the job here, naming it
-            selection = dataclasses.replace(selection, spectrum_grid=grid)
-            details_of[index] = {
-                "format": getattr(handle, "format", "mmu-hdf5"),
-                "id_column": "/".join(filter(None, selection.id_column)) if selection.id_column else None,
-                "modalities_used": selection.modality_names(),
-                "modalities_not_in_model": dict(selection.not_in_model),
-            }
-        selections[str(inputs[index])] = selection
-        not_in_model.update(selection.not_in_model)
-        align = chunk if chunk <= options.batch_size else 1
-        ranges = row_ranges(rows_of[index], options.batch_size, align)
-        size, mtime_ns = input_stat(inputs[index])
-        step = ranges[0][1] - ranges[0][0] if ranges else 0
-        identity_of[index] = {"size": size, "mtime_ns": mtime_ns, "step": step,
-                              "row_group_rows": options.row_group_rows}  # fmt: skip
-        progress_of[index] = load_progress(parts_dir, names[index], job, identity_of[index])
-        if progress_of[index] is None:
-            remove_progress(parts_dir, names[index])
-        first = progress_of[index]["rows_done"] if progress_of[index] else 0
-        done_before += first
-        tasks += [(str(inputs[index]), a, b) for a, b in ranges if a >= first]
+    plan = plan_tasks(inputs, names, todo, parts_dir, job, groups=options.modalities, sources=dict(options.sources),
+                      accepts=accepts, batch_size=options.batch_size, row_group_rows=options.row_group_rows,
+                      spectrum_grid=grid)  # fmt: skip
+    tasks, rows_of, progress_of, identity_of = plan.tasks, plan.rows_of, plan.progress_of, plan.identity_of
+    details_of, selections, not_in_model = plan.details_of, plan.selections, plan.not_in_model
+    done_before += plan.rows_done
     check_identity(out, identity)
     total = sum(rows_of.values()) - sum(p["rows_done"] for p in progress_of.values() if p)
     workers = auto_workers(options.workers, options.device, len(tasks))

@@ -18,7 +18,16 @@ from typing import Any
 from aion_fast.data.formats import locate
 from aion_fast.jobs.manifest import parquet_rows, read_record, warn
 
-__all__ = ["OutputConflictError", "ShardState", "differences", "relative_name", "shard_name", "shard_states"]
+__all__ = [
+    "OutputConflictError",
+    "ShardState",
+    "TaskPlan",
+    "differences",
+    "plan_tasks",
+    "relative_name",
+    "shard_name",
+    "shard_states",
+]
 
 
 class OutputConflictError(ValueError):
@@ -159,3 +168,72 @@ def shard_states(
             state.rows_in = record["rows_in"]
         states.append(state)
     return states
+
+
+@dataclass
+class TaskPlan:
+    """The row ranges still to run for a job's unfinished shards, and what each shard contributes.
+
+    Attributes:
+        tasks: ``(input, start, stop)`` row ranges, after each shard's last recorded part.
+        rows_of: shard index -> input rows.
+        progress_of: shard index -> its progress record to resume from (None: start afresh).
+        identity_of: shard index -> what a progress record must match (input size and mtime, batch step).
+        details_of: shard index -> format, id column, modalities used and not in the model (for its record).
+        selections: input path -> its :class:`~aion_fast.data.columns.Selection`.
+        not_in_model: modality class name -> why the model cannot take it (over every shard).
+        rows_done: input rows already in recorded parts.
+    """
+
+    tasks: list[tuple[str, int, int]]
+    rows_of: dict[int, int]
+    progress_of: dict[int, dict | None]
+    identity_of: dict[int, dict]
+    details_of: dict[int, dict]
+    selections: dict[str, Any]
+    not_in_model: dict[str, str]
+    rows_done: int
+
+
+def plan_tasks(
+    inputs: Sequence[str], names: Sequence[str], todo: Sequence[int], parts_dir: Path, job: dict[str, Any], *,
+    groups: Sequence[str] | None, sources: dict[str, str], accepts: Any, batch_size: int, row_group_rows: int,
+    spectrum_grid: tuple[float, float, int] | None = None,
+) -> TaskPlan:  # fmt: skip
+    """Opens each unfinished shard once: chooses what it contributes (a column of the wrong shape stops the job
+    here, naming it), splits it into row ranges aligned on its chunks, and finds where a stopped run left it."""
+    import dataclasses
+
+    from aion_fast.data.mmu import check_columns, row_ranges, selection_of
+    from aion_fast.jobs.loader import open_input
+    from aion_fast.jobs.manifest import input_stat
+    from aion_fast.jobs.writer import load_progress, remove_progress
+
+    plan = TaskPlan([], {}, {}, {}, {}, {}, {}, 0)
+    for index in todo:
+        with open_input(inputs[index]) as handle:
+            chunk = handle.chunk_rows()
+            plan.rows_of[index] = handle.num_rows
+            selection = selection_of(handle, groups, sources=sources, accepts=accepts)
+            check_columns(handle, selection)
+            selection = dataclasses.replace(selection, spectrum_grid=spectrum_grid)
+            plan.details_of[index] = {
+                "format": getattr(handle, "format", "mmu-hdf5"),
+                "id_column": "/".join(filter(None, selection.id_column)) if selection.id_column else None,
+                "modalities_used": selection.modality_names(),
+                "modalities_not_in_model": dict(selection.not_in_model),
+            }
+        plan.selections[str(inputs[index])] = selection
+        plan.not_in_model.update(selection.not_in_model)
+        ranges = row_ranges(plan.rows_of[index], batch_size, chunk if chunk <= batch_size else 1)
+        size, mtime_ns = input_stat(inputs[index])
+        step = ranges[0][1] - ranges[0][0] if ranges else 0
+        identity = {"size": size, "mtime_ns": mtime_ns, "step": step, "row_group_rows": row_group_rows}
+        plan.identity_of[index] = identity
+        plan.progress_of[index] = load_progress(parts_dir, names[index], job, identity)
+        if plan.progress_of[index] is None:
+            remove_progress(parts_dir, names[index])
+        first = plan.progress_of[index]["rows_done"] if plan.progress_of[index] else 0
+        plan.rows_done += first
+        plan.tasks += [(str(inputs[index]), a, b) for a, b in ranges if a >= first]
+    return plan

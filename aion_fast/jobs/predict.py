@@ -41,21 +41,20 @@ import torch
 
 from aion_fast import modalities as m
 from aion_fast.data.columns import MODALITY_GROUPS, SURVEY_DEFAULT_GROUPS
-from aion_fast.data.mmu import ObjectBatch, row_ranges, selection_of
+from aion_fast.data.mmu import ObjectBatch
 from aion_fast.jobs.encode import init_process_group, prepare_output
 from aion_fast.jobs.encoder import batch_tokens, model_inputs, presence_groups
-from aion_fast.jobs.loader import auto_workers, batches, open_input
+from aion_fast.jobs.loader import auto_workers, batches
 from aion_fast.jobs.lock import OutputLock, check_identity
 from aion_fast.jobs.manifest import (
     cached_checkpoint_digest,
     distributed_rank,
     file_sha256,
-    input_stat,
     merge_manifest,
     shards_of_rank,
 )
-from aion_fast.jobs.plan import shard_names, shard_states
-from aion_fast.jobs.writer import ShardWriter, finish_shard, load_progress, object_fields, remove_progress
+from aion_fast.jobs.plan import plan_tasks, shard_names, shard_states
+from aion_fast.jobs.writer import ShardWriter, finish_shard, object_fields, remove_progress
 
 __all__ = [
     "PERCENTILES",
@@ -495,38 +494,21 @@ def run_predict(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
         predictor = Predictor(checkpoint, target, options) if todo else None
         schema = predictor.schema(job) if predictor else None
         accepts = _accepts(checkpoint, predictor) if todo else None
-        tasks: list[tuple[str, int, int]] = []
-        rows_of: dict[int, int] = {}
-        progress_of: dict[int, dict | None] = {}
-        identity_of: dict[int, dict] = {}
-        details_of: dict[int, dict] = {}
-        selections = {}
-        not_in_model: dict[str, str] = {}
-        for index in todo:
-            with open_input(inputs[index]) as handle:
-                chunk = handle.chunk_rows()
-                rows_of[index] = handle.num_rows
-                selection = selection_of(handle, options.inputs, sources=dict(options.sources), accepts=accepts)
-                details_of[index] = {
-                    "format": getattr(handle, "format", "mmu-hdf5"),
-                    "id_column": "/".join(filter(None, selection.id_column)) if selection.id_column else None,
-                    "modalities_used": selection.modality_names(),
-                    "modalities_not_in_model": dict(selection.not_in_model),
-                }
-            selections[str(inputs[index])] = selection
-            not_in_model.update(selection.not_in_model)
-            align = chunk if chunk <= options.batch_size else 1
-            ranges = row_ranges(rows_of[index], options.batch_size, align)
-            size, mtime_ns = input_stat(inputs[index])
-            step = ranges[0][1] - ranges[0][0] if ranges else 0
-            identity_of[index] = {"size": size, "mtime_ns": mtime_ns, "step": step,
-                                  "row_group_rows": options.row_group_rows}  # fmt: skip
-            progress_of[index] = load_progress(parts_dir, names[index], job, identity_of[index])
-            if progress_of[index] is None:
-                remove_progress(parts_dir, names[index])
-            first = progress_of[index]["rows_done"] if progress_of[index] else 0
-            done_before += first
-            tasks += [(str(inputs[index]), a, b) for a, b in ranges if a >= first]
+        plan = plan_tasks(
+            inputs,
+            names,
+            todo,
+            parts_dir,
+            job,
+            groups=options.inputs,
+            sources=dict(options.sources),
+            accepts=accepts,
+            batch_size=options.batch_size,
+            row_group_rows=options.row_group_rows,
+        )
+        tasks, rows_of, progress_of, identity_of = plan.tasks, plan.rows_of, plan.progress_of, plan.identity_of
+        details_of, selections, not_in_model = plan.details_of, plan.selections, plan.not_in_model
+        done_before += plan.rows_done
         check_identity(out, job)  # recorded once the plan holds
         total = sum(rows_of.values()) - sum(p["rows_done"] for p in progress_of.values() if p)
         workers = auto_workers(options.workers, options.device, len(tasks))
