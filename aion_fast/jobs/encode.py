@@ -390,9 +390,17 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
         "wall_s": round(wall, 3),
         "objects_per_s": round(encoded / wall, 3) if wall > 0 else None,
     }
+    return close_job(summary, out, names, job, rank, distributed)
+
+
+def close_job(
+    summary: dict[str, Any], out: Path, names: Sequence[str], job: dict[str, Any], rank: int, distributed: bool
+) -> dict[str, Any]:
+    """End of a job's rank (encode and predict): once every shard of ``names`` has its record, rank 0 (or the only
+    process) merges ``manifest.json`` and the summary names it; ranks of a torchrun job meet at barriers around that."""
     if distributed:
         torch.distributed.barrier()
-    complete = all((parts_dir / f"{name}.json").is_file() for name in names)
+    complete = all((out / "_parts" / f"{name}.json").is_file() for name in names)
     if complete and (rank == 0 or not distributed):
         summary["manifest"] = str(out / "manifest.json")
         merge_manifest(out, job)

@@ -42,7 +42,7 @@ import torch
 from aion_fast import modalities as m
 from aion_fast.data.columns import MODALITY_GROUPS, SURVEY_DEFAULT_GROUPS
 from aion_fast.data.mmu import ObjectBatch
-from aion_fast.jobs.encode import init_process_group, prepare_output
+from aion_fast.jobs.encode import close_job, init_process_group, prepare_output
 from aion_fast.jobs.encoder import batch_tokens, model_inputs, presence_groups
 from aion_fast.jobs.loader import auto_workers, batches
 from aion_fast.jobs.lock import OutputLock, check_identity
@@ -50,7 +50,6 @@ from aion_fast.jobs.manifest import (
     cached_checkpoint_digest,
     distributed_rank,
     file_sha256,
-    merge_manifest,
     shards_of_rank,
 )
 from aion_fast.jobs.plan import plan_tasks, shard_names, shard_states
@@ -573,16 +572,7 @@ def run_predict(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
             "wall_s": round(wall, 3),
             "objects_per_s": round(predicted / wall, 3) if wall > 0 else None,
         }
-        if distributed:
-            torch.distributed.barrier()
-        complete = all((parts_dir / f"{name}.json").is_file() for name in names)
-        if complete and (rank == 0 or not distributed):
-            summary["manifest"] = str(out / "manifest.json")
-            merge_manifest(out, job)
-        if distributed:
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-        return summary
+        return close_job(summary, out, names, job, rank, distributed)
 
 
 def _empty_columns(schema) -> dict[str, np.ndarray]:

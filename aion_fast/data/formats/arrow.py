@@ -20,8 +20,8 @@ import re
 
 import numpy as np
 
-from aion_fast.data.formats.base import CONFIG_SURVEYS, SURVEYS, Column, Source, locate, split_prefix
-from aion_fast.data.formats.nested import Leaf, flatten_schema, leaf_to_numpy, select
+from aion_fast.data.formats.base import CONFIG_SURVEYS, SURVEYS, Column, locate, split_prefix
+from aion_fast.data.formats.nested import Leaf, NestedSource, flatten_schema, leaf_to_numpy, select
 
 __all__ = ["ArrowDirSource", "BUILDER_FEATURES", "is_arrow_dir"]
 
@@ -152,7 +152,7 @@ def _surveys_present(schema, description: str) -> list[str]:
     return [survey for survey in SURVEYS if names & _OWN_FEATURES[survey]]
 
 
-class ArrowDirSource(Source):
+class ArrowDirSource(NestedSource):
     """One ``save_to_disk`` dataset directory."""
 
     format = "mmu-arrow"
@@ -217,15 +217,6 @@ class ArrowDirSource(Source):
         leaf = self._leaves[column]
         array = select(self._table.column(leaf.top).slice(start, stop - start), leaf)
         return leaf_to_numpy(array, leaf)
-
-    def row_shape(self, column: Column) -> tuple[int, ...]:
-        if column not in self._shapes:
-            leaf = self._leaves[column]
-            shape = tuple(self.read(column, 0, 1).shape[1:]) if self.num_rows else ()
-            if leaf.ragged and shape:
-                shape = (-1, *shape[1:])
-            self._shapes[column] = shape
-        return self._shapes[column]
 
     def chunk_rows(self) -> int:
         return self._batch_rows

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aion_fast.data.formats.base import ALIASES
+from aion_fast.data.formats.base import ALIASES, Column, Source
 
 __all__ = ["Leaf", "flatten_schema", "leaf_to_numpy", "survey_from_fields"]
 
@@ -257,3 +257,21 @@ def leaf_to_numpy(array, leaf: Leaf) -> np.ndarray:
             raise ValueError(f"column {leaf.raw}: rows have different lengths, which MMU only allows for spectra.")
         return _pad(values, leaf.canonical)
     return values
+
+
+class NestedSource(Source):
+    """A source over Arrow tables of HF builder features (hub Parquet, cross-match dirs): subclasses set ``_leaves``
+    (column -> :class:`Leaf`) and an empty ``_shapes`` cache."""
+
+    _leaves: dict[Column, Leaf]
+    _shapes: dict[Column, tuple[int, ...]]
+
+    def row_shape(self, column: Column) -> tuple[int, ...]:
+        """Per-row shape of a column, read from the first row; -1 on the axis whose length varies between rows."""
+        if column not in self._shapes:
+            leaf = self._leaves[column]
+            shape = tuple(self.read(column, 0, 1).shape[1:]) if self.num_rows else ()
+            if leaf.ragged and shape:
+                shape = (-1, *shape[1:])
+            self._shapes[column] = shape
+        return self._shapes[column]

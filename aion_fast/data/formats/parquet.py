@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from aion_fast.data.formats.base import Column, Source, locate
-from aion_fast.data.formats.nested import Leaf, flatten_schema, leaf_to_numpy, select, survey_from_fields
+from aion_fast.data.formats.base import Column, locate
+from aion_fast.data.formats.nested import Leaf, NestedSource, flatten_schema, leaf_to_numpy, select, survey_from_fields
 
 __all__ = ["ParquetSource", "is_parquet"]
 
@@ -30,7 +30,7 @@ def is_parquet(path: str) -> bool:
         return head == b"PAR1" and handle.read(4) == b"PAR1"
 
 
-class ParquetSource(Source):
+class ParquetSource(NestedSource):
     """One HF Parquet shard."""
 
     format = "mmu-parquet"
@@ -90,15 +90,6 @@ class ParquetSource(Source):
 
     def _empty(self, leaf: Leaf):
         return self._file.schema_arrow.empty_table().column(leaf.top)
-
-    def row_shape(self, column: Column) -> tuple[int, ...]:
-        if column not in self._shapes:
-            leaf = self._leaves[column]
-            shape = tuple(self.read(column, 0, 1).shape[1:]) if self.num_rows else ()
-            if leaf.ragged and shape:
-                shape = (-1, *shape[1:])
-            self._shapes[column] = shape
-        return self._shapes[column]
 
     def chunk_rows(self) -> int:
         return int(self._starts[1]) if len(self._starts) > 1 else 1
