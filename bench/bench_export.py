@@ -17,8 +17,9 @@ image network (B, 54, 96, 96), the spectrum network (B, 2, G).
 INT8 on a CPU without VNNI (this project's 2-core EPYC) is expected near 1.1x for the transformer (ENVIRONMENT.md);
 the speed-up INT8 exists for is on VNNI/AMX CPUs and on GPUs (see the PyTorch INT8/FP8 path, validated on GPU).
 
-Run: ``python -m pytest bench/bench_export.py -o python_files='bench_*.py' --benchmark-json=bench/results/export.json``
-then ``python bench/bench_export.py bench/results/export.json`` prints fp32 / INT8 ratios per group.
+Run: ``python -m pytest bench/bench_export.py -o python_files='bench_*.py' \
+    --benchmark-json=bench/results/export-cpu-2core-<commit>.json``
+then ``python bench/bench_export.py bench/results/export-cpu-2core-<commit>.json`` prints fp32 / INT8 ratios per group.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ scores and without the activation-checkpointing recompute, over the device's den
 * GPU (when present): AION-1-B (width 768, 12 + 12 blocks), bf16, activation checkpointing, batch 64; ``packed``
   uses flash-attn's varlen kernels when flash-attn is installed (``extra_info["attention_backend"]``).
 
-Run: ``python -m pytest bench/bench_train.py -o python_files='bench_*.py' --benchmark-json=bench/results/train.json``.
+Run: ``python -m pytest bench/bench_train.py -o python_files='bench_*.py' \
+    --benchmark-json=bench/results/train-cpu-2core-<commit>.json``.
 """
 
 from __future__ import annotations
