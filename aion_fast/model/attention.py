@@ -165,18 +165,24 @@ class AttentionMask:
             No mask when nothing is hidden; with present keys first and at least one per sample, the boolean mask
             plus its :class:`KeyPadding` (the key-padding paths of :func:`attend`); else :meth:`from_hidden`'s mask.
         """
-        if padding is None or not bool(padding.any()):
+        if padding is None:
             return cls()
         present = ~padding
         lengths = present.sum(dim=1)
-        present_first = not bool((padding[:, :-1] & present[:, 1:]).any())
-        if not present_first or not bool(lengths.all()):
+        any_hidden, holes, keyless = torch.stack(  # one host sync for the three questions
+            [padding.any(), (padding[:, :-1] & present[:, 1:]).any(), (lengths == 0).any()]
+        ).tolist()
+        if not any_hidden:
+            return cls()
+        if holes or keyless:  # a present key after an absent one, or a sample without keys
             return cls.from_hidden(padding[:, None, :])
-        distinct = torch.unique(lengths).tolist()
-        if len(distinct) == 1:
-            buckets = ((int(distinct[0]), None),)
+        values, counts = torch.unique(lengths, return_counts=True)
+        values, counts = torch.stack([values, counts]).tolist()
+        if len(values) == 1:
+            buckets = ((int(values[0]), None),)
         else:
-            buckets = tuple((int(length), torch.nonzero(lengths == length).flatten()) for length in distinct)
+            rows = torch.argsort(lengths, stable=True).split(counts)
+            buckets = tuple((int(length), group) for length, group in zip(values, rows, strict=True))
         return cls(allowed=present[:, None, None, :], key_padding=KeyPadding(lengths, buckets, present))
 
 

@@ -6,7 +6,12 @@ deliberate difference: ``num_encoder_tokens`` defaults to *all* given tokens (th
 
 Sequence layout. Inputs are concatenated modality by modality in the order of ``input_dict``. Tokens flagged in
 ``input_mask`` (True = absent) are moved behind the present ones (stable order), zeroed, and hidden from attention;
-``num_encoder_tokens`` then keeps the first tokens of that order.
+``num_encoder_tokens`` then keeps the first tokens of that order (:mod:`aion_fast.model.sequence`).
+
+Stages, public as 4M's sampler uses them: :meth:`AION.embed_input_sequence` (a :class:`TokenSequence`),
+:meth:`AION.encode_sequence` (context and its key mask), :meth:`AION.embed_target_sequence`,
+:meth:`AION.forward_decoder`, :meth:`AION.forward_logits`; the reference's tuple-returning ``embed_inputs`` /
+``embed_targets`` wrap them. Inputs are validated once, at these entries (:mod:`aion_fast.model.validation`).
 """
 
 from __future__ import annotations
