@@ -110,7 +110,7 @@ def test_train_step(benchmark, record, bench_device, tmp_path, attention, precis
     seconds = benchmark.stats.stats.median
     info = {"tokens_per_step": tokens, "tokens_per_s": tokens / seconds, "loss": metrics["loss"]}
     if bench_device == "cuda":
-        from aion_fast.model.blocks import varlen_backend
+        from aion_fast.model.attention import varlen_backend
 
         encoder_params, decoder_params = _block_parameters(trainer.model)
         flops = 6 * (encoder_params * metrics["num_inputs"] + decoder_params * metrics["num_targets"])

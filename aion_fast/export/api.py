@@ -357,13 +357,13 @@ def _build_codec_network(
 
 def default_model_label() -> str:
     """How the export records the checkpoint used when no ``model`` is given."""
-    from aion_fast.demo import default_model
+    from aion_fast.hub import default_model
 
     return default_model()[1]
 
 
 def _local_checkpoint(model: str | os.PathLike | None) -> Path:
-    from aion_fast.demo import default_model
+    from aion_fast.hub import default_model
 
     if model is None:
         return default_model()[0]
@@ -435,7 +435,7 @@ def export(
     """Exports a checkpoint into a self-describing directory that ``--model`` accepts everywhere.
 
     Args:
-        model: checkpoint directory or hub id; ``None`` = the bundled demo model (``aion_fast.demo.default_model``).
+        model: checkpoint directory or hub id; ``None`` = the bundled demo model (``aion_fast.hub.default_model``).
         output: directory to write (must not hold an export unless ``overwrite``).
         format: ``"onnx"`` (ONNX Runtime) or ``"torch"`` (PyTorch INT8/FP8 applied when loaded, for GPUs).
         precision: ``"fp32"`` / ``"int8"`` for onnx; ``"int8"`` / ``"fp8"`` for torch.

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from aion_fast import modalities as m
 from aion_fast.codecs.spectral_grid import interp_from_grid, interp_to_grid, latent_wavelength
 from aion_fast.codecs.spectrum import SpectrumCodec
-from aion_fast.data.desi import read_desi_coadd
+from tests.data_tests.desi_coadd import read_desi_coadd
 from tests.utils import assert_close_rel, assert_tokens_equal
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "desi_edr"
@@ -113,7 +113,7 @@ def spectrum_codecs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spectrum_desi_edr() -> m.DESISpectrum:
-    """The 3 real DESI EDR spectra of tests/data, joined by aion_fast.data.desi."""
+    """The 3 real DESI EDR spectra of tests/data, joined by tests/data_tests/desi_coadd.py."""
     reads = [read_desi_coadd(DATA / name) for name in ("coadd-5-169-thru20210419.fits", "coadd-sv3-dark-26065.fits")]
     arrays = {
         k: torch.from_numpy(np.concatenate([r[k] for r in reads])) for k in ("flux", "ivar", "mask", "wavelength")
