@@ -11,9 +11,9 @@ import torch
 
 from aion_fast.codecs.spectral_grid import latent_wavelength
 from aion_fast.ops.image_preprocess import torch_image_preprocess
-from aion_fast.ops.spectrum_grid import _istd, torch_spectrum_to_latent
+from aion_fast.ops.spectrum_to_latent import _istd, torch_spectrum_to_latent
 from tests.ops.test_image_preprocess import realistic_images, survey_args
-from tests.ops.test_spectrum_grid import spectra
+from tests.ops.test_spectrum_to_latent import spectra
 
 RTOL, ATOL = 2e-6, 1e-7
 
@@ -57,7 +57,7 @@ def test_image_preprocess_kernel(device):
 
 
 def test_spectrum_to_latent_kernel(device):
-    from aion_fast.kernels.spectrum_grid import spectrum_to_latent_fwd
+    from aion_fast.kernels.spectrum_to_latent import spectrum_to_latent_fwd
 
     grid = latent_wavelength(3500.0, 0.8, 2000)
     for batch, length, start, step in ((3, 1500, 3400.0, 1.3), (1, 7, 4000.0, 3.0)):
