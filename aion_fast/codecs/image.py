@@ -2,14 +2,16 @@ r"""The multi-survey image codec: Legacy Survey and HSC cut-outs <-> 576 FSQ tok
 
 Encoding a batch of one survey's images (B, C, H, W):
 
-1. :func:`~aion_fast.ops.image_preprocess` (C++ on CPU, dispatched; the PyTorch fallback is the crop, clip and
-   compression of :mod:`~aion_fast.codecs.preprocessing` + placement): central 96x96 crop, per-band clip, HSC
-   zero-point rescale, arcsinh range compression and placement of the C bands in the fixed 9-band layout
-   (``BAND_TO_INDEX``, absent bands 0), in one pass (float32, never touching the caller's tensor).
-2. :class:`SubsampledLinear`: project each pixel to 54 channels, :math:`\hat x = \sqrt{9 / C}\,(\tilde x W^\top + b)`,
-   the factor keeping the feature norm independent of how many bands are present.
-3. :class:`~aion_fast.codecs.nn.magvit.MagVitAE` encoder to (B, 512, 24, 24), 1x1 convolution to the 5 FSQ
-   channels, flatten to (B, 5, 576), FSQ with levels [7, 5, 5, 5, 5] -> int64 tokens (B, 576).
+1. ``preprocess``: the dispatched :func:`~aion_fast.ops.image_preprocess` (C++ on CPU; its PyTorch reference under
+   autograd): central 96x96 crop, per-band clip, HSC zero-point rescale, arcsinh range compression and placement of
+   the C bands in the fixed 9-band layout (``BAND_TO_INDEX``, absent bands 0), in one pass (float32, never touching
+   the caller's tensor).
+2. ``encode_latents``: :class:`SubsampledLinear` projects each pixel to 54 channels,
+   :math:`\hat x = \sqrt{9 / C}\,(\tilde x W^\top + b)`, the factor keeping the feature norm independent of how
+   many bands are present;
+3. then :class:`ImageEncoderNetwork` (:class:`~aion_fast.codecs.nn.magvit.MagVitAE` encoder to (B, 512, 24, 24),
+   1x1 convolution to the 5 FSQ channels), flattened to (B, 5, 576); ``quantize``: FSQ with levels [7, 5, 5, 5, 5]
+   -> int64 tokens (B, 576).
 
 Decoding inverts each step (FSQ codes, 1x1 convolution, MagViT decoder, then :func:`~aion_fast.ops.image_postprocess`:
 54 -> 9 projection, sinh, HSC rescale and band selection in one dispatched pass) and returns the requested bands of

@@ -1,34 +1,11 @@
-r"""The spectrum codec's latent wavelength grid and the linear interpolation between it and observed grids.
+r"""The spectrum codec's latent wavelength grid, as checkpoint buffers (:class:`LatentSpectralGrid`).
 
 Every spectrum, whatever its survey, is resampled onto one uniform grid before the network sees it:
-
-.. math::
-
-    \lambda_k = \lambda_\text{min} + k\,\Delta\lambda, \qquad k = 0, \dots, G - 1
-
-(AION-1: :math:`\lambda_\text{min} = 3500` Å, :math:`\Delta\lambda = 0.8` Å, :math:`G = 8704`, i.e. up to
-10462.4 Å; paper §4.2.1). The grid values are float32, computed as ``float32(k) * float32(Δλ) + float32(λ_min)``
-like the reference, so grids built here equal the ``_wavelength`` buffers stored in its checkpoints bit for bit.
-
-Resampling is piecewise-linear interpolation of samples :math:`(x_j, y_j)`, :math:`x` strictly increasing, at new
-abscissae :math:`u`:
-
-.. math::
-
-    j(u) = \operatorname{clip}\bigl(\#\{j : x_j < u\} - 1,\ 0,\ n - 2\bigr), \qquad
-    y(u) = y_j + (u - x_j)\,\frac{y_j - y_{j+1}}{x_j - x_{j+1}} \quad (j = j(u)),
-
-and :math:`y(u) = 0` for :math:`u` outside :math:`[x_0, x_{n-1}]`. The float32 operations are evaluated in exactly
-this order (difference quotient first, then one multiply and one add), which is the order of the reference
-implementation: codec tokens depend on these values bit for bit. The slopes are formed only at the segments that are
-used, and one search serves every channel of a batch.
-
-The segment search of these PyTorch functions is ``torch.searchsorted`` in both directions; for the encoder it
-places the ``G`` grid points in each row's sorted wavelengths, O(G log L) per row, batched over rows. The compiled
-ops find the same segments faster: :func:`aion_fast.ops.spectrum_to_latent` by one merge pass per row (encoding
-direction) and :func:`aion_fast.ops.spectrum_to_observed` from the uniform grid in O(1) per point, a closed-form
-index ``floor((u - λ_min) / Δλ)`` corrected against the stored float32 grid values (which are not exactly uniform),
-so both reproduce the search's index exactly, at knots included.
+:math:`\lambda_k = \lambda_\text{min} + k\,\Delta\lambda`, :math:`k < G` (AION-1: 3500 Å, 0.8 Å, G = 8704; paper
+§4.2.1), in float32 like the reference's stored buffers. The grid and the piecewise-linear interpolation between it
+and observed wavelengths are defined in :mod:`aion_fast.ops.spectrum_to_latent` (``latent_wavelength``,
+``interpolate``, ``interp_to_grid``) and :mod:`aion_fast.ops.spectrum_to_observed` (``interp_from_grid``), where the
+compiled ops use them as their references; they are re-exported here.
 """
 
 from __future__ import annotations

@@ -135,7 +135,10 @@ def torch_image_preprocess(
     x = torch.clamp(window, -bounds, bounds)
     if zeropoint_scale != 1.0:
         x.div_(zeropoint_scale)
-    range_compress_(x, range_compression_factor, mult_factor)
+    if x.requires_grad:  # autograd has no in-place asinh; the out-of-place one gives the same values
+        x = torch.asinh(x.div_(range_compression_factor)).mul_(range_compression_factor).mul_(mult_factor)
+    else:
+        range_compress_(x, range_compression_factor, mult_factor)
     b, _, height, width = x.shape
     out = x.new_zeros(b, height, width, num_bands)
     out[..., list(channels)] = x.permute(0, 2, 3, 1)

@@ -167,7 +167,8 @@ def torch_spectrum_to_latent(
     ivar = torch.clamp(torch.nan_to_num(ivar), min=0.0, max=clip_ivar)
     n = scale[:, None]
     channels = torch.stack([(flux / n - 1.0) * input_scaling, (torch.sqrt(ivar) / n) * input_scaling], 1)
-    return torch.arcsinh_(interp_to_grid(channels, wavelength, grid))
+    grid_values = interp_to_grid(channels, wavelength, grid)
+    return torch.arcsinh(grid_values) if grid_values.requires_grad else grid_values.arcsinh_()  # autograd: no asinh_
 
 
 # ---------------------------------------------------------------------------------------------------------------------
