@@ -65,7 +65,7 @@ class Codec(nn.Module, ABC):
     ``encode(x) = quantize(encode_latents(preprocess(x)))`` and
     ``decode(z) = postprocess(decode_latents(dequantize(z)))``; :meth:`preprocess` validates the raw batch (the one
     check of an encode) and :meth:`decode` the tokens. The value types between stages are codec-specific (each
-    codec's methods state their shapes); the defaults here are those of a codec whose "network" is the identity.
+    codec's methods state their shapes); ``encode_latents``/``decode_latents`` default to the identity (scalars).
     With autograd enabled, :meth:`preprocess`, :meth:`encode_latents`, :meth:`decode_latents` and :meth:`postprocess`
     are differentiable (training calls them); ``encode``/``decode`` run under ``torch.inference_mode``.
     Concrete codecs record their constructor arguments automatically (``config``), which is what
@@ -121,10 +121,9 @@ class Codec(nn.Module, ABC):
 
     # ------------------------------------------------------------------ stages
 
+    @abstractmethod
     def preprocess(self, x: Modality) -> Any:
-        """Raw modality batch -> network input, after validating ``x`` (default: its first field, unchanged)."""
-        self.check_input(x)
-        return getattr(x, dataclasses.fields(x)[0].name)
+        """Raw modality batch -> network input, after validating ``x`` (:meth:`check_input` and the codec's checks)."""
 
     def encode_latents(self, inputs: Any) -> Any:
         """Network input -> continuous latents, the quantizer's input (default: identity)."""
@@ -142,9 +141,9 @@ class Codec(nn.Module, ABC):
         """Dequantized latents -> network output (default: identity)."""
         return latents
 
+    @abstractmethod
     def postprocess(self, outputs: Any, **metadata: Any) -> Modality:
-        """Network output -> modality batch (default: the modality built from the output as its one field)."""
-        return self.modality(outputs)
+        """Network output -> modality batch (``metadata``: what :meth:`decode` was given, e.g. bands)."""
 
     # ------------------------------------------------------------------ composed
 
