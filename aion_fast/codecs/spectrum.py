@@ -18,8 +18,10 @@ wavelengths :math:`\lambda`), in float32:
 5. ConvNeXt-V2 encoder (:mod:`aion_fast.codecs.nn.convnext`) to (B, C, 272), LayerNorm over C, a 1x1 convolution
    to ``embedding_dim`` = 10 channels, and lookup-free quantization (sign bits, 1024 codes): tokens 1..272.
 
-Decoding inverts this: LFQ codes -> 1x1 convolution -> ConvNeXt decoder -> flux (and mask logits when the decoder has
-two output channels) on the latent grid, optionally interpolated onto requested wavelengths, then
+As stages: steps 1-4 are ``preprocess`` (-> :class:`SpectrumInput`), step 5 ``encode_latents`` (network) and
+``quantize`` (LFQ, normalisation token first). Decoding inverts this: LFQ codes -> 1x1 convolution -> ConvNeXt
+decoder -> flux (and mask logits when the decoder has two output channels) on the latent grid, optionally
+interpolated onto requested wavelengths, then
 :math:`f = (\hat f + 1)\, n`; the mask is ``round(sigmoid(logit))``. These last steps run as one dispatched op,
 :func:`aion_fast.ops.spectrum_to_observed` (bit-identical to the PyTorch code). Inverse variances are not modelled
 (ones).
