@@ -22,10 +22,11 @@ Checkpoints: same constructor arguments (``codecs/image/config.json``) and state
 preprocessing and projection are re-ordered only where that cannot change a float32 rounding.
 
 Speed: bit-identical tokens pin every convolution to the reference's oneDNN call and memory layout, and those
-convolutions are ~87% of the CPU time, so the gains are limited to what surrounds them: no autograd graph (the
-reference's ``encode`` records one: ~6x lower peak memory here), in-place elementwise steps and a single
-preprocessing pass. Restricting the 9 -> 54 projection to the present bands with the norm factor folded into the
-weights changes float32 roundings (measured), so it is not done.
+convolutions take most of the CPU time (bench/RESULTS.md), so the exact path gains only around them: no autograd
+graph (the reference's ``encode`` records one; lower peak memory), in-place elementwise steps and a single
+preprocessing pass; ``precision="fast"`` is the path that speeds the convolutions up. Restricting the 9 -> 54
+projection to the present bands with the norm factor folded into the weights changes float32 roundings, so it is
+not done.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def token_table(vocab_size: int, dim: int, padding_idx: int | None = None) -> nn
     """``nn.Embedding(vocab_size, dim, padding_idx)``, without its random init when built on the meta device.
 
     ``AION.from_pretrained`` builds the model on the meta device and then assigns every weight from the checkpoint;
-    there, ``nn.Embedding``'s default ``normal_`` runs PyTorch's Python reference implementation (~0.5 ms per table,
+    there, ``nn.Embedding``'s default ``normal_`` runs PyTorch's Python reference implementation (once per table,
     42 tables in a 21-modality model) for values that are never used. On a real device nothing changes.
     """
     weight = torch.empty(vocab_size, dim)

@@ -5,7 +5,7 @@
 // 2.36's asinhf (fdlibm's branches, log1pf, and the FMA variant of the ARM optimized-routines logf that x86-64
 // glibc selects at run time). It is used only after a one-time self-check against the libm asinhf actually loaded
 // in this process (~236k probes covering every branch, its edges, random magnitudes and a stride over all 2^32
-// float bit patterns, ~4 ms); on any difference (another glibc, e.g. >= 2.41 with the CORE-MATH asinhf, musl, a build
+// float bit patterns, once per process); on any difference (another glibc, e.g. >= 2.41 with the CORE-MATH asinhf, musl, a build
 // without AVX2/FMA) or when AION_FAST_ASINHF_LIBM=1 is set, asinhf_array calls libm's asinhf per element instead.
 // Either way asinhf_array returns the platform libm's bits. Rules of cpu_kernels.h apply (no std templates, no heap,
 // no exceptions): the kernels of csrc/<op>/<op>_cpu.cpp call these functions directly.
