@@ -571,17 +571,19 @@ _DECODE_BACKENDS = (
 )
 
 
-def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_first: bool = False) -> torch.Tensor:
+def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_first: bool = True) -> torch.Tensor:
     """FSQ encode: latents to indices, bit-identical to the reference (maths in the module docstring).
 
     Args:
-        z: (..., D) latents, or (B, D, *spatial) with ``channel_first=True`` (the codecs' layout, read in place by
-            the C++ path: no transposed copy). Any real dtype, computed in float32 whatever the autocast state
+        z: (B, D, *spatial) latents (``channel_first=True``, the default), or (..., D) with ``channel_first=False``.
+            The default is the codecs' layout, the one the quantizer modules (and the reference's) take; the C++
+            path reads it in place (no transposed copy). Any real dtype, computed in float32 whatever the autocast state
             (bf16/fp16 inputs are widened exactly, so their indices equal the reference's on ``z.float()``); may be
             non-contiguous; never modified.
         levels: the D level counts, each >= 2 (e.g. ``[7, 5, 5, 5, 5]`` for the image codec).
         eps: bound widening :math:`\\epsilon`.
-        channel_first: the channel axis is 1 (else last). Stated by the caller, never guessed from the shape.
+        channel_first: the channel axis is 1 (else last); never guessed from the shape. Same default as
+            :meth:`aion_fast.quantizers.FiniteScalarQuantizer.encode`.
 
     Returns:
         int32 indices of shape ``z.shape[:-1]`` (resp. (B, *spatial)), in [0, prod(levels)) for any ``eps`` below
@@ -600,8 +602,11 @@ def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_f
     lv = _as_levels(levels)
     axis = 1 if channel_first else -1
     if z.ndim < (2 if channel_first else 1) or z.shape[axis] != len(lv):
-        layout = f"(B, {len(lv)}, ...) (channel_first=True)" if channel_first else f"(..., {len(lv)})"
-        raise ValueError(f"fsq_encode: z must have shape {layout} for levels {list(lv)}, got {tuple(z.shape)}")
+        d = len(lv)
+        layout = f"(B, {d}, ...) ({d} channels on axis 1" if channel_first else f"(..., {d}) ({d} channels last"
+        other = "False for channels-last" if channel_first else "True for (B, D, ...)"
+        raise ValueError(f"fsq_encode: z must have shape {layout}, channel_first={channel_first}) for levels "
+                         f"{list(lv)}, got {tuple(z.shape)}; pass channel_first={other} latents")  # fmt: skip
     if z.is_complex():
         raise TypeError(f"fsq_encode: z must be real, got {z.dtype}")
     eps = float(eps)

@@ -217,15 +217,17 @@ _DECODE_BACKENDS = (
 )
 
 
-def lfq_encode(z: torch.Tensor, channel_first: bool = False) -> torch.Tensor:
+def lfq_encode(z: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
     """LFQ encode: the signs of the D channels as a D-bit index (maths in the module docstring).
 
     Args:
-        z: (..., D) latents, or (B, D, *spatial) with ``channel_first=True`` (the spectrum codec's layout, read in
-            place by the C++ path), 1 <= D <= 31. Any real dtype (compared in float32 whatever the autocast state:
+        z: (B, D, *spatial) latents (``channel_first=True``, the default: the spectrum codec's layout, the one the
+            quantizer modules take, read in place by the C++ path), or (..., D) with ``channel_first=False``;
+            1 <= D <= 31. Any real dtype (compared in float32 whatever the autocast state:
             widening is exact, so bf16/fp16 inputs give the reference's indices on ``z.float()``); may be
             non-contiguous; never modified.
-        channel_first: the channel axis is 1 (else last). Stated by the caller, never guessed from the shape.
+        channel_first: the channel axis is 1 (else last); never guessed from the shape. Same default as
+            :meth:`aion_fast.quantizers.LookupFreeQuantizer.encode`.
 
     Returns:
         int32 indices in [0, 2**D), shape ``z.shape[:-1]`` (resp. (B, *spatial)).
