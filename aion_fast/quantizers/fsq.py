@@ -85,14 +85,14 @@ class FiniteScalarQuantizer(Quantizer):
             int64 indices of shape (B, *spatial) (resp. ``z.shape[:-1]``).
         """
         if len(self._active) == len(self._levels):  # the op checks z (shape, NaN)
-            return fsq_ops.fsq_encode(z, self._levels, self.eps, channel_first=channel_first).long()
+            return fsq_ops.fsq_encode(z, self._levels, self.eps, channel_first=channel_first, dtype=torch.int64)
         self._check_channels(z, channel_first)  # before dropping the one-level channels
         axis = 1 if channel_first else z.ndim - 1
         if not self._active:  # one code only
             return torch.zeros(z.shape[:axis] + z.shape[axis + 1 :], dtype=torch.int64, device=z.device)
         active = torch.tensor(self._active, device=z.device)
         z = z.index_select(axis, active)
-        return fsq_ops.fsq_encode(z, self._active_levels, self.eps, channel_first=channel_first).long()
+        return fsq_ops.fsq_encode(z, self._active_levels, self.eps, channel_first=channel_first, dtype=torch.int64)
 
     def decode(self, codes: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
         """Indices to normalised codes in [-1, 1].

@@ -141,8 +141,9 @@ class LookupFreeQuantizer(Quantizer):
         """
         if isinstance(self._quantizer.project_in, nn.Identity) and self.soft_clamp_input_value is None:
             self._check_channels(z, channel_first)
-            return lfq_ops.lfq_encode(z, channel_first=channel_first).long()  # read in place, no (B, T, D) copy
-        return lfq_ops.lfq_encode(self._to_bits_space(z, channel_first), channel_first=False).long()
+            # read in place (no (B, T, D) copy), int64 written by the kernel
+            return lfq_ops.lfq_encode(z, channel_first=channel_first, dtype=torch.int64)
+        return lfq_ops.lfq_encode(self._to_bits_space(z, channel_first), channel_first=False, dtype=torch.int64)
 
     def decode(self, codes: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
         """Indices to codes.

@@ -505,3 +505,21 @@ def test_decision_thresholds_exhaustive(ext, level):  # ~2.5 min per level: CI p
         z = (torch.arange(start, start + chunk, dtype=torch.int64) - (1 << 31)).to(torch.int32).view(torch.float32)
         z = z[~torch.isnan(z)][:, None]
         assert_indices_equal(fsq_encode(z, (level,), EPS, channel_first=False), torch_fsq_encode(z, (level,), EPS))
+
+
+@pytest.mark.parametrize("channel_first", [True, False])
+def test_int64_indices_equal_int32_ones(backend, channel_first):
+    """dtype=torch.int64 (the quantizer modules' index type, written by the C++ kernel directly) changes nothing else;
+    unforced, this is the eager fast path."""
+    levels = [7, 5, 5, 5, 5]
+    z = torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(4)) * 3
+    z = z if channel_first else z.movedim(1, -1)
+    z[0, 0, 0] = float("inf")
+    narrow = fsq_encode(z, levels, EPS, channel_first=channel_first)
+    wide = fsq_encode(z, levels, EPS, channel_first=channel_first, dtype=torch.int64)
+    assert narrow.dtype == torch.int32 and wide.dtype == torch.int64 and torch.equal(wide, narrow.long())
+    strided = torch.randn(2, 5, 3000)[..., ::2]  # the C++ strided path (tiles of 4096 positions)
+    assert torch.equal(fsq_encode(strided, levels, dtype=torch.int64), fsq_encode(strided, levels).long())
+    assert fsq_encode(z[:0], levels, channel_first=channel_first, dtype=torch.int64).dtype == torch.int64
+    with pytest.raises(ValueError, match="dtype must be torch.int32 or torch.int64"):
+        fsq_encode(z, levels, channel_first=channel_first, dtype=torch.float32)

@@ -214,3 +214,18 @@ def test_reference_codec_layout_agrees_with_oracle():
         z = torch.randn(batch, 10, 272)
         with torch.no_grad():
             assert_indices_equal(lfq_encode(z, channel_first=True), oracle.encode(z))
+
+
+@pytest.mark.parametrize("channel_first", [True, False])
+def test_int64_indices_equal_int32_ones(backend, channel_first):
+    """dtype=torch.int64 (the quantizer modules' index type, written by the C++ kernel directly) changes nothing else,
+    in each of the kernel's layouts (channels last, positions contiguous, other strides)."""
+    z = torch.randn(3, 10, 50, generator=torch.Generator().manual_seed(5))
+    z = z if channel_first else z.movedim(1, -1).contiguous()
+    narrow = lfq_encode(z, channel_first=channel_first)
+    wide = lfq_encode(z, channel_first=channel_first, dtype=torch.int64)
+    assert narrow.dtype == torch.int32 and wide.dtype == torch.int64 and torch.equal(wide, narrow.long())
+    strided = torch.randn(2, 10, 90)[..., ::3]
+    assert torch.equal(lfq_encode(strided, dtype=torch.int64), lfq_encode(strided).long())
+    with pytest.raises(ValueError, match="dtype must be torch.int32 or torch.int64"):
+        lfq_encode(z, channel_first=channel_first, dtype=torch.int16)
