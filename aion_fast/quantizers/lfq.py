@@ -102,6 +102,9 @@ class LookupFreeQuantizer(Quantizer):
         self.codebook_scale = float(codebook_scale)
         self.soft_clamp_input_value = soft_clamp_input_value
         self._quantizer = _SignCodebook(self.dim, codebook_dim, projection_has_bias)
+        # encode reads the latents' signs in place when nothing transforms them; decided once (two nn.Module
+        # attribute lookups and an isinstance per call cost more than the kernel at codec batch sizes)
+        self._signs_in_place = self.dim == codebook_dim and soft_clamp_input_value is None
 
     @property
     def codebook_size(self) -> int:
@@ -139,7 +142,7 @@ class LookupFreeQuantizer(Quantizer):
         Returns:
             int64 indices of shape (B, T) (resp. ``z.shape[:-1]``).
         """
-        if isinstance(self._quantizer.project_in, nn.Identity) and self.soft_clamp_input_value is None:
+        if self._signs_in_place:
             self._check_channels(z, channel_first)
             # read in place (no (B, T, D) copy), int64 written by the kernel
             return lfq_ops.lfq_encode(z, channel_first=channel_first, dtype=torch.int64)
