@@ -134,7 +134,12 @@ class DaliImagePipeline:
         return pipe
 
     def _write(self, outputs: Sequence[Any], targets: Sequence[torch.Tensor]) -> None:
-        """Copies one iteration's DALI outputs into ``targets`` (on the current CUDA stream on a GPU)."""
+        """Copies one iteration's DALI outputs into ``targets``.
+
+        On a GPU the copy is blocking (``feed_ndarray`` without a stream): DALI may reuse an output buffer for a later
+        iteration once the next outputs are taken, so the copy must be done by then; it blocks the loader's
+        thread, not the one that encodes.
+        """
         for out, target in zip(outputs, targets, strict=True):
             dense = out.as_tensor()
             if not self.gpu:
@@ -142,7 +147,8 @@ class DaliImagePipeline:
                 continue
             from nvidia.dali.plugin.pytorch import feed_ndarray
 
-            feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream(self.device_id))
+            with torch.cuda.device(self.device_id):
+                feed_ndarray(dense, target)
 
     def _empty(self, shape: tuple[int, ...]) -> torch.Tensor:
         device = torch.device("cuda", self.device_id) if self.gpu else torch.device("cpu")
