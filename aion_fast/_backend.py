@@ -1,5 +1,5 @@
 """Backend discovery and selection: one mechanism for the ops in :mod:`aion_fast.ops`, packed attention and the
-encoder blocks' CPU path (:mod:`aion_fast.model.blocks`).
+encoder blocks' CPU path (:mod:`aion_fast.model.attention`, :mod:`aion_fast.model.rowblocks`).
 
 Op backends, tried in this order for each call:
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import json
 import sys
 
 #: Modules that register a sub-command, in the order ``aion-fast --help`` lists them.
 COMMAND_MODULES: list[str] = [
-    "aion_fast.cli",
     "aion_fast.jobs.cli",
     "aion_fast.jobs.predict_cli",
     "aion_fast.downstream.cli",
@@ -24,31 +22,6 @@ COMMAND_MODULES: list[str] = [
     "aion_fast.train.loop",
     "aion_fast.train.train_codec",
 ]
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from aion_fast.demo import run_demo
-
-    summary = run_demo(args.output, model_dir=args.model)
-    if summary["untrained_demo_checkpoint"]:
-        print(
-            "NOTE: using the UNTRAINED demo checkpoint (random weights, seed 0): the pipeline runs end to end, "
-            "but these embeddings carry no science. Pass --model DIR for a trained AION-1 checkpoint."
-        )
-    print(json.dumps(summary, indent=2))
-    print(
-        f"encoded {summary['objects_encoded']} objects in {summary['wall_s']} s "
-        f"({summary['objects_per_s']} objects/s) -> {summary['output']}"
-    )
-    return 0
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    """Adds ``demo``: encode the bundled DESI sample end to end and print a summary."""
-    demo = commands.add_parser("demo", help="encode the bundled DESI sample end to end and print a summary")
-    demo.add_argument("--output", default="aion-fast-demo", help="output directory (default: ./aion-fast-demo)")
-    demo.add_argument("--model", default=None, help="checkpoint directory or hub id (default: untrained demo)")
-    demo.set_defaults(run=_demo)
 
 
 #: Optional packages -> the extra that installs them.

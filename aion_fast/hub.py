@@ -7,7 +7,8 @@ Layout::
     <root>/codecs/<modality name>/config.json       codec constructor arguments
     <root>/codecs/<modality name>/model.safetensors codec weights
 
-Nothing here touches the network unless ``path_or_id`` is not an existing directory.
+Nothing here touches the network unless ``path_or_id`` is not an existing directory. :func:`default_model` is the
+checkpoint jobs use when none is given.
 """
 
 from __future__ import annotations
@@ -163,3 +164,26 @@ def write_checkpoint(directory: str | os.PathLike, config: dict[str, Any], state
     os.replace(tmp_weights, directory / WEIGHTS_NAME)
     os.replace(tmp_config, directory / CONFIG_NAME)
     return directory
+
+
+#: The trained demo model shipped in the package (built by scripts/train_demo.sh from configs/aion-demo.yaml).
+BUNDLED_DEMO_MODEL = Path(__file__).parent / "data" / "demo_model"
+#: How outputs name the bundled demo model.
+DEMO_MODEL_LABEL = "aion_fast-demo (trained on the 27-object bundled sample; NOT AION-1 science quality)"
+
+
+def default_model() -> tuple[Path, str]:
+    """The checkpoint a job uses when no ``--model`` is given, and the label its outputs carry.
+
+    Returns:
+        ``(directory, label)`` of the bundled trained demo model.
+
+    Raises:
+        CheckpointNotFoundError: The package was installed without its demo model; pass a checkpoint explicitly.
+    """
+    if not (BUNDLED_DEMO_MODEL / WEIGHTS_NAME).is_file():
+        raise CheckpointNotFoundError(
+            f"the bundled demo model is missing from {BUNDLED_DEMO_MODEL} (an install without package data); pass "
+            "--model DIR_OR_HUB_ID (e.g. polymathic-ai/aion-base)"
+        )
+    return BUNDLED_DEMO_MODEL, DEMO_MODEL_LABEL

@@ -17,8 +17,9 @@ image network (B, 54, 96, 96), the spectrum network (B, 2, G).
 INT8 on a CPU without VNNI (this project's 2-core EPYC) is expected near 1.1x for the transformer (ENVIRONMENT.md);
 the speed-up INT8 exists for is on VNNI/AMX CPUs and on GPUs (see the PyTorch INT8/FP8 path, validated on GPU).
 
-Run: ``python -m pytest bench/bench_export.py -o python_files='bench_*.py' --benchmark-json=bench/results/export.json``
-then ``python bench/bench_export.py bench/results/export.json`` prints fp32 / INT8 ratios per group.
+Run: ``python -m pytest bench/bench_export.py -o python_files='bench_*.py' \
+    --benchmark-json=bench/results/export-cpu-2core-<commit>.json``
+then ``python bench/bench_export.py bench/results/export-cpu-2core-<commit>.json`` prints fp32 / INT8 ratios per group.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _sample_modalities():
 def graphs(request, tmp_path_factory):
     """Per size: the torch callables, fp32 / INT8 ONNX sessions and one input batch per graph."""
     from aion_fast.export.api import _capture_network_inputs
-    from aion_fast.export.graphs import EncoderGraph, ImageNetworkGraph, SpectrumNetworkGraph
+    from aion_fast.export.graphs import EncoderGraph
     from aion_fast.export.int8 import default_weight_type, quantize_dynamic_matmuls, quantize_static_convs
     from aion_fast.export.onnx import export_encoder, export_image_network, export_spectrum_network
     from aion_fast.export.runtime import _session
@@ -116,7 +117,7 @@ def graphs(request, tmp_path_factory):
     export_spectrum_network(spectrum_codec, tmp / "spectrum.onnx")
     quantize_static_convs(tmp / "spectrum.onnx", tmp / "spectrum_int8.onnx", "grid_input", spectrum_inputs, weight_type)
 
-    image_graph, spectrum_graph = ImageNetworkGraph(image_codec), SpectrumNetworkGraph(spectrum_codec)
+    image_graph, spectrum_graph = image_codec.encoder_network(), spectrum_codec.encoder_network()
 
     def torch_encoder():
         import aion_fast

@@ -29,10 +29,11 @@ from aion.codecs.modules.subsampler import SubsampledLinear as RefSubsampledLine
 from aion.codecs.preprocessing.image import Clamp, ImagePadder, RescaleToLegacySurvey
 from conftest import run_timed
 
-from aion_fast.codecs.preprocessing import band_indices, center_crop, zeropoint_scale
-from aion_fast.codecs.spectral_grid import latent_wavelength
+from aion_fast.codecs.preprocessing import band_indices, zeropoint_scale
 from aion_fast.modalities import BAND_CLAMP_MAX
 from aion_fast.ops import image_postprocess, image_preprocess, spectrum_to_latent, spectrum_to_observed
+from aion_fast.ops.image_preprocess import center_crop
+from aion_fast.ops.spectrum_to_latent import latent_wavelength
 
 IMPLS = ["reference", "torch", "cpp"]  # impl_env (bench/conftest.py) forces the aion_fast backend
 CPU_BATCH = 64  # ops are cheap: larger than the codec benchmarks' 8, still a realistic encode batch

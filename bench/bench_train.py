@@ -11,7 +11,8 @@ scores and without the activation-checkpointing recompute, over the device's den
 * GPU (when present): AION-1-B (width 768, 12 + 12 blocks), bf16, activation checkpointing, batch 64; ``packed``
   uses flash-attn's varlen kernels when flash-attn is installed (``extra_info["attention_backend"]``).
 
-Run: ``python -m pytest bench/bench_train.py -o python_files='bench_*.py' --benchmark-json=bench/results/train.json``.
+Run: ``python -m pytest bench/bench_train.py -o python_files='bench_*.py' \
+    --benchmark-json=bench/results/train-cpu-2core-<commit>.json``.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def test_train_step(benchmark, record, bench_device, tmp_path, attention, precis
     seconds = benchmark.stats.stats.median
     info = {"tokens_per_step": tokens, "tokens_per_s": tokens / seconds, "loss": metrics["loss"]}
     if bench_device == "cuda":
-        from aion_fast.model.blocks import varlen_backend
+        from aion_fast.model.attention import varlen_backend
 
         encoder_params, decoder_params = _block_parameters(trainer.model)
         flops = 6 * (encoder_params * metrics["num_inputs"] + decoder_params * metrics["num_targets"])

@@ -1,7 +1,8 @@
 """pytest-benchmark set-up: device and versions recorded with every result, offline hub, fixed threads.
 
-Run: ``python -m pytest bench -o python_files='bench_*.py' --benchmark-json=bench/results/<name>.json``
-then ``python bench/report.py bench/results/<name>.json`` for the reference / aion_fast ratios.
+Run: ``python -m pytest bench -o python_files='bench_*.py' --benchmark-json=bench/results/<file>.json``
+then ``python bench/report.py bench/results/<file>.json`` for the reference / aion_fast ratios; file names follow
+``<bench>-<device>-<threads>[-<variant>]-<commit>`` (README, Benchmarks).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Each benchmark records its implementation in ``extra_info["impl"]``: ``reference
 pipelines that pick their backends themselves). For every group with a ``reference`` run, one row per other
 implementation gives medians, ``reference / impl`` (the speed-up) and throughput.
 
-Usage: ``python bench/report.py bench/results/cpu.json`` (prints a Markdown table for bench/RESULTS.md).
+Usage: ``python bench/report.py bench/results/<file>.json`` (prints a Markdown table for bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from aion_fast.codecs import CodecManager
-from aion_fast.demo import BUNDLED_DEMO_MODEL, DEMO_MODEL_LABEL, default_model
+from aion_fast.hub import BUNDLED_DEMO_MODEL, DEMO_MODEL_LABEL, default_model
 from aion_fast.model import AION
 from aion_fast.train.masking import sample_masks
 from aion_fast.train.objective import MaskedModelingObjective

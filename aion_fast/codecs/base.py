@@ -1,14 +1,16 @@
-"""The codec interface (modality batch <-> token indices) and its checkpoint I/O in the aion-base hub layout."""
+"""The codec interface (modality batch <-> token indices, as public stages) and its checkpoint I/O in the aion-base
+hub layout."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import inspect
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +60,22 @@ def _jsonable(value: Any) -> Any:
 
 
 class Codec(nn.Module, ABC):
-    """Turns a batch of one modality into int64 tokens and back.
+    """Turns a batch of one modality into int64 tokens and back, through six public stages.
 
-    ``encode`` = validate, ``_encode`` (network to latents), quantize; ``decode`` = dequantize, ``_decode``.
+    ``encode(x) = quantize(encode_latents(preprocess(x)))`` and
+    ``decode(z) = postprocess(decode_latents(dequantize(z)))``; :meth:`preprocess` validates the raw batch (the one
+    check of an encode) and :meth:`decode` the tokens. The value types between stages are codec-specific (each
+    codec's methods state their shapes); ``encode_latents``/``decode_latents`` default to the identity (scalars).
+    With autograd enabled, :meth:`preprocess`, :meth:`encode_latents`, :meth:`decode_latents` and :meth:`postprocess`
+    are differentiable (training calls them); ``encode``/``decode`` run under ``torch.inference_mode``.
     Concrete codecs record their constructor arguments automatically (``config``), which is what
     ``save_pretrained`` writes to ``codecs/<modality name>/config.json``. Codecs never modify their inputs.
     """
 
     config: dict[str, Any]
+
+    #: Name of the exportable encoder network (its export sub-folder, e.g. ``"image"``), None for codecs without one.
+    network_name: str | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -101,30 +111,50 @@ class Codec(nn.Module, ABC):
     def quantizer(self) -> Quantizer:
         """The quantizer turning latents into indices."""
 
-    @abstractmethod
-    def _encode(self, x: Modality) -> torch.Tensor:
-        """Modality batch -> continuous latents (before quantization)."""
-
-    @abstractmethod
-    def _decode(self, z: torch.Tensor, **metadata: Any) -> Modality:
-        """Dequantized latents -> modality batch."""
-
-    def _check_input(self, x: Modality) -> None:
+    def check_input(self, x: Modality) -> None:
+        """Raises ``ValueError`` unless ``x`` is a batch of this codec's modality."""
         if not isinstance(x, self.modality):
             raise ValueError(
                 f"{type(self).__name__} encodes {self.modality.__name__} batches, got {type(x).__name__}; "
                 f"use the codec of that modality (CodecManager picks it for you)."
             )
 
+    # ------------------------------------------------------------------ stages
+
+    @abstractmethod
+    def preprocess(self, x: Modality) -> Any:
+        """Raw modality batch -> network input, after validating ``x`` (:meth:`check_input` and the codec's checks)."""
+
+    def encode_latents(self, inputs: Any) -> Any:
+        """Network input -> continuous latents, the quantizer's input (default: identity)."""
+        return inputs
+
+    def quantize(self, latents: Any) -> torch.Tensor:
+        """Continuous latents -> int64 token indices, through :attr:`quantizer`."""
+        return self.quantizer.encode(latents).long()
+
+    def dequantize(self, tokens: torch.Tensor) -> Any:
+        """Token indices -> dequantized latents, through :attr:`quantizer`."""
+        return self.quantizer.decode(tokens)
+
+    def decode_latents(self, latents: Any) -> Any:
+        """Dequantized latents -> network output (default: identity)."""
+        return latents
+
+    @abstractmethod
+    def postprocess(self, outputs: Any, **metadata: Any) -> Modality:
+        """Network output -> modality batch (``metadata``: what :meth:`decode` was given, e.g. bands)."""
+
+    # ------------------------------------------------------------------ composed
+
     def encode(self, x: Modality) -> torch.Tensor:
-        """Tokenizes a batch.
+        """Tokenizes a batch: ``quantize(encode_latents(preprocess(x)))``.
 
         Returns:
             int64 tokens of shape (B, num_tokens).
         """
-        self._check_input(x)
         with torch.inference_mode():
-            tokens = self.quantizer.encode(self._encode(x)).long()
+            tokens = self.quantize(self.encode_latents(self.preprocess(x)))
         return as_normal_tensor(tokens)
 
     def encode_batches(
@@ -138,13 +168,49 @@ class Codec(nn.Module, ABC):
         """
         return [self.encode(batch) for batch in batches]
 
+    def check_tokens(self, z: torch.Tensor) -> None:
+        """Raises ``ValueError`` unless ``z`` can be decoded (default: no check; codecs with a fixed token count
+        check the shape)."""
+
     def decode(self, z: torch.Tensor, **metadata: Any) -> Modality:
-        """Reconstructs a batch from (B, num_tokens) integer tokens."""
+        """Reconstructs a batch from (B, num_tokens) integer tokens: ``postprocess(decode_latents(dequantize(z)))``."""
+        self.check_tokens(z)
         with torch.inference_mode():
-            decoded = self._decode(self.quantizer.decode(z), **metadata)
+            decoded = self.postprocess(self.decode_latents(self.dequantize(z.to(self.device))), **metadata)
         for field in dataclasses.fields(decoded):
             setattr(decoded, field.name, as_normal_tensor(getattr(decoded, field.name)))
         return decoded
+
+    # ------------------------------------------------------------------ exportable encoder network
+
+    def network_input(self, inputs: Any) -> torch.Tensor:
+        """The tensor the exportable encoder network receives, from :meth:`preprocess`'s output."""
+        raise ValueError(f"{type(self).__name__} has no exportable encoder network (network_name is None).")
+
+    def encoder_network(self) -> nn.Module:
+        """The module between :meth:`network_input` and the latents (parameters shared with the codec), for export."""
+        raise ValueError(f"{type(self).__name__} has no exportable encoder network (network_name is None).")
+
+    def network_example(self, batch: int = 2) -> torch.Tensor:
+        """A random input of :meth:`encoder_network` with ``batch`` rows (for tracing)."""
+        raise ValueError(f"{type(self).__name__} has no exportable encoder network (network_name is None).")
+
+    def with_encoder_network(self, network: nn.Module) -> Codec:
+        """A shallow copy of this codec (parameters shared; this codec unchanged) whose :meth:`encode_latents` runs
+        ``network`` (e.g. an ONNX Runtime session) in place of :meth:`encoder_network`."""
+        if self.network_name is None:
+            raise ValueError(f"{type(self).__name__} has no exportable encoder network to replace.")
+        patched = copy.copy(self)
+        patched._modules = dict(self._modules)
+        patched._parameters = dict(self._parameters)
+        patched._buffers = dict(self._buffers)
+        object.__setattr__(patched, "replaced_network", network)  # not a submodule: the state dict stays the codec's
+        return patched
+
+    def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The encoder network :meth:`encode_latents` runs: the replacement, else the codec's own."""
+        replaced = self.__dict__.get("replaced_network")
+        return self.encoder_network() if replaced is None else replaced
 
     @property
     def device(self) -> torch.device:

@@ -42,39 +42,39 @@ class CatalogCodec(Codec):
     def quantizer(self) -> Quantizer:
         return self._quantizer
 
-    def _occupied(self, x: LegacySurveyCatalog) -> torch.Tensor:
+    def preprocess(self, x: LegacySurveyCatalog) -> dict[str, torch.Tensor]:
+        """Validated columns, each (B, n_sources); an empty slot holds ``mask_value`` in every column.
+
+        The column agreement is reduced on the device and read back once (one host sync).
+        """
+        self.check_input(x)
         occupied = x.X != self.mask_value
-        for column in CATALOG_COLUMNS[1:]:
-            if not torch.equal(getattr(x, column) != self.mask_value, occupied):
-                raise ValueError(
-                    f"LegacySurveyCatalog.{column} marks different empty slots than X; an empty source slot holds "
-                    f"{self.mask_value} in every column."
-                )
-        return occupied
+        agree = torch.stack([(getattr(x, c) != self.mask_value).eq(occupied).all() for c in CATALOG_COLUMNS[1:]])
+        if not bool(agree.all()):
+            column = CATALOG_COLUMNS[1 + int(torch.nonzero(~agree)[0, 0])]
+            raise ValueError(
+                f"LegacySurveyCatalog.{column} marks different empty slots than X; an empty source slot holds "
+                f"{self.mask_value} in every column."
+            )
+        return {column: getattr(x, column) for column in CATALOG_COLUMNS}
 
-    def _encode(self, x: LegacySurveyCatalog) -> dict[str, torch.Tensor]:
-        occupied = self._occupied(x)
-        return {column: getattr(x, column)[occupied] for column in CATALOG_COLUMNS}
-
-    @torch.no_grad()
-    def encode(self, x: LegacySurveyCatalog) -> torch.Tensor:
-        """Returns int64 tokens of shape (B, n_sources * 5)."""
-        self._check_input(x)
-        occupied = self._occupied(x)
-        codes = self.quantizer.encode(self._encode(x))  # (n_occupied, 5)
+    def quantize(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Columns (B, n_sources) -> int64 tokens (B, n_sources * 5): per source ``[X, Y, e1, e2, r]`` indices,
+        ``mask_value`` in empty slots."""
+        occupied = latents["X"] != self.mask_value
+        codes = self.quantizer.encode({column: latents[column][occupied] for column in CATALOG_COLUMNS})
         tokens = torch.full((*occupied.shape, len(CATALOG_COLUMNS)), self.mask_value, dtype=torch.long)
         tokens = tokens.to(codes.device)
         tokens[occupied] = codes.long()
         return tokens.reshape(occupied.shape[0], -1)
 
-    def _decode(self, z: dict[str, torch.Tensor], **metadata: Any) -> LegacySurveyCatalog:
-        return LegacySurveyCatalog(**z)
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, **metadata: Any) -> LegacySurveyCatalog:
-        """(B, n_sources * 5) tokens -> catalog; columns of empty slots decode to -1."""
-        batch, length = z.shape
+    def dequantize(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, n_sources * 5) tokens -> columns (B, n_sources); columns of empty slots decode to -1."""
+        batch, length = tokens.shape
         n_sources = length // len(CATALOG_COLUMNS)
-        flat = z[:, : n_sources * len(CATALOG_COLUMNS)].reshape(batch * n_sources, len(CATALOG_COLUMNS))
+        flat = tokens[:, : n_sources * len(CATALOG_COLUMNS)].reshape(batch * n_sources, len(CATALOG_COLUMNS))
         columns = self.quantizer.decode(flat)
-        return self._decode({name: value.reshape(batch, n_sources) for name, value in columns.items()})
+        return {name: value.reshape(batch, n_sources) for name, value in columns.items()}
+
+    def postprocess(self, outputs: dict[str, torch.Tensor], **metadata: Any) -> LegacySurveyCatalog:
+        return LegacySurveyCatalog(**outputs)

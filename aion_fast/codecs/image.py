@@ -2,14 +2,16 @@ r"""The multi-survey image codec: Legacy Survey and HSC cut-outs <-> 576 FSQ tok
 
 Encoding a batch of one survey's images (B, C, H, W):
 
-1. :func:`~aion_fast.ops.image_preprocess` (C++ on CPU, dispatched; the PyTorch fallback is the crop, clip and
-   compression of :mod:`~aion_fast.codecs.preprocessing` + placement): central 96x96 crop, per-band clip, HSC
-   zero-point rescale, arcsinh range compression and placement of the C bands in the fixed 9-band layout
-   (``BAND_TO_INDEX``, absent bands 0), in one pass (float32, never touching the caller's tensor).
-2. :class:`SubsampledLinear`: project each pixel to 54 channels, :math:`\hat x = \sqrt{9 / C}\,(\tilde x W^\top + b)`,
-   the factor keeping the feature norm independent of how many bands are present.
-3. :class:`~aion_fast.codecs.nn.magvit.MagVitAE` encoder to (B, 512, 24, 24), 1x1 convolution to the 5 FSQ
-   channels, flatten to (B, 5, 576), FSQ with levels [7, 5, 5, 5, 5] -> int64 tokens (B, 576).
+1. ``preprocess``: the dispatched :func:`~aion_fast.ops.image_preprocess` (C++ on CPU; its PyTorch reference under
+   autograd): central 96x96 crop, per-band clip, HSC zero-point rescale, arcsinh range compression and placement of
+   the C bands in the fixed 9-band layout (``BAND_TO_INDEX``, absent bands 0), in one pass (float32, never touching
+   the caller's tensor).
+2. ``encode_latents``: :class:`SubsampledLinear` projects each pixel to 54 channels,
+   :math:`\hat x = \sqrt{9 / C}\,(\tilde x W^\top + b)`, the factor keeping the feature norm independent of how
+   many bands are present;
+3. then :class:`ImageEncoderNetwork` (:class:`~aion_fast.codecs.nn.magvit.MagVitAE` encoder to (B, 512, 24, 24),
+   1x1 convolution to the 5 FSQ channels), flattened to (B, 5, 576); ``quantize``: FSQ with levels [7, 5, 5, 5, 5]
+   -> int64 tokens (B, 576).
 
 Decoding inverts each step (FSQ codes, 1x1 convolution, MagViT decoder, then :func:`~aion_fast.ops.image_postprocess`:
 54 -> 9 projection, sinh, HSC rescale and band selection in one dispatched pass) and returns the requested bands of
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -44,16 +47,41 @@ from aion_fast.codecs.preprocessing import (
     zeropoint_scale,
 )
 from aion_fast.modalities import BAND_CLAMP_MAX, BAND_TO_INDEX, HSCImage, Image, LegacySurveyImage
-from aion_fast.ops.image_postprocess import image_postprocess
-from aion_fast.ops.image_preprocess import image_preprocess
+from aion_fast.ops.image_postprocess import image_postprocess, torch_image_postprocess
+from aion_fast.ops.image_preprocess import image_preprocess, torch_image_preprocess
 from aion_fast.quantizers import FiniteScalarQuantizer
 
-__all__ = ["ImageCodec", "SubsampledLinear", "NUM_BANDS"]
+__all__ = ["ImageCodec", "ImageEncoderNetwork", "NUM_BANDS", "PreprocessedImage", "SubsampledLinear"]
 
 #: Channels of the fixed multi-survey layout (5 HSC + 4 Legacy Survey bands).
 NUM_BANDS = max(BAND_TO_INDEX.values()) + 1
 
 _IMAGE_CLASS_OF_SURVEY: dict[str, type[Image]] = {"DES": LegacySurveyImage, "HSC": HSCImage}
+
+
+class PreprocessedImage(NamedTuple):
+    """The image codec's network input (:meth:`ImageCodec.preprocess`)."""
+
+    #: (B, 96, 96, 9) float32, channels last, the bands placed in the 9-band layout (absent bands 0).
+    pixels: Tensor
+    #: Number C of bands present (4 Legacy Survey, 5 HSC): the projection's norm factor depends on it.
+    num_bands: int
+
+
+class ImageEncoderNetwork(nn.Module):
+    """The image codec between its band projection and FSQ: (B, 54, 96, 96) -> (B, 5, 24, 24) latents.
+
+    The exportable part of :meth:`ImageCodec.encode_latents` (MagViT encoder + 1x1 convolution); its modules are the
+    codec's own (shared, not copied).
+    """
+
+    def __init__(self, codec: ImageCodec):
+        super().__init__()
+        self.autoencoder = codec.model
+        self.pre_quant_proj = codec.pre_quant_proj
+
+    def forward(self, projected: Tensor) -> Tensor:
+        return self.pre_quant_proj(self.autoencoder.encode(projected))
 
 
 class SubsampledLinear(nn.Module):
@@ -110,7 +138,8 @@ class SubsampledLinear(nn.Module):
         Returns:
             (B, dim_out, H, W), a channels-last view.
         """
-        scale = (torch.tensor(float(self.dim_in), dtype=torch.float32, device=padded.device) / num_present) ** 0.5
+        # float32 sqrt(d_in / C) evaluated on the CPU (no per-batch host-device copy); exact in a float32 multiply
+        scale = float((torch.tensor(float(self.dim_in), dtype=torch.float32) / num_present) ** 0.5)
         out = torch.matmul(padded, self.weight.t()).add_(self.bias).mul_(scale)
         return out.permute(0, 3, 1, 2)
 
@@ -144,6 +173,8 @@ class ImageCodec(Codec):
     The codec is built in eval mode (call ``.train()`` to fine-tune); ``encode``/``decode`` run under
     ``torch.inference_mode``.
     """
+
+    network_name = "image"
 
     def __init__(
         self,
@@ -194,29 +225,81 @@ class ImageCodec(Codec):
         """Tokens per image (576 for the released codec)."""
         return self.grid_size**2
 
-    # ------------------------------------------------------------------ encode
+    # ------------------------------------------------------------------ stages
 
-    def _encode(self, x: Image) -> Tensor:
-        """Image batch (B, C, H, W) -> latents (B, embedding_dim, num_tokens) before quantization."""
-        padded = image_preprocess(
-            x.flux,
+    def preprocess(self, x: Image) -> PreprocessedImage:
+        """Validates and preprocesses one survey's images (B, C, H, W): crop, clip, rescale, arcsinh, 9-band layout.
+
+        The dispatched op (:func:`~aion_fast.ops.image_preprocess`: C++, Triton or PyTorch) runs; when ``x.flux``
+        requires grad under autograd, its PyTorch reference does, so gradients reach the flux.
+
+        Returns:
+            :class:`PreprocessedImage`: (B, 96, 96, 9) float32 channels-last pixels on the codec's device, and C.
+        """
+        self.check_input(x)
+        what = f"{type(x).__name__}.flux"
+        args = (
             band_indices(x.bands),
             [BAND_CLAMP_MAX[band] for band in x.bands],
             zeropoint_scale(x.bands[0].split("-")[0]),
             self.range_compression_factor,
             self.mult_factor,
-            crop_size=CROP_SIZE,
-            num_bands=NUM_BANDS,
-            device=self.device,
-            what=f"{type(x).__name__}.flux",
         )
-        return self._encode_preprocessed(padded, len(x.bands))
+        if torch.is_grad_enabled() and x.flux.requires_grad:
+            pixels = torch_image_preprocess(
+                x.flux.to(self.device), *args, crop_size=CROP_SIZE, num_bands=NUM_BANDS, what=what
+            )
+        else:
+            pixels = image_preprocess(
+                x.flux, *args, crop_size=CROP_SIZE, num_bands=NUM_BANDS, device=self.device, what=what
+            )
+        return PreprocessedImage(pixels, len(x.bands))
 
-    def _encode_preprocessed(self, padded: Tensor, num_bands: int) -> Tensor:
-        """(B, 96, 96, 9) preprocessed images (absent bands 0) -> (B, embedding_dim, num_tokens) latents."""
-        h = self.subsample_in.embed_padded(padded, num_bands)
-        h = self.pre_quant_proj(self.model.encode(h))
-        return h.flatten(2)
+    def network_input(self, inputs: PreprocessedImage) -> Tensor:
+        """(B, 96, 96, 9) preprocessed pixels -> (B, 54, 96, 96) band projection (a channels-last view)."""
+        return self.subsample_in.embed_padded(inputs.pixels, inputs.num_bands)
+
+    def encoder_network(self) -> ImageEncoderNetwork:
+        return ImageEncoderNetwork(self)
+
+    def network_example(self, batch: int = 2) -> Tensor:
+        return torch.randn(batch, self.subsample_in.dim_out, CROP_SIZE, CROP_SIZE)
+
+    def encode_latents(self, inputs: PreprocessedImage) -> Tensor:
+        """:class:`PreprocessedImage` -> (B, embedding_dim, num_tokens) latents (projection, MagViT, 1x1 conv)."""
+        return self.network()(self.network_input(inputs)).flatten(2)
+
+    def dequantize(self, tokens: Tensor) -> Tensor:
+        """(B, num_tokens) tokens -> (B, embedding_dim, num_tokens) FSQ codes."""
+        return self.quantizer.decode(tokens)
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """(B, embedding_dim, num_tokens) latents -> (B, 54, 96, 96) decoder output (1x1 conv, MagViT decoder)."""
+        b, d, _ = latents.shape
+        side = self.grid_size
+        # channels-last latents: the layout (and hence oneDNN kernel and rounding) of the reference
+        z = latents.reshape(b, d, side, side).contiguous(memory_format=torch.channels_last)
+        return self.model.decode(self.post_quant_proj(z))
+
+    def postprocess(
+        self, outputs: Tensor, bands: Sequence[str] | None = None, modality: type[Image] | None = None
+    ) -> LegacySurveyImage | HSCImage:
+        """(B, 54, 96, 96) decoder output -> images of the requested bands (see :meth:`decode` for the arguments).
+
+        The dispatched op (:func:`~aion_fast.ops.image_postprocess`) runs; under autograd, when the output or the
+        projection requires grad, its PyTorch reference does (in float32, outside autocast).
+        """
+        image_class, bands = self._decode_target(bands, modality)
+        args = (band_indices(bands), zeropoint_scale(bands[0].split("-")[0]), self.range_compression_factor)
+        weight, bias = self.subsample_out.weight, self.subsample_out.bias
+        if torch.is_grad_enabled() and (outputs.requires_grad or weight.requires_grad):
+            with torch.autocast(outputs.device.type, enabled=False):
+                flux = torch_image_postprocess(outputs.float(), weight.float(), bias.float(), *args, self.mult_factor)
+        else:
+            flux = image_postprocess(outputs, weight, bias, *args, self.mult_factor)
+        return image_class(flux=flux, bands=bands)
+
+    # ------------------------------------------------------------------ encode
 
     def encode_preprocessed(self, padded: Tensor, num_bands: int) -> Tensor:
         """Tokens of images already preprocessed as :func:`aion_fast.ops.image_preprocess` does (e.g. by DALI).
@@ -229,8 +312,8 @@ class ImageCodec(Codec):
             (B, 576) int64 tokens, equal to :meth:`encode` of the images the inputs were preprocessed from.
         """
         with torch.inference_mode():
-            latents = self._encode_preprocessed(padded.to(self.device, torch.float32), num_bands)
-            tokens = self.quantizer.encode(latents).long()
+            inputs = PreprocessedImage(padded.to(self.device, torch.float32), num_bands)
+            tokens = self.quantize(self.encode_latents(inputs))
         return as_normal_tensor(tokens)
 
     def encode_batches(
@@ -282,7 +365,6 @@ class ImageCodec(Codec):
             )
         return _IMAGE_CLASS_OF_SURVEY[survey], bands
 
-    @torch.inference_mode()
     def decode(
         self, z: Tensor, bands: Sequence[str] | None = None, modality: type[Image] | None = None
     ) -> LegacySurveyImage | HSCImage:
@@ -304,32 +386,11 @@ class ImageCodec(Codec):
             ValueError: neither bands nor modality, unknown or mixed-survey bands, a band/modality mismatch, or
                 tokens that are not (B, num_tokens) integers in range.
         """
-        self._decode_target(bands, modality)
+        image_class, bands = self._decode_target(bands, modality)
+        return super().decode(z, bands=bands, modality=image_class)
+
+    def check_tokens(self, z: Tensor) -> None:
         if z.ndim != 2 or z.shape[1] != self.num_tokens:
             raise ValueError(
                 f"ImageCodec.decode expects tokens of shape (batch, {self.num_tokens}), got {tuple(z.shape)}."
             )
-        return super().decode(z.to(self.device), bands=bands, modality=modality)
-
-    def _decode(
-        self, z: Tensor, bands: Sequence[str] | None = None, modality: type[Image] | None = None
-    ) -> LegacySurveyImage | HSCImage:
-        """Latents (B, embedding_dim, num_tokens) -> image of the requested bands (see :meth:`decode`)."""
-        image_class, bands = self._decode_target(bands, modality)
-        b, d, n = z.shape
-        side = self.grid_size
-        if n != side * side:
-            raise ValueError(f"ImageCodec: latents hold {n} positions, expected {side}x{side}.")
-        # channels-last latents: the layout (and hence oneDNN kernel and rounding) of the reference
-        z = z.reshape(b, d, side, side).contiguous(memory_format=torch.channels_last)
-        h = self.model.decode(self.post_quant_proj(z))
-        flux = image_postprocess(  # 54 -> 9 projection, bias, sinh, HSC rescale, band selection: (B, C, H, W)
-            h,
-            self.subsample_out.weight,
-            self.subsample_out.bias,
-            band_indices(bands),
-            zeropoint_scale(bands[0].split("-")[0]),
-            self.range_compression_factor,
-            self.mult_factor,
-        )
-        return image_class(flux=flux, bands=bands)

@@ -77,8 +77,13 @@ class CodecManager:
             raise ModalityTypeError(f"no codec is defined for modality {modality_type.__name__}.")
         key = (codec_class, codec_class.folder(modality_type))
         if key not in self._codecs:
-            self._codecs[key] = codec_class.from_pretrained(self.repo, modality=modality_type, device=self.device)
+            self._codecs[key] = self.load_codec(codec_class, modality_type)
         return self._codecs[key]
+
+    def load_codec(self, codec_class: type[Codec], modality_type: type[Modality]) -> Codec:
+        """Loads (uncached) the codec of ``modality_type`` from :attr:`repo`; subclasses override it to adapt
+        codecs as they are loaded (e.g. :class:`aion_fast.export.runtime.OnnxCodecManager`)."""
+        return codec_class.from_pretrained(self.repo, modality=modality_type, device=self.device)
 
     def missing_codec(self, modality_type: type[Modality]) -> str | None:
         """None when the checkpoint holds a codec for ``modality_type`` (nothing is loaded), else the reason it

@@ -43,7 +43,9 @@ class _ScalarCodec(Codec):
         """The published scalar codecs store their quantizer under ``quantizer.``; this class uses ``_quantizer.``."""
         return {("_" + k if k.startswith("quantizer.") else k): v for k, v in state_dict.items()}
 
-    def _encode(self, x: Scalar) -> torch.Tensor:
+    def preprocess(self, x: Scalar) -> torch.Tensor:
+        """Validated values: (B,) for a one-value modality (any batch layout flattened), else (B, num_tokens)."""
+        self.check_input(x)
         value = x.value
         if self.modality.num_tokens == 1:
             value = value.reshape(-1)
@@ -62,8 +64,9 @@ class _ScalarCodec(Codec):
         tokens = super().encode(x)
         return tokens.reshape(x.value.shape) if self.modality.num_tokens == 1 else tokens
 
-    def _decode(self, z: torch.Tensor, **metadata: Any) -> Scalar:
-        return self._modality_class(value=z)
+    def postprocess(self, outputs: torch.Tensor, **metadata: Any) -> Scalar:
+        """Dequantized values -> the modality batch."""
+        return self._modality_class(value=outputs)
 
 
 class ScalarCodec(_ScalarCodec):

@@ -138,8 +138,9 @@ class ScalarFieldCodec(Codec):
         """Tokens per map (144 for the released codec)."""
         return self.grid_size**2
 
-    def _encode(self, x: LegacySurveySegmentationMap) -> Tensor:
-        """Maps (B, H, W) -> latents (B, embedding_dim, num_tokens) before quantization."""
+    def preprocess(self, x: LegacySurveySegmentationMap) -> Tensor:
+        """Validated maps (B, H, W) -> (B, 1, 96, 96) float32 central crop on the codec's device."""
+        self.check_input(x)
         if self.variational:
             raise NotImplementedError(
                 "ScalarFieldCodec(variational=True) outputs mean and log-variance channels, which FSQ cannot "
@@ -148,10 +149,12 @@ class ScalarFieldCodec(Codec):
         what = f"{type(x).__name__}.field"
         field = center_crop(x.field.unsqueeze(1), CROP_SIZE, what).to(device=self.device, dtype=torch.float32)
         require_finite(field, what)
-        h = self.encode_proj(self.encoder(field))
-        return h.flatten(2)
+        return field
 
-    @torch.inference_mode()
+    def encode_latents(self, inputs: Tensor) -> Tensor:
+        """(B, 1, 96, 96) maps -> (B, embedding_dim, num_tokens) latents before quantization."""
+        return self.encode_proj(self.encoder(inputs)).flatten(2)
+
     def decode(self, z: Tensor) -> LegacySurveySegmentationMap:
         """Reconstructs maps from tokens.
 
@@ -161,21 +164,25 @@ class ScalarFieldCodec(Codec):
         Returns:
             ``LegacySurveySegmentationMap`` with a float32 field (B, 96, 96) in [0, 1].
         """
+        return super().decode(z)
+
+    def check_tokens(self, z: Tensor) -> None:
         if z.ndim != 2 or z.shape[1] != self.num_tokens:
             raise ValueError(
                 f"ScalarFieldCodec.decode expects tokens of shape (batch, {self.num_tokens}), got {tuple(z.shape)}."
             )
-        return super().decode(z.to(self.device))
 
-    def _decode(self, z: Tensor) -> LegacySurveySegmentationMap:
-        """Latents (B, embedding_dim, num_tokens) -> maps (B, 96, 96) in [0, 1]."""
-        b, d, n = z.shape
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """(B, embedding_dim, num_tokens) latents -> (B, 1, 96, 96) decoder output (before the output activation)."""
+        b, d, _ = latents.shape
         side = self.grid_size
-        if n != side * side:
-            raise ValueError(f"ScalarFieldCodec: latents hold {n} positions, expected {side}x{side}.")
         # channels-last latents: the layout (and hence oneDNN kernel and rounding) of the reference
-        z = z.reshape(b, d, side, side).contiguous(memory_format=torch.channels_last)
-        y = self.decoder(self.decode_proj(z))
+        z = latents.reshape(b, d, side, side).contiguous(memory_format=torch.channels_last)
+        return self.decoder(self.decode_proj(z))
+
+    def postprocess(self, outputs: Tensor) -> LegacySurveySegmentationMap:
+        """(B, 1, 96, 96) decoder output -> maps (B, 96, 96) in [0, 1]: activation, range extension, clip."""
+        y = outputs
         if self.output_activation is not None:
             y = self.output_activation(y)
         extension = self.output_activation_extension

@@ -18,8 +18,10 @@ wavelengths :math:`\lambda`), in float32:
 5. ConvNeXt-V2 encoder (:mod:`aion_fast.codecs.nn.convnext`) to (B, C, 272), LayerNorm over C, a 1x1 convolution
    to ``embedding_dim`` = 10 channels, and lookup-free quantization (sign bits, 1024 codes): tokens 1..272.
 
-Decoding inverts this: LFQ codes -> 1x1 convolution -> ConvNeXt decoder -> flux (and mask logits when the decoder has
-two output channels) on the latent grid, optionally interpolated onto requested wavelengths, then
+As stages: steps 1-4 are ``preprocess`` (-> :class:`SpectrumInput`), step 5 ``encode_latents`` (network) and
+``quantize`` (LFQ, normalisation token first). Decoding inverts this: LFQ codes -> 1x1 convolution -> ConvNeXt
+decoder -> flux (and mask logits when the decoder has two output channels) on the latent grid, optionally
+interpolated onto requested wavelengths, then
 :math:`f = (\hat f + 1)\, n`; the mask is ``round(sigmoid(logit))``. These last steps run as one dispatched op,
 :func:`aion_fast.ops.spectrum_to_observed` (bit-identical to the PyTorch code). Inverse variances are not modelled
 (ones).
@@ -41,6 +43,7 @@ wavelength range contains no latent grid point. Inputs are never modified; float
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -50,17 +53,68 @@ from aion_fast.codecs.base import Codec
 from aion_fast.codecs.nn.convnext import ConvNeXtDecoder1d, ConvNeXtEncoder1d
 from aion_fast.codecs.spectral_grid import LatentSpectralGrid, rows_without_overlap
 from aion_fast.modalities import DESISpectrum, Spectrum
-from aion_fast.ops.spectrum_grid import spectrum_to_latent
-from aion_fast.ops.spectrum_to_observed import spectrum_to_observed
+from aion_fast.ops.spectrum_to_latent import spectrum_to_latent, torch_spectrum_to_latent
+from aion_fast.ops.spectrum_to_observed import spectrum_to_observed, torch_spectrum_to_observed
 from aion_fast.quantizers import LookupFreeQuantizer, Quantizer, ScalarLinearQuantizer
 
-__all__ = ["SpectrumCodec"]
+__all__ = ["SpectrumCodec", "SpectrumEncoderNetwork", "SpectrumInput", "SpectrumLatents", "SpectrumOutput"]
 
 
 def _rows(flags: Tensor, limit: int = 10) -> str:
     """Indices of the True entries of a (B,) bool tensor, for error messages."""
     rows = torch.nonzero(flags).flatten().tolist()
     return f"{rows[:limit]}{' ...' if len(rows) > limit else ''}"
+
+
+def _check_spectrum_class(modality: object) -> None:
+    if not (isinstance(modality, type) and issubclass(modality, Spectrum)):
+        raise ValueError(f"modality must be a Spectrum class such as DESISpectrum, got {modality!r}.")
+
+
+class SpectrumInput(NamedTuple):
+    """The spectrum codec's network input (:meth:`SpectrumCodec.preprocess`)."""
+
+    #: (B, 2, G) float32: arcsinh of the normalised flux and inverse sigma on the latent grid.
+    grid: Tensor
+    #: (B,) int64 normalisation tokens (token 0; their bin value set the flux scale).
+    normalization: Tensor
+
+
+class SpectrumLatents(NamedTuple):
+    """Continuous (or dequantized) latents of the spectrum codec with the normalisation token they belong to."""
+
+    #: (B, embedding_dim, T) latents (T = G / 32).
+    latents: Tensor
+    #: (B,) int64 normalisation tokens.
+    normalization: Tensor
+
+
+class SpectrumOutput(NamedTuple):
+    """The spectrum decoder's output (:meth:`SpectrumCodec.decode_latents`)."""
+
+    #: (B, K, G) float32 on the latent grid: normalised flux, and mask logits when K = 2.
+    values: Tensor
+    #: (B,) int64 normalisation tokens, or None for normalised flux.
+    normalization: Tensor | None
+
+
+class SpectrumEncoderNetwork(nn.Module):
+    """The spectrum codec between its resampled input and LFQ: (B, 2, G) -> (B, E, G / 32) latents.
+
+    The exportable part of :meth:`SpectrumCodec.encode_latents` (ConvNeXt encoder, LayerNorm over channels, 1x1
+    convolution); its modules are the codec's own (shared, not copied).
+    """
+
+    def __init__(self, codec: SpectrumCodec):
+        super().__init__()
+        self.encoder = codec.encoder
+        self.pre_quant_norm = codec.pre_quant_norm
+        self.quant_conv = codec.quant_conv
+
+    def forward(self, grid_input: Tensor) -> Tensor:
+        h = self.encoder(grid_input)
+        h = self.pre_quant_norm(h.movedim(1, -1)).movedim(-1, 1)
+        return self.quant_conv(h)
 
 
 def _config_problems(
@@ -160,6 +214,7 @@ class SpectrumCodec(Codec):
 
     #: ``decode`` takes a ``modality=`` class; CodecManager passes the class it was asked for.
     decodes_several_modalities = True
+    network_name = "spectrum"
 
     def __init__(
         self,
@@ -222,28 +277,33 @@ class SpectrumCodec(Codec):
     # ------------------------------------------------------------------ encoding
 
     def _validated_inputs(self, x: Spectrum) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """float32 (flux, ivar, wavelength) and bool mask on the codec's device; raises on the refused inputs."""
+        """float32 (flux, ivar, wavelength) and bool mask on the codec's device; raises on the refused inputs.
+
+        The three row checks are reduced on the device and read back together: one host sync per batch.
+        """
         device = self.device
         flux = x.flux.to(device=device, dtype=torch.float32)
         ivar = x.ivar.to(device=device, dtype=torch.float32)
         wavelength = x.wavelength.to(device=device, dtype=torch.float32)
         mask = x.mask.to(device=device)
         unflagged = (~torch.isfinite(flux) | ~torch.isfinite(ivar)) & ~mask
-        if bool(unflagged.any()):
+        all_masked = mask.all(dim=-1)
+        grid = self.latent_grid.wavelength
+        outside = rows_without_overlap(wavelength.detach(), grid)
+        flags = torch.stack([unflagged.any(), all_masked.any(), outside.any()]).tolist()
+        any_unflagged, any_all_masked, any_outside = flags
+        if any_unflagged:
             raise ValueError(
                 f"spectrum rows {_rows(unflagged.any(dim=-1))} have NaN/inf flux or ivar at pixels not flagged in "
                 f"mask. Flag them as bad, e.g. mask = mask | ~torch.isfinite(flux) | ~torch.isfinite(ivar); "
                 f"flagged pixels are ignored by the normalisation."
             )
-        all_masked = mask.all(dim=-1)
-        if bool(all_masked.any()):
+        if any_all_masked:
             raise ValueError(
                 f"spectrum rows {_rows(all_masked)} have every pixel masked, so there is nothing to tokenize; "
                 f"drop these rows (or fix their mask: True marks a BAD pixel)."
             )
-        grid = self.latent_grid.wavelength
-        outside = rows_without_overlap(wavelength, grid)
-        if bool(outside.any()):
+        if any_outside:
             raise ValueError(
                 f"spectrum rows {_rows(outside)} do not overlap the latent grid "
                 f"[{grid[0].item():.1f}, {grid[-1].item():.1f}] Angstrom; wavelengths must be observed-frame Angstrom "
@@ -258,39 +318,93 @@ class SpectrumCodec(Codec):
         mean = torch.clamp(total / count, min=0.1)
         return self.normalization_quantizer.encode(torch.log10(mean + 1.0))
 
-    def _scale(self, norm_codes: Tensor) -> Tensor:
-        """(B,) normalisation tokens -> (B, 1) flux scale ``n = max(10**bin - 1, 0.1)``."""
-        level = self.normalization_quantizer.decode(norm_codes)
-        return torch.clamp(10 ** level[:, None] - 1.0, min=0.1)
+    def flux_scale(self, normalization: Tensor) -> Tensor:
+        """(B,) normalisation tokens -> (B,) flux scale ``n = max(10**bin - 1, 0.1)``."""
+        level = self.normalization_quantizer.decode(normalization)
+        return torch.clamp(10**level - 1.0, min=0.1)
 
-    def _prepare(self, x: Spectrum) -> tuple[Tensor, Tensor]:
-        """Steps 1-4 of the module docstring.
+    # ------------------------------------------------------------------ stages
 
-        Returns:
-            (B, 2, G) float32 network input and (B,) int64 normalisation tokens.
+    def preprocess(self, x: Spectrum) -> SpectrumInput:
+        """Validates and preprocesses spectra (steps 1-4 of the module docstring).
+
+        The dispatched op (:func:`~aion_fast.ops.spectrum_to_latent`) runs; when the flux or ivar requires grad
+        under autograd, its PyTorch reference does, so gradients reach them.
+
+        Raises:
+            ValueError: not a Spectrum; NaN/inf at unflagged pixels; all-masked rows; rows outside the grid.
         """
+        self.check_input(x)
         flux, ivar, mask, wavelength = self._validated_inputs(x)
-        clean_flux = torch.nan_to_num(flux)
+        clean_flux = torch.nan_to_num(flux.detach())
         if self.clip_flux is not None:
             clean_flux = torch.clamp(clean_flux, -self.clip_flux, self.clip_flux)
-        norm_codes = self._normalization_codes(clean_flux.contiguous(), mask)
-        n = self._scale(norm_codes)
-        grid_input = spectrum_to_latent(
-            flux, ivar, wavelength, n, self.latent_grid.wavelength, self.input_scaling, self.clip_flux, self.clip_ivar
+        normalization = self._normalization_codes(clean_flux.contiguous(), mask)
+        n = self.flux_scale(normalization)
+        args = (flux, ivar, wavelength, n, self.latent_grid.wavelength, self.input_scaling, self.clip_flux)
+        differentiable = torch.is_grad_enabled() and (flux.requires_grad or ivar.requires_grad)
+        grid = (torch_spectrum_to_latent if differentiable else spectrum_to_latent)(*args, self.clip_ivar)
+        return SpectrumInput(grid, normalization)
+
+    def network_input(self, inputs: SpectrumInput) -> Tensor:
+        return inputs.grid
+
+    def encoder_network(self) -> SpectrumEncoderNetwork:
+        return SpectrumEncoderNetwork(self)
+
+    def network_example(self, batch: int = 2) -> Tensor:
+        return torch.randn(batch, 2, self.latent_grid.wavelength.shape[0])
+
+    def encode_latents(self, inputs: SpectrumInput) -> SpectrumLatents:
+        """:class:`SpectrumInput` -> :class:`SpectrumLatents` (ConvNeXt encoder, LayerNorm, 1x1 conv: (B, E, T))."""
+        return SpectrumLatents(self.network()(inputs.grid), inputs.normalization)
+
+    def quantize(self, latents: SpectrumLatents) -> Tensor:
+        """:class:`SpectrumLatents` -> (B, 1 + T) int64 tokens: the normalisation token, then T LFQ tokens."""
+        codes = self.quantizer.encode(latents.latents, channel_first=True)
+        return torch.cat([latents.normalization[:, None], codes], dim=1)
+
+    def dequantize(self, tokens: Tensor) -> SpectrumLatents:
+        """(B, 1 + T) tokens -> :class:`SpectrumLatents` with the (B, E, T) LFQ codes."""
+        return SpectrumLatents(self.quantizer.decode(tokens[:, 1:], channel_first=True), tokens[:, 0])
+
+    def decode_latents(self, latents: SpectrumLatents) -> SpectrumOutput:
+        """:class:`SpectrumLatents` -> :class:`SpectrumOutput` ((B, 1 or 2, G) decoder output on the latent grid)."""
+        return SpectrumOutput(self.decoder(self.post_quant_conv(latents.latents)), latents.normalization)
+
+    def postprocess(
+        self, outputs: SpectrumOutput, wavelength: Tensor | None = None, modality: type[Spectrum] = DESISpectrum
+    ) -> Spectrum:
+        """:class:`SpectrumOutput` -> spectra (see :meth:`decode` for the arguments).
+
+        The dispatched op (:func:`~aion_fast.ops.spectrum_to_observed`) runs; under autograd, when the decoder
+        output requires grad, its PyTorch reference does (the flux is then differentiable, the mask never is).
+        """
+        _check_spectrum_class(modality)
+        values = outputs.values
+        batch = values.shape[0]
+        grid = self.latent_grid.wavelength
+        if wavelength is not None:
+            wavelength = torch.as_tensor(wavelength).to(device=values.device, dtype=torch.float32)
+            if wavelength.ndim == 1:
+                wavelength = wavelength.expand(batch, -1).contiguous()
+            if wavelength.ndim != 2 or wavelength.shape[0] != batch:
+                raise ValueError(
+                    f"wavelength must have shape (M,) or ({batch}, M) for {batch} spectra, got "
+                    f"{tuple(wavelength.shape)}."
+                )
+        scale = None if outputs.normalization is None else self.flux_scale(outputs.normalization)
+        # interpolation onto the requested wavelengths, (v + 1) * n and round(sigmoid(logit)): one dispatched pass
+        differentiable = torch.is_grad_enabled() and values.requires_grad
+        flux, mask = (torch_spectrum_to_observed if differentiable else spectrum_to_observed)(
+            values, grid, wavelength, scale
         )
-        return grid_input, norm_codes
+        if wavelength is None:
+            wavelength = grid.expand(batch, -1).clone()
+        return modality(flux=flux, ivar=torch.ones_like(flux), mask=mask, wavelength=wavelength)
 
-    def _embed(self, grid_input: Tensor) -> Tensor:
-        """(B, 2, G) network input -> (B, embedding_dim, G / 32) continuous latents."""
-        h = self.encoder(grid_input)
-        h = self.pre_quant_norm(h.movedim(1, -1)).movedim(-1, 1)
-        return self.quant_conv(h)
+    # ------------------------------------------------------------------ encoding
 
-    def _encode(self, x: Spectrum) -> Tensor:
-        """Spectra -> (B, embedding_dim, T) latents before quantization (the normalisation token is not included)."""
-        return self._embed(self._prepare(x)[0])
-
-    @torch.inference_mode()
     def encode(self, x: Spectrum) -> Tensor:
         """Tokenizes a batch of spectra.
 
@@ -304,10 +418,7 @@ class SpectrumCodec(Codec):
         Raises:
             ValueError: not a Spectrum; NaN/inf at unflagged pixels; all-masked rows; rows outside the grid.
         """
-        self._check_input(x)
-        grid_input, norm_codes = self._prepare(x)
-        latent_codes = self.quantizer.encode(self._embed(grid_input), channel_first=True)
-        return torch.cat([norm_codes[:, None], latent_codes], dim=1)
+        return super().encode(x)
 
     def encode_batches(self, spectra: Sequence[Spectrum], preprocessed: Sequence[None] | None = None) -> list[Tensor]:
         """Tokens of several spectrum batches (e.g. one per SDSS row length) with one pass of the network.
@@ -323,19 +434,13 @@ class SpectrumCodec(Codec):
             One (B_i, 1 + T) int64 token tensor per batch, equal to :meth:`encode` of each batch.
         """
         with torch.inference_mode():
-            prepared = []
-            for spectrum in spectra:
-                self._check_input(spectrum)
-                prepared.append(self._prepare(spectrum))
-            grid = torch.cat([g for g, _ in prepared])
-            norm = torch.cat([n for _, n in prepared])
-            latent = self.quantizer.encode(self._embed(grid), channel_first=True)
-            tokens = torch.cat([norm[:, None], latent], dim=1)
-        return [as_normal_tensor(t) for t in tokens.split([g.shape[0] for g, _ in prepared])]
+            inputs = [self.preprocess(spectrum) for spectrum in spectra]
+            joined = SpectrumInput(torch.cat([i.grid for i in inputs]), torch.cat([i.normalization for i in inputs]))
+            tokens = self.quantize(self.encode_latents(joined))
+        return [as_normal_tensor(t) for t in tokens.split([i.grid.shape[0] for i in inputs])]
 
     # ------------------------------------------------------------------ decoding
 
-    @torch.inference_mode()
     def decode(
         self, tokens: Tensor, wavelength: Tensor | None = None, modality: type[Spectrum] = DESISpectrum
     ) -> Spectrum:
@@ -353,42 +458,12 @@ class SpectrumCodec(Codec):
             ``modality`` with (B, M) flux, ivar = ones, mask (True = predicted bad; all False when the decoder has
             a single output channel) and wavelength.
         """
-        if not (isinstance(modality, type) and issubclass(modality, Spectrum)):
-            raise ValueError(f"modality must be a Spectrum class such as DESISpectrum, got {modality!r}.")
+        _check_spectrum_class(modality)
+        return super().decode(tokens, wavelength=wavelength, modality=modality)
+
+    def check_tokens(self, tokens: Tensor) -> None:
         if tokens.ndim != 2 or tokens.shape[1] != self.num_tokens:
             raise ValueError(
                 f"spectrum tokens must have shape (batch, {self.num_tokens}) (normalisation token + "
                 f"{self.num_latent_tokens} latent tokens), got {tuple(tokens.shape)}."
             )
-        tokens = tokens.to(self.device)
-        level = self.normalization_quantizer.decode(tokens[:, 0])
-        codes = self.quantizer.decode(tokens[:, 1:], channel_first=True)
-        return self._decode(codes, normalization=level, wavelength=wavelength, modality=modality)
-
-    def _decode(
-        self,
-        z: Tensor,
-        normalization: Tensor | None = None,
-        wavelength: Tensor | None = None,
-        modality: type[Spectrum] = DESISpectrum,
-    ) -> Spectrum:
-        """(B, embedding_dim, T) dequantized latents -> spectra (see ``decode``); ``normalization`` is the (B,)
-        bin value of the normalisation token, or None for normalised output."""
-        out = self.decoder(self.post_quant_conv(z))  # (B, 1 or 2, G)
-        batch = out.shape[0]
-        grid = self.latent_grid.wavelength
-        if wavelength is not None:
-            wavelength = torch.as_tensor(wavelength).to(device=out.device, dtype=torch.float32)
-            if wavelength.ndim == 1:
-                wavelength = wavelength.expand(batch, -1).contiguous()
-            if wavelength.ndim != 2 or wavelength.shape[0] != batch:
-                raise ValueError(
-                    f"wavelength must have shape (M,) or ({batch}, M) for {batch} spectra, got "
-                    f"{tuple(wavelength.shape)}."
-                )
-        scale = None if normalization is None else torch.clamp(10**normalization - 1.0, min=0.1)
-        # interpolation onto the requested wavelengths, (v + 1) * n and round(sigmoid(logit)): one dispatched pass
-        flux, mask = spectrum_to_observed(out, grid, wavelength, scale)
-        if wavelength is None:
-            wavelength = grid.expand(batch, -1).clone()
-        return modality(flux=flux, ivar=torch.ones_like(flux), mask=mask, wavelength=wavelength)

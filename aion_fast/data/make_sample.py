@@ -1,7 +1,8 @@
 """Writes the bundled Multimodal Universe (MMU)-layout sample under ``aion_fast/data/sample/mmu/``.
 
-* ``desi/healpix=0/001-of-001.hdf5``: the 3 real DESI EDR spectra of ``desi_edr_sample.npz`` (CC BY 4.0, DESI
-  Collaboration, Early Data Release), in MMU's DESI columns.
+* ``desi/healpix=0/001-of-001.hdf5``: 3 real DESI EDR spectra (CC BY 4.0, DESI Collaboration, Early Data Release;
+  provenance in ``sample/mmu/ATTRIBUTION.md``), in MMU's DESI columns; committed, and read back by
+  :func:`desi_columns`.
 * ``legacysurvey/healpix=0/001-of-001.hdf5``: 8 SYNTHETIC Legacy Survey objects (see :func:`legacysurvey_columns`).
 * ``gaia/healpix=0/001-of-001.hdf5``: 16 SYNTHETIC Gaia sources (see :func:`gaia_columns`).
 
@@ -128,12 +129,15 @@ def gaia_columns(n: int = 16, seed: int = SAMPLE_SEED) -> dict[str, np.ndarray]:
     }
 
 
+#: The committed real DESI spectra (made from ``tests/data/desi_edr``'s coadds; see ``sample/mmu/ATTRIBUTION.md``).
+BUNDLED_DESI_FILE = Path(__file__).parent / "sample" / "mmu" / "desi" / "healpix=0" / "001-of-001.hdf5"
+
 #: Object-id offset of the c-th noise resampling of a real DESI spectrum (TARGETID + c * offset, c < 92).
 DESI_RESAMPLE_ID_OFFSET = 10**17
 
 
 def desi_columns(copies: int = 1, seed: int = SAMPLE_SEED) -> dict[str, np.ndarray]:
-    """The bundled real DESI EDR spectra (``load_desi_sample``) in MMU's desi schema (mask True = bad pixel).
+    """The bundled real DESI EDR spectra (the committed ``desi`` sample file) in MMU's desi schema (mask True = bad).
 
     Args:
         copies: ``1`` gives the 3 real spectra. ``c > 1`` appends, for ``k = 1 .. c - 1``, a SYNTHETIC resampling
@@ -144,24 +148,26 @@ def desi_columns(copies: int = 1, seed: int = SAMPLE_SEED) -> dict[str, np.ndarr
     Returns:
         Columns of ``3 * copies`` rows.
     """
-    from aion_fast.data.desi import load_desi_sample
+    import h5py
 
     if not 1 <= copies < 92:
         raise ValueError(f"copies must be in [1, 92) so resampled object ids fit in int64, got {copies}.")
-    spectrum, meta = load_desi_sample()
-    flux, ivar = spectrum.flux.numpy(), spectrum.ivar.numpy()
+    with h5py.File(BUNDLED_DESI_FILE, "r") as handle:
+        real = {name: handle[name][:] for name in ("spectrum_flux", "spectrum_ivar", "spectrum_lambda",
+                                                   "spectrum_mask", "object_id", "ra", "dec")}  # fmt: skip
+    flux, ivar = real["spectrum_flux"], real["spectrum_ivar"]
     rng = np.random.default_rng(seed + 2)
     sigma = np.where(ivar > 0, 1 / np.sqrt(np.where(ivar > 0, ivar, 1)), 0).astype(np.float32)
     resampled = [flux] + [(flux + sigma * rng.standard_normal(flux.shape)).astype(np.float32) for _ in range(1, copies)]
-    ids = np.asarray(meta["TARGETID"], dtype=np.int64)
+    ids = real["object_id"].astype(np.int64)
     return {
         "spectrum_flux": np.concatenate(resampled),
         "spectrum_ivar": np.tile(ivar, (copies, 1)),
-        "spectrum_lambda": np.tile(spectrum.wavelength.numpy(), (copies, 1)),
-        "spectrum_mask": np.tile(spectrum.mask.numpy(), (copies, 1)),
+        "spectrum_lambda": np.tile(real["spectrum_lambda"], (copies, 1)),
+        "spectrum_mask": np.tile(real["spectrum_mask"], (copies, 1)),
         "object_id": np.concatenate([ids + k * DESI_RESAMPLE_ID_OFFSET for k in range(copies)]),
-        "ra": np.tile(np.asarray(meta["TARGET_RA"], dtype=np.float64), copies),
-        "dec": np.tile(np.asarray(meta["TARGET_DEC"], dtype=np.float64), copies),
+        "ra": np.tile(real["ra"].astype(np.float64), copies),
+        "dec": np.tile(real["dec"].astype(np.float64), copies),
     }
 
 

@@ -50,6 +50,7 @@ from aion_fast.data.columns import (
     select,
 )
 from aion_fast.data.formats import locate
+from aion_fast.ops.image_preprocess import crop_origin
 
 __all__ = [
     "MODALITY_GROUPS",
@@ -243,13 +244,8 @@ class MMUFile:
 
 
 def crop_window(height: int, width: int, what: str = "image_array") -> tuple[int, int]:
-    """Top-left corner of the central ``CROP_SIZE`` window the image codec encodes (as ``center_crop`` places it)."""
-    top, left = (height - CROP_SIZE) // 2, (width - CROP_SIZE) // 2
-    if top < 0 or left < 0:
-        raise ValueError(
-            f"{what} stamps are {height}x{width} but the image codec needs {CROP_SIZE}x{CROP_SIZE}; cut larger stamps."
-        )
-    return top, left
+    """Top-left corner of the central ``CROP_SIZE`` window the image codec encodes (``ops``' ``crop_origin``)."""
+    return crop_origin(height, width, CROP_SIZE, what)
 
 
 def numpy_crop(flux: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,7 @@ def _exists(path: str, option: str) -> None:
 
     if not Path(path).exists():
         raise ValueError(f"{option} {path} does not exist; give a Parquet file or directory written by aion-fast "
-                         f"encode or demo.")  # fmt: skip
+                         f"encode.")  # fmt: skip
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -127,7 +127,7 @@ def _probe(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     """Adds ``search`` (neighbours of objects by id) and ``probe`` (fit and score a head on labelled embeddings)."""
     search = commands.add_parser("search", help="nearest neighbours (cosine) of objects in embedding Parquet files")
-    search.add_argument("embeddings", help="Parquet file or directory (e.g. the output of `aion-fast demo`)")
+    search.add_argument("embeddings", help="Parquet file or directory (e.g. the output of `aion-fast encode`)")
     search.add_argument("--query", nargs="+", required=True, metavar="OBJECT_ID", help="query object id(s)")
     search.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
     search.add_argument(

@@ -253,21 +253,11 @@ def _build_encoder(
     return summary
 
 
-def _capture_network_inputs(codec: nn.Module, modalities: Sequence[Any]) -> list[np.ndarray]:
-    """Inputs of the codec network (what the exported graph receives) for each modality batch, via a hook."""
-    from aion_fast.codecs.image import ImageCodec
-
-    hooked = codec.model.conv_in if isinstance(codec, ImageCodec) else codec.encoder
-    captured: list[np.ndarray] = []
-    handle = hooked.register_forward_pre_hook(
-        lambda module, args: captured.append(np.ascontiguousarray(args[0].detach().float().cpu().numpy()))
-    )
-    try:
-        for modality in modalities:
-            codec.encode(modality)
-    finally:
-        handle.remove()
-    return captured
+def _capture_network_inputs(codec: Any, modalities: Sequence[Any]) -> list[np.ndarray]:
+    """Inputs of the codec network (what the exported graph receives) for each modality batch."""
+    with torch.inference_mode():
+        inputs = [codec.network_input(codec.preprocess(modality)) for modality in modalities]
+    return [np.ascontiguousarray(x.detach().float().cpu().numpy()) for x in inputs]
 
 
 def _network_tokens(codec: nn.Module, session: Any, inputs: Sequence[np.ndarray]) -> Tensor:
@@ -288,14 +278,13 @@ def _build_codec_network(
 ) -> dict[str, Any]:
     """Writes ``directory/codecs/<folder>/network.onnx`` and returns its summary."""
     from aion_fast.export.int8 import quantizable_nodes, quantize_static_convs
-    from aion_fast.export.onnx import export_image_network, export_spectrum_network
+    from aion_fast.export.onnx import NETWORK_INPUT_NAMES, export_codec_network
     from aion_fast.export.runtime import _session
 
     codec = _as_float32_eval(codec)
     final = directory / CODEC_NETWORK_FILES[folder]
     fp32 = final if precision == "fp32" else final.with_name("network_fp32.tmp.onnx")
-    exporter = export_image_network if folder == "image" else export_spectrum_network
-    exporter(codec, fp32)
+    export_codec_network(codec, fp32)
     summary: dict[str, Any] = {
         "file": str(final.relative_to(directory)),
         "precision": precision,
@@ -312,7 +301,7 @@ def _build_codec_network(
             "--calibration MMU files that hold them (or drop the modality from --modalities)"
         )
     inputs = _capture_network_inputs(codec, modalities)
-    input_name = "projected" if folder == "image" else "grid_input"
+    input_name = NETWORK_INPUT_NAMES[folder]
     reference = _network_tokens(codec, _session(fp32), inputs)
     op_types = ["Conv", "MatMul"]
 
@@ -357,13 +346,13 @@ def _build_codec_network(
 
 def default_model_label() -> str:
     """How the export records the checkpoint used when no ``model`` is given."""
-    from aion_fast.demo import default_model
+    from aion_fast.hub import default_model
 
     return default_model()[1]
 
 
 def _local_checkpoint(model: str | os.PathLike | None) -> Path:
-    from aion_fast.demo import default_model
+    from aion_fast.hub import default_model
 
     if model is None:
         return default_model()[0]
@@ -435,7 +424,7 @@ def export(
     """Exports a checkpoint into a self-describing directory that ``--model`` accepts everywhere.
 
     Args:
-        model: checkpoint directory or hub id; ``None`` = the bundled demo model (``aion_fast.demo.default_model``).
+        model: checkpoint directory or hub id; ``None`` = the bundled demo model (``aion_fast.hub.default_model``).
         output: directory to write (must not hold an export unless ``overwrite``).
         format: ``"onnx"`` (ONNX Runtime) or ``"torch"`` (PyTorch INT8/FP8 applied when loaded, for GPUs).
         precision: ``"fp32"`` / ``"int8"`` for onnx; ``"int8"`` / ``"fp8"`` for torch.
@@ -593,8 +582,6 @@ def quantize(
     Raises:
         ValueError: unsupported backend / precision / model type, or INT8 codecs without calibration.
     """
-    from aion_fast.codecs.image import ImageCodec
-    from aion_fast.codecs.spectrum import SpectrumCodec
     from aion_fast.export.int8 import default_weight_type
     from aion_fast.export.torch_int8 import default_torch_method, quantize_torch
     from aion_fast.model import AION
@@ -617,8 +604,8 @@ def quantize(
                 model, directory, precision, items, weight_type, target or DEFAULT_EMBEDDING_TARGET, sensitivity
             )
             result = OnnxEmbedder(directory / "encoder.onnx", model.config.to_dict())
-        elif isinstance(model, (ImageCodec, SpectrumCodec)):
-            folder = "image" if isinstance(model, ImageCodec) else "spectrum"
+        elif getattr(model, "network_name", None) is not None:  # an image or spectrum codec
+            folder = model.network_name
             summary = _build_codec_network(
                 model, folder, directory, precision, items, weight_type, target or DEFAULT_TOKEN_TARGET, sensitivity
             )

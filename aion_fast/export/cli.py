@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if args.model is None:
-        print("NOTE: exported the UNTRAINED demo checkpoint (random weights): accuracy figures carry no science.")
+        print("NOTE: exported the bundled DEMO model (trained on the 27-object sample): NOT AION-1 science quality.")
     summary = {key: value for key, value in metadata.items() if key not in ("encoder", "codecs")}
     for part in ("encoder", *(f"codecs.{name}" for name in metadata.get("codecs", {}))):
         section = metadata["encoder"] if part == "encoder" else metadata["codecs"][part.split(".", 1)[1]]

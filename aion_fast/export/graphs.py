@@ -8,13 +8,11 @@ hold *the same parameters* (no copy, no re-training) and run the same arithmetic
   plus modality embeddings, the encoder blocks (each block its own weights), the final norm, the context projection
   and mean pooling over present tokens. Inputs are integer row indices and a padding mask with dynamic batch and
   token axes; :class:`TokenLayout` builds them from a ``{token_key: ids}`` dict on the host (integer work only).
-- :class:`ImageNetworkGraph`: the image codec's network between the band projection and FSQ: MagViT encoder and
-  the 1x1 pre-quantization convolution, ``(B, 54, 96, 96) -> (B, 5, 24, 24)``.
-- :class:`SpectrumNetworkGraph`: the spectrum codec's ConvNeXt encoder, LayerNorm and 1x1 convolution,
-  ``(B, 2, G) -> (B, 10, G / 32)``.
 
-Preprocessing (crop, clip, arcsinh, band placement, spectrum resampling, normalisation token) and the FSQ / LFQ
-quantizers stay in PyTorch around the graphs, so tokens come from the codec's own quantizer code.
+The codec networks are exported from the codecs' own ``encoder_network()`` modules
+(:meth:`aion_fast.codecs.base.Codec.encoder_network`). Preprocessing (crop, clip, arcsinh, band placement, spectrum
+resampling, normalisation token) and the FSQ / LFQ quantizers stay in PyTorch around the graphs, so tokens come from
+the codec's own quantizer code.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from torch import Tensor, nn
 
 from aion_fast.model.modality_info import GRID, MODALITY_INFO
 
-__all__ = ["EncoderGraph", "ImageNetworkGraph", "SpectrumNetworkGraph", "TokenLayout"]
+__all__ = ["EncoderGraph", "TokenLayout"]
 
 
 class TokenLayout:
@@ -226,32 +224,3 @@ class EncoderGraph(nn.Module):
         weights = present.to(context.dtype)[..., None]
         pooled = (context * weights).sum(dim=1) / weights.sum(dim=1)
         return context, pooled
-
-
-class ImageNetworkGraph(nn.Module):
-    """The image codec between its band projection and FSQ: ``(B, 54, 96, 96) -> (B, 5, 24, 24)`` latents."""
-
-    def __init__(self, codec: nn.Module):
-        super().__init__()
-        self.autoencoder = codec.model
-        self.pre_quant_proj = codec.pre_quant_proj
-
-    def forward(self, projected: Tensor) -> Tensor:
-        """Maps projected pixels ``(B, C_proj, H, W)`` to FSQ latents ``(B, E, H / 4, W / 4)``."""
-        return self.pre_quant_proj(self.autoencoder.encode(projected))
-
-
-class SpectrumNetworkGraph(nn.Module):
-    """The spectrum codec between its resampled input and LFQ: ``(B, 2, G) -> (B, E, G / 32)`` latents."""
-
-    def __init__(self, codec: nn.Module):
-        super().__init__()
-        self.encoder = codec.encoder
-        self.pre_quant_norm = codec.pre_quant_norm
-        self.quant_conv = codec.quant_conv
-
-    def forward(self, grid_input: Tensor) -> Tensor:
-        """Maps the ``(B, 2, G)`` network input (flux, inverse sigma on the latent grid) to ``(B, E, T)`` latents."""
-        h = self.encoder(grid_input)
-        h = self.pre_quant_norm(h.transpose(1, 2)).transpose(1, 2)
-        return self.quant_conv(h)

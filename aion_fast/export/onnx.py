@@ -10,13 +10,22 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from aion_fast.export.graphs import EncoderGraph, ImageNetworkGraph, SpectrumNetworkGraph
+from aion_fast.export.graphs import EncoderGraph
 
-__all__ = ["ENCODER_INPUTS", "ENCODER_OUTPUTS", "export_encoder", "export_image_network", "export_spectrum_network"]
+__all__ = [
+    "ENCODER_INPUTS",
+    "ENCODER_OUTPUTS",
+    "NETWORK_INPUT_NAMES",
+    "export_codec_network",
+    "export_encoder",
+    "export_image_network",
+    "export_spectrum_network",
+]
 
 ENCODER_INPUTS = ("token_rows", "position_rows", "padding")
 ENCODER_OUTPUTS = ("context", "pooled")
@@ -88,27 +97,29 @@ def export_encoder(model: nn.Module, path: str | os.PathLike) -> Path:
     return _export(graph, (rows, positions, padding), path, list(ENCODER_INPUTS), list(ENCODER_OUTPUTS), (axes,) * 3)
 
 
-def export_image_network(codec: nn.Module, path: str | os.PathLike) -> Path:
-    """Exports the image codec's MagViT encoder + pre-quantization convolution.
+#: Graph input name of each codec's exported encoder network (by ``Codec.network_name``).
+NETWORK_INPUT_NAMES = {"image": "projected", "spectrum": "grid_input"}
 
-    Graph input ``projected`` ``(B, 54, 96, 96)`` (the band projection's output); output ``latents``
-    ``(B, 5, 24, 24)``; ``B`` dynamic.
+
+def export_codec_network(codec: Any, path: str | os.PathLike) -> Path:
+    """Exports a codec's :meth:`~aion_fast.codecs.base.Codec.encoder_network` (float32), batch axis dynamic.
+
+    Image: input ``projected`` ``(B, 54, 96, 96)`` (the band projection's output) -> ``latents`` ``(B, 5, 24, 24)``
+    (MagViT encoder + pre-quantization convolution). Spectrum: input ``grid_input`` ``(B, 2, G)`` -> ``latents``
+    ``(B, 10, G / 32)`` (ConvNeXt encoder, LayerNorm, 1x1 convolution).
     """
-    graph = ImageNetworkGraph(codec.float())
-    from aion_fast.codecs.preprocessing import CROP_SIZE
+    graph = codec.float().encoder_network()
+    example = codec.network_example(2)
+    name = NETWORK_INPUT_NAMES[codec.network_name]
+    with torch.enable_grad():  # the plain (out-of-place, workspace-free) path of the codec networks
+        return _export(graph, (example,), path, [name], ["latents"], ({0: torch.export.Dim("batch", min=1)},))
 
-    example = torch.randn(2, codec.subsample_in.dim_out, CROP_SIZE, CROP_SIZE)
-    return _export(graph, (example,), path, ["projected"], ["latents"], ({0: torch.export.Dim("batch", min=1)},))
+
+def export_image_network(codec: Any, path: str | os.PathLike) -> Path:
+    """:func:`export_codec_network` of an image codec."""
+    return export_codec_network(codec, path)
 
 
-def export_spectrum_network(codec: nn.Module, path: str | os.PathLike) -> Path:
-    """Exports the spectrum codec's ConvNeXt encoder, LayerNorm and 1x1 convolution.
-
-    Graph input ``grid_input`` ``(B, 2, G)`` (flux and inverse sigma resampled on the latent grid); output
-    ``latents`` ``(B, 10, G / 32)``; ``B`` dynamic.
-    """
-    graph = SpectrumNetworkGraph(codec.float())
-    length = int(codec.latent_grid.wavelength.shape[0])
-    example = torch.randn(2, 2, length)
-    with torch.enable_grad():  # the plain (workspace-free) path of the ConvNeXt blocks
-        return _export(graph, (example,), path, ["grid_input"], ["latents"], ({0: torch.export.Dim("batch", min=1)},))
+def export_spectrum_network(codec: Any, path: str | os.PathLike) -> Path:
+    """:func:`export_codec_network` of a spectrum codec."""
+    return export_codec_network(codec, path)

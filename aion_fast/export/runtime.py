@@ -17,7 +17,6 @@ through ONNX Runtime.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from aion_fast.codecs.base import Codec
 from aion_fast.codecs.manager import CodecManager
 from aion_fast.modalities import Modality
 
@@ -199,46 +199,20 @@ class _OnnxNetwork(nn.Module):
         return torch.from_numpy(out).to(x.device)
 
 
-class _OnnxImageAutoencoder(nn.Module):
-    """Stands in for the image codec's ``MagVitAE``: ``encode`` runs the exported network (incl. the pre-quantization
-    convolution), ``decode`` the original PyTorch decoder."""
-
-    def __init__(self, network: _OnnxNetwork, autoencoder: nn.Module):
-        super().__init__()
-        self.network = network
-        self.autoencoder = autoencoder
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.network(x)
-
-    def decode(self, x: Tensor) -> Tensor:
-        return self.autoencoder.decode(x)
-
-
-def onnx_backed_codec(codec: nn.Module, network_file: str | os.PathLike, threads: int | None = None) -> nn.Module:
-    """A copy of an image or spectrum codec whose encoder network runs the given ONNX graph.
+def onnx_backed_codec(codec: Codec, network_file: str | os.PathLike, threads: int | None = None) -> Codec:
+    """A copy of a codec with an exportable network (image, spectrum) whose encoder network runs the ONNX graph.
 
     Preprocessing, validation, quantizer and decoder are the codec's own (so tokens come from its FSQ / LFQ code);
-    only the network between the input projection and the quantizer is replaced. The caller's codec is unchanged.
+    only :meth:`~aion_fast.codecs.base.Codec.encoder_network` is replaced. The caller's codec is unchanged.
 
     Raises:
-        ValueError: ``codec`` is neither an ImageCodec nor a SpectrumCodec.
+        ValueError: ``codec`` has no exportable network (``network_name`` is None).
     """
-    from aion_fast.codecs.image import ImageCodec
-    from aion_fast.codecs.spectrum import SpectrumCodec
-
-    network = _OnnxNetwork(Path(network_file), threads)
-    patched = copy.copy(codec)  # shallow: parameters shared, module dict copied below
-    patched._modules = dict(codec._modules)
-    if isinstance(codec, ImageCodec):
-        patched.model = _OnnxImageAutoencoder(network, codec.model)
-        patched.pre_quant_proj = nn.Identity()
-    elif isinstance(codec, SpectrumCodec):
-        patched.encoder = network
-        patched.pre_quant_norm = nn.Identity()
-        patched.quant_conv = nn.Identity()
-    else:
-        raise ValueError(f"only ImageCodec and SpectrumCodec have exported networks, got {type(codec).__name__}")
+    if codec.network_name is None:
+        raise ValueError(
+            f"only codecs with an exportable network (image, spectrum) run ONNX, got {type(codec).__name__}"
+        )
+    patched = codec.with_encoder_network(_OnnxNetwork(Path(network_file), threads))
     patched.onnx_network_file = str(network_file)
     return patched
 
@@ -257,18 +231,11 @@ class OnnxCodecManager(CodecManager):
         self.directory = Path(directory)
         self.threads = threads
 
-    def codec(self, modality_type: type[Modality]) -> nn.Module:
+    def load_codec(self, codec_class: type[Codec], modality_type: type[Modality]) -> Codec:
         """The codec of ``modality_type``, ONNX-backed where the directory has its network."""
-        from aion_fast.codecs.registry import codec_class_for
-
-        codec = super().codec(modality_type)
-        codec_class = codec_class_for(modality_type)
-        key = (codec_class, codec_class.folder(modality_type))
-        folder = codec_class.folder(modality_type).split("/", 1)[1]
-        network = self.directory / CODEC_NETWORK_FILES.get(folder, "-")
-        if network.is_file() and not hasattr(codec, "onnx_network_file"):
-            codec = self._codecs[key] = onnx_backed_codec(codec, network, self.threads)
-        return codec
+        codec = super().load_codec(codec_class, modality_type)
+        network = self.directory / CODEC_NETWORK_FILES.get(codec.network_name or "", "-")
+        return onnx_backed_codec(codec, network, self.threads) if network.is_file() else codec
 
 
 def _torch_model(directory: Path, metadata: dict[str, Any], device: torch.device) -> nn.Module:

@@ -91,7 +91,7 @@ def generate(
         raise ValueError(f"top_p={top_p!r} must lie in [0, 1] (0 = off)")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
         raise ValueError(f"seed={seed!r} must be an integer in [0, 2^64)")
-    num_positions = model._output_spec(key).num_tokens
+    num_positions = model.output_spec(key).num_tokens
     if schedule is not None:
         steps = check_schedule(schedule, num_positions)
     else:

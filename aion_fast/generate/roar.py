@@ -33,8 +33,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from aion_fast.model.blocks import AttentionMask
+from aion_fast.model.attention import AttentionMask
 from aion_fast.model.modality_info import GRID
+from aion_fast.model.sequence import TokenSequence
 from aion_fast.ops.roar import MAX_STEPS, roar_step
 
 __all__ = ["check_schedule", "roar_generate", "roar_schedule"]
@@ -133,7 +134,7 @@ def roar_generate(
     """
     if model.config.decoder_causal_mask:
         raise ValueError("roar_generate needs a non-causal decoder (config decoder_causal_mask=False)")
-    spec = model._output_spec(target_key)
+    spec = model.output_spec(target_key)
     if spec.kind != GRID:
         raise ValueError(f"target {target_key!r} is a sequence modality; ROAR generates grid modalities only")
     if target_key in input_tokens:
@@ -148,9 +149,8 @@ def roar_generate(
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples={num_samples!r} must be an integer >= 1")
 
-    fixed_tokens, fixed_emb, fixed_mask, _ = model.embed_inputs(input_tokens, input_mask)  # (B, N, D), (B, 1, N)
-    fixed_mask = fixed_mask[:, 0]
-    batch, device = fixed_tokens.shape[0], fixed_tokens.device
+    fixed = model.embed_input_sequence(input_tokens, input_mask)  # (B, N, D) tokens and embeddings
+    batch, device = fixed.tokens.shape[0], fixed.tokens.device
     samples = num_samples
     rows = batch * samples
     if object_ids is None:
@@ -175,27 +175,25 @@ def roar_generate(
                           step=0, next_step=0, next_count=schedule[0], **common)  # fmt: skip
 
     queries_all = (model.mask_token + model.decoder_embeddings[target_key].query_embedding())[0]  # (L, D)
-    head = model.decoder_embeddings[target_key]
     uniform = AttentionMask(uniform=True)
     target_embedding = model.encoder_embeddings[target_key] if len(schedule) > 1 else None
     done = 0
     for step, count in enumerate(schedule):
         if step == 0:
-            context, cross_mask = model._run_encoder(fixed_tokens, fixed_emb, fixed_mask if fixed_mask.any() else None)
+            context, cross_mask = model.encode_sequence(fixed)
         else:
-            context, cross_mask = _encode_with_revealed(
-                model, target_embedding, fixed_tokens, fixed_emb, fixed_mask, tokens, absent, done, samples
-            )
+            context, cross_mask = _encode_with_revealed(model, target_embedding, fixed, tokens, absent, done, samples)
         if step == 0 and count == length:
             # Every chain queries every position: one decoder pass per object, logits shared by its S chains.
             positions = torch.arange(length, device=device).expand(rows, -1).contiguous()
-            hidden = model._run_decoder(queries_all.expand(batch, -1, -1), context, uniform, cross_mask)
+            hidden = model.forward_decoder(queries_all.expand(batch, -1, -1), context, cross_mask, uniform)
         else:
             if step == 0:
                 context = context.repeat_interleave(samples, dim=0)
                 cross_mask = _repeat_mask(cross_mask, samples)
-            hidden = model._run_decoder(queries_all[positions], context, uniform, cross_mask)
-        logits = head(hidden)[..., :vocab].float().contiguous()
+            hidden = model.forward_decoder(queries_all[positions], context, cross_mask, uniform)
+        logits = model.forward_logits(hidden, {target_key: None}, None, return_all_logits=True)[target_key]
+        logits = logits[..., :vocab].float().contiguous()
         next_count = schedule[step + 1] if step + 1 < len(schedule) else 0
         positions = roar_step(logits, positions, tokens, absent, revealed, chain_objects, chain_samples,
                               step=step, next_step=step + 1, next_count=next_count, **common)  # fmt: skip
@@ -207,12 +205,12 @@ def _repeat_mask(mask: AttentionMask, samples: int) -> AttentionMask:
     """Repeats a per-object key mask for the ``samples`` consecutive chains of each object."""
     if mask.allowed is None:
         return mask
-    hidden = ~mask.allowed[:, 0].repeat_interleave(samples, dim=0)
-    return AttentionMask.from_hidden(hidden)
+    hidden = ~mask.allowed[:, 0, 0].repeat_interleave(samples, dim=0)  # (R, N) key padding
+    return AttentionMask.from_key_padding(hidden)
 
 
-def _encode_with_revealed(model, target_embedding, fixed_tokens, fixed_emb, fixed_mask, tokens, absent, done, samples):
-    """Encoder context of every chain: the fixed inputs plus the ``done`` target tokens revealed so far.
+def _encode_with_revealed(model, target_embedding, fixed: TokenSequence, tokens, absent, done, samples):
+    """Encoder context and key mask of every chain: the fixed inputs plus the ``done`` target tokens revealed so far.
 
     Only the revealed target positions enter the encoder (all chains have revealed the same number).
     """
@@ -220,9 +218,10 @@ def _encode_with_revealed(model, target_embedding, fixed_tokens, fixed_emb, fixe
     order = torch.sort(absent.to(torch.uint8), dim=1, stable=True).indices[:, :done]  # revealed positions first
     vectors, emb = target_embedding(tokens.gather(1, order))  # (R, done, D), (1, L, D)
     emb = emb.expand(rows, -1, -1).gather(1, order[..., None].expand(-1, -1, emb.shape[-1]))
-    enc_tokens = torch.cat([fixed_tokens.repeat_interleave(samples, dim=0), vectors], dim=1)
-    enc_emb = torch.cat([fixed_emb.repeat_interleave(samples, dim=0), emb], dim=1)
+    enc_tokens = torch.cat([fixed.tokens.repeat_interleave(samples, dim=0), vectors], dim=1)
+    enc_emb = torch.cat([fixed.emb.repeat_interleave(samples, dim=0), emb], dim=1)
     padding = None
-    if bool(fixed_mask.any()):
-        padding = torch.cat([fixed_mask.repeat_interleave(samples, dim=0), absent.new_zeros(rows, done)], dim=1)
-    return model._run_encoder(enc_tokens, enc_emb, padding)
+    if fixed.padding is not None:
+        padding = torch.cat([fixed.padding.repeat_interleave(samples, dim=0), absent.new_zeros(rows, done)], dim=1)
+    mod_ids = torch.full(enc_tokens.shape[:2], -1, dtype=torch.int16, device=enc_tokens.device)  # not read
+    return model.encode_sequence(TokenSequence(enc_tokens, enc_emb, padding, mod_ids))

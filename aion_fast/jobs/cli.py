@@ -80,12 +80,7 @@ def _run_encode(args: argparse.Namespace) -> int:
         verify_inputs=not args.trust_mtime,
     )
     summary = run_encode(args.inputs, args.output, options)
-    if summary["untrained_demo_checkpoint"]:
-        print(
-            "NOTE: using the UNTRAINED demo checkpoint (random weights, seed 0): the pipeline runs end to end, "
-            "but these embeddings carry no science. Pass --model DIR for a trained AION-1 checkpoint."
-        )
-    elif summary.get("demo_checkpoint"):
+    if summary.get("demo_checkpoint"):
         print(
             "NOTE: using the bundled DEMO model (trained by aion_fast on the 27-object sample): NOT AION-1 science "
             "quality. Pass --model DIR_OR_HUB_ID for a real AION-1 checkpoint."

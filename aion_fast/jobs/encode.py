@@ -49,7 +49,7 @@ class EncodeOptions:
     """What one ``aion-fast encode`` run does (everything but the inputs and the output folder).
 
     Attributes:
-        model: checkpoint directory or hub id; None = the bundled demo model (aion_fast.demo.default_model).
+        model: checkpoint directory or hub id; None = the bundled demo model (aion_fast.hub.default_model).
         modalities: groups of :data:`~aion_fast.data.columns.MODALITY_GROUPS` to use, from every survey of a file;
             None = what each file's surveys measured (:data:`~aion_fast.data.columns.SURVEY_DEFAULT_GROUPS`).
         sources: ``(group, survey)`` pairs choosing the survey of a group that two surveys of a file give.
@@ -118,7 +118,6 @@ def _job_description(checkpoint: Path | str, options: EncodeOptions, label: str)
     return {
         "model": label,
         "demo_checkpoint": options.model is None,
-        "untrained_demo_checkpoint": label == "untrained-demo",
         "model_config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
         "model_weights_sha256_16": cached_checkpoint_digest(checkpoint) if local else None,
         "codec_configs_sha256_16": _codec_configs_digest(config_file.parent),
@@ -242,7 +241,7 @@ def run_encode(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, o
         ValueError: bad options or inputs, an output holding another job's or another input's results
             (:class:`~aion_fast.jobs.plan.OutputConflictError`), two sources for one modality.
     """
-    from aion_fast.demo import default_model
+    from aion_fast.hub import default_model
 
     start_time = time.perf_counter()
     _validate(options)
@@ -276,7 +275,6 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
     from tqdm import tqdm
 
     rank, world, source = where
-    untrained = label == "untrained-demo"
     distributed = source == "torchrun" and world > 1
     identity = {**job, "batch_size": options.batch_size, "row_group_rows": options.row_group_rows}
     check_identity(out, identity, record=False)  # recorded once the plan holds: a refused start claims nothing
@@ -372,7 +370,6 @@ def _run_locked(inputs, out, options, checkpoint, label, job, names, where, star
         "world_size": world,
         "launcher": source,
         "checkpoint": str(checkpoint),
-        "untrained_demo_checkpoint": untrained,
         "demo_checkpoint": options.model is None,
         "loader": options.loader,
         "workers": workers,

@@ -149,6 +149,10 @@ class OutputLock:
         self.release()
 
 
+#: Identity keys written by earlier versions (the retired untrained-demo flag), ignored when comparing.
+RETIRED_IDENTITY_KEYS = frozenset({"untrained_demo_checkpoint"})
+
+
 def check_identity(output: str | os.PathLike, job: dict[str, Any], record: bool = True) -> None:
     """Records ``job`` as the identity of ``output`` (first run; with ``record``), or refuses another job's output.
 
@@ -162,9 +166,13 @@ def check_identity(output: str | os.PathLike, job: dict[str, Any], record: bool 
     recorded = read_record(path) if path.exists() else None
     if path.exists() and recorded is None:  # torn: the shard records still say which job wrote them
         warn(f"{path} is torn or empty; it is written again.")
-    if isinstance(recorded, dict) and recorded != job:
+    current = recorded
+    if isinstance(recorded, dict):
+        # Keys earlier versions wrote and this one does not; the checkpoint digest still tells models apart.
+        current = {key: value for key, value in recorded.items() if key not in RETIRED_IDENTITY_KEYS}
+    if isinstance(current, dict) and current != job:
         raise OutputConflictError(
-            f"{output} belongs to another job ({path.name}: {differences(recorded, job)}); write this job to a new "
+            f"{output} belongs to another job ({path.name}: {differences(current, job)}); write this job to a new "
             f"--output directory (results of different models, codec configs or options never share one)."
         )
     if recorded != job and record:

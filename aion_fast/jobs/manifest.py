@@ -127,7 +127,7 @@ def _digest_cache_file() -> Path:
 
 
 def cached_checkpoint_digest(directory: str | os.PathLike) -> str:
-    """:func:`aion_fast.demo.checkpoint_digest` of a local checkpoint, remembered across runs.
+    """:func:`aion_fast.model.checkpoint.checkpoint_digest` of a local checkpoint, remembered across runs.
 
     The digest reads every tensor (~0.1 s for the demo checkpoint, seconds for aion-base), so it is kept in
     ``~/.cache/aion_fast/checkpoint_digests.json`` (``$AION_FAST_CACHE_DIR`` overrides the folder) under the
@@ -135,7 +135,7 @@ def cached_checkpoint_digest(directory: str | os.PathLike) -> str:
     and modification time (the rule ``make`` and ``git status`` use). A changed or added weight file recomputes it;
     an unwritable cache only costs the recomputation.
     """
-    from aion_fast.demo import checkpoint_digest
+    from aion_fast.model.checkpoint import checkpoint_digest
 
     root = Path(directory).resolve()
     stamp = []

@@ -463,7 +463,7 @@ def run_predict(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     from tqdm import tqdm
 
     from aion_fast.data.formats import discover
-    from aion_fast.demo import default_model
+    from aion_fast.hub import default_model
 
     start_time = time.perf_counter()
     target = target_modality(options.target)

@@ -220,3 +220,29 @@ def write_checkpoint(directory: str | os.PathLike, config: Mapping[str, Any], st
     os.replace(partial_weights, target / WEIGHTS_NAME)
     os.replace(partial_config, target / CONFIG_NAME)
     return target
+
+
+def checkpoint_digest(directory: str | os.PathLike) -> str:
+    """SHA-256 (16 hex digits) of every tensor of a checkpoint directory (transformer and codecs), by file and name.
+
+    Hashes tensor contents rather than file bytes: safetensors writes its header's metadata in no fixed order.
+
+    Raises:
+        ValueError: A ``*.safetensors`` file is torn or not safetensors.
+    """
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).rglob("*.safetensors")):
+        try:
+            tensors = load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for a torn file
+            if isinstance(error, OSError):
+                raise
+            raise ValueError(f"{path} is not a complete safetensors file ({error}); download it again.") from None
+        for name, array in sorted(tensors.items()):
+            digest.update(f"{path.relative_to(directory)}:{name}:{array.dtype}:{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()[:16]

@@ -6,7 +6,12 @@ deliberate difference: ``num_encoder_tokens`` defaults to *all* given tokens (th
 
 Sequence layout. Inputs are concatenated modality by modality in the order of ``input_dict``. Tokens flagged in
 ``input_mask`` (True = absent) are moved behind the present ones (stable order), zeroed, and hidden from attention;
-``num_encoder_tokens`` then keeps the first tokens of that order.
+``num_encoder_tokens`` then keeps the first tokens of that order (:mod:`aion_fast.model.sequence`).
+
+Stages, public as 4M's sampler uses them: :meth:`AION.embed_input_sequence` (a :class:`TokenSequence`),
+:meth:`AION.encode_sequence` (context and its key mask), :meth:`AION.embed_target_sequence`,
+:meth:`AION.forward_decoder`, :meth:`AION.forward_logits`; the reference's tuple-returning ``embed_inputs`` /
+``embed_targets`` wrap them. Inputs are validated once, at these entries (:mod:`aion_fast.model.validation`).
 """
 
 from __future__ import annotations
@@ -23,53 +28,18 @@ from torch import Tensor, nn
 
 from aion_fast import hub
 from aion_fast.model import checkpoint as ckpt
-from aion_fast.model.blocks import (
-    AttentionMask,
-    BlockOptions,
-    DecoderBlock,
-    EncoderBlock,
-    LayerNorm,
-    PackedLayout,
-    as_attention_mask,
-)
+from aion_fast.model import validation
+from aion_fast.model.attention import AttentionMask, PackedLayout, as_attention_mask
+from aion_fast.model.blocks import BlockOptions, DecoderBlock, EncoderBlock, LayerNorm
 from aion_fast.model.config import AIONConfig
 from aion_fast.model.embeddings import build_decoder_embedding, build_encoder_embedding
 from aion_fast.model.modality_info import GRID, MODALITY_INFO, ModalitySpec
+from aion_fast.model.sequence import TokenSequence, select_present_first
 from aion_fast.precision import DEFAULT_PRECISION, resolve_precision
 
-__all__ = ["AION", "MaskedPrediction", "build_decoder_attention_mask"]
+__all__ = ["AION", "MaskedPrediction", "TokenSequence", "build_decoder_attention_mask"]
 
 _INIT_STD = 0.02
-
-
-@dataclass
-class _TokenSequence:
-    """A concatenated token sequence after selection (encoder inputs or decoder queries).
-
-    Attributes:
-        tokens: ``(B, N, D)`` token vectors (zero where absent).
-        emb: ``(B, N, D)`` positional plus modality embeddings (zero where absent).
-        padding: ``(B, N)`` bool, True where absent; ``None`` when every position is present.
-        mod_ids: ``(B, N)`` int16 modality id of every position, absent ones included (-1 for register tokens).
-        ids: ``(B, N)`` int64 token ids carried through the selection (decoder targets); ``None`` if not asked for.
-    """
-
-    tokens: Tensor
-    emb: Tensor
-    padding: Tensor | None
-    mod_ids: Tensor
-    ids: Tensor | None = None
-
-    @property
-    def mod_mask(self) -> Tensor:
-        """``(B, N)`` int16 modality ids with -1 at absent positions (the reference's ``mod_mask``)."""
-        return self.mod_ids if self.padding is None else self.mod_ids.masked_fill(self.padding, -1)
-
-    def full_padding(self) -> Tensor:
-        """``(B, N)`` bool padding, all False when :attr:`padding` is ``None``."""
-        if self.padding is not None:
-            return self.padding
-        return torch.zeros(self.tokens.shape[:2], dtype=torch.bool, device=self.tokens.device)
 
 
 @dataclass
@@ -247,72 +217,49 @@ class AION(nn.Module):
             nn.init.normal_(self.register_tokens, std=_INIT_STD)
 
     # ------------------------------------------------------------------------------------------------------------
-    # Input validation
+    # Modality specs
 
-    def _check_input_tokens(
-        self, input_dict: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None
-    ) -> list[tuple[str, Tensor, Tensor | None]]:
-        """Validates encoder inputs and returns ``(key, ids (B, n) int64, padding (B, n) bool or None)`` per key."""
-        if not isinstance(input_dict, Mapping) or not input_dict:
-            raise ValueError("input_dict must be a non-empty dict mapping token keys to token tensors")
-        mask = {} if mask is None else mask
-        if not isinstance(mask, Mapping):
-            raise ValueError("input_mask must be a dict mapping token keys to bool tensors (True = absent)")
-        stray = [key for key in mask if key not in input_dict]
-        if stray:
-            raise ValueError(f"input_mask has key(s) {stray} that are not in input_dict; mask only given modalities")
+    def input_spec(self, key: str) -> ModalitySpec:
+        """The spec of encoder input ``key``.
 
-        checked = []
-        batch_sizes: dict[str, int] = {}
-        for key, tokens in input_dict.items():
-            spec = self._input_spec(key)
-            ids = _as_token_matrix(key, tokens)
-            batch_sizes[key] = ids.shape[0]
-            _check_token_count(spec, ids.shape[1], where="input_dict")
-            padding = _as_padding(key, mask.get(key), tokens.shape, ids.shape)
-            ids = ids.to(device=self.device, dtype=torch.long)
-            if padding is not None:
-                padding = padding.to(self.device)
-                if bool(padding.any()):
-                    ids = ids.masked_fill(padding, 0)
-                else:
-                    padding = None
-            _check_token_range(spec, ids)
-            checked.append((key, ids, padding))
-        if len(set(batch_sizes.values())) > 1:
-            raise ValueError(f"all modalities must have the same batch size, got {batch_sizes}")
-        return checked
+        Raises:
+            ValueError: ``key`` is unknown or not an input of this model (config ``domains_in``).
+        """
+        return validation.input_spec(key, self.encoder_embeddings, self.config.domains_in)
 
-    def _input_spec(self, key: str) -> ModalitySpec:
-        if key not in MODALITY_INFO:
-            raise ValueError(f"unknown token key {key!r}; known keys: {sorted(MODALITY_INFO)}")
-        if key not in self.encoder_embeddings:
-            raise ValueError(
-                f"{key!r} is not an input of this model (config 'domains_in' is {list(self.config.domains_in)}); "
-                "drop it from input_dict or load a model trained with it"
-            )
-        return MODALITY_INFO[key]
+    def output_spec(self, key: str) -> ModalitySpec:
+        """The spec of decoder output ``key``.
 
-    def _output_spec(self, key: str) -> ModalitySpec:
+        Raises:
+            ValueError: ``key`` is unknown or not an output of this model (config ``domains_out``).
+            RuntimeError: The model was loaded ``encoder_only``.
+        """
         self._require_decoder("forward")
-        if key not in MODALITY_INFO:
-            raise ValueError(f"unknown token key {key!r}; known keys: {sorted(MODALITY_INFO)}")
-        if key not in self.decoder_embeddings:
-            raise ValueError(
-                f"{key!r} is not an output of this model (config 'domains_out' is {list(self.config.domains_out)})"
-            )
-        return MODALITY_INFO[key]
+        return validation.output_spec(key, self.decoder_embeddings, self.config.domains_out)
 
     # ------------------------------------------------------------------------------------------------------------
     # Encoder side
 
-    def _embed_encoder_sequence(
+    def embed_input_sequence(
         self,
         input_dict: Mapping[str, Tensor],
-        mask: Mapping[str, Tensor] | None,
-        num_encoder_tokens: int | None,
-    ) -> _TokenSequence:
-        checked = self._check_input_tokens(input_dict, mask)
+        mask: Mapping[str, Tensor] | None = None,
+        num_encoder_tokens: int | None = None,
+    ) -> TokenSequence:
+        """Embeds and arranges encoder inputs (what :meth:`embed_inputs` returns as a tuple).
+
+        Args:
+            input_dict: Token key -> ids of shape ``(B, n)`` or ``(B,)`` (one token per object), any integer dtype.
+            mask: Optional token key -> bool ``(B, n)``, True where the token is absent (padding).
+            num_encoder_tokens: Keep this many tokens (present ones first); default: all.
+
+        Returns:
+            The encoder sequence, register tokens first when the model has them.
+
+        Raises:
+            ValueError: Invalid inputs (the message names the token key and the fix).
+        """
+        checked = validation.check_input_tokens(input_dict, mask, self.input_spec, self.device)
         batch = checked[0][1].shape[0]
         tokens, embs, paddings, mod_ids = [], [], [], []
         for key, ids, padding in checked:
@@ -322,7 +269,7 @@ class AION(nn.Module):
             paddings.append(ids.new_zeros(ids.shape, dtype=torch.bool) if padding is None else padding)
             mod_ids.append(torch.full((ids.shape[1],), MODALITY_INFO[key].id, dtype=torch.int16, device=self.device))
         has_padding = any(padding is not None for _, _, padding in checked)
-        sequence = _select_present_first(
+        sequence = select_present_first(
             torch.cat(tokens, dim=1),
             torch.cat(embs, dim=1),
             torch.cat(paddings, dim=1) if has_padding else None,
@@ -331,7 +278,7 @@ class AION(nn.Module):
         )
         return self._prepend_register_tokens(sequence)
 
-    def _prepend_register_tokens(self, sequence: _TokenSequence) -> _TokenSequence:
+    def _prepend_register_tokens(self, sequence: TokenSequence) -> TokenSequence:
         if self.register_tokens is None:
             return sequence
         batch = sequence.tokens.shape[0]
@@ -340,7 +287,7 @@ class AION(nn.Module):
         padding = sequence.padding
         if padding is not None:
             padding = torch.cat([padding.new_zeros(batch, count), padding], dim=1)
-        return _TokenSequence(
+        return TokenSequence(
             tokens=torch.cat([registers, sequence.tokens], dim=1),
             emb=torch.cat([torch.zeros_like(registers), sequence.emb], dim=1),
             padding=padding,
@@ -369,33 +316,42 @@ class AION(nn.Module):
         Raises:
             ValueError: Invalid inputs (the message names the token key and the fix).
         """
-        sequence = self._embed_encoder_sequence(input_dict, mask, num_encoder_tokens)
+        sequence = self.embed_input_sequence(input_dict, mask, num_encoder_tokens)
         return sequence.tokens, sequence.emb, sequence.full_padding()[:, None, :], sequence.mod_mask
 
-    def _run_encoder(self, tokens: Tensor, emb: Tensor, padding: Tensor | None) -> tuple[Tensor, AttentionMask]:
-        """Encoder blocks, final norm and context projection; returns the context and the key mask it used."""
-        key_mask = AttentionMask.from_hidden(None if padding is None else padding[:, None, :])
-        x = tokens + emb
-        for block in self.encoder:
-            x = block(x, key_mask)
-        x = self.encoder_norm(x)
-        return self.decoder_proj_context(x) + emb, key_mask
+    def encode_sequence(self, sequence: TokenSequence) -> tuple[Tensor, AttentionMask]:
+        """Encoder blocks, final norm and context projection on an encoder sequence.
+
+        Args:
+            sequence: From :meth:`embed_input_sequence` (or built alike).
+
+        Returns:
+            context: ``(B, N, D)`` decoder context, projected encoder output plus ``sequence.emb``.
+            key_mask: The prepared key-padding mask the encoder used, for the decoder's cross-attention
+                (:meth:`forward_decoder`'s ``encoder_mask``).
+        """
+        key_mask = AttentionMask.from_key_padding(sequence.padding)
+        return self.encode_embeddings(sequence.tokens, sequence.emb, key_mask), key_mask
 
     def encode_embeddings(
-        self, encoder_tokens: Tensor, encoder_emb: Tensor, encoder_mask: Tensor | None = None
+        self, encoder_tokens: Tensor, encoder_emb: Tensor, encoder_mask: Tensor | AttentionMask | None = None
     ) -> Tensor:
         """Runs the encoder on the outputs of :meth:`embed_inputs`.
 
         Args:
             encoder_tokens: ``(B, N, D)``.
             encoder_emb: ``(B, N, D)``.
-            encoder_mask: ``(B, 1, N)`` or ``(B, N)`` bool, True where absent; ``None`` if all present.
+            encoder_mask: ``(B, 1, N)`` or ``(B, N)`` bool, True where absent, or a prepared mask; ``None`` if all
+                present.
 
         Returns:
             ``(B, N, D)`` decoder context: projected encoder output plus ``encoder_emb``.
         """
-        padding = None if encoder_mask is None else encoder_mask.reshape(encoder_mask.shape[0], -1)
-        return self._run_encoder(encoder_tokens, encoder_emb, padding)[0]
+        if not isinstance(encoder_mask, AttentionMask):
+            padding = None if encoder_mask is None else encoder_mask.reshape(encoder_mask.shape[0], -1)
+            encoder_mask = AttentionMask.from_key_padding(padding)
+        x = self.forward_encoder(encoder_tokens + encoder_emb, encoder_mask)
+        return self.decoder_proj_context(x) + encoder_emb
 
     def encode(
         self,
@@ -427,8 +383,8 @@ class AION(nn.Module):
             context: ``(B, N, D)``.
             padding: ``(B, N)`` bool, True for rows of absent tokens.
         """
-        sequence = self._embed_encoder_sequence(input_dict, input_mask, num_encoder_tokens)
-        context, _ = self._run_encoder(sequence.tokens, sequence.emb, sequence.padding)
+        sequence = self.embed_input_sequence(input_dict, input_mask, num_encoder_tokens)
+        context, _ = self.encode_sequence(sequence)
         return context, sequence.full_padding()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -456,7 +412,7 @@ class AION(nn.Module):
             mod_mask: ``(B, M)`` int16 modality ids, -1 where not a target.
         """
         self._require_decoder("embed_targets")
-        selected = self._embed_target_sequence(target_mask, num_decoder_tokens, None)
+        selected = self.embed_target_sequence(target_mask, num_decoder_tokens)
         batch, length = selected.tokens.shape[:2]
         compressed = torch.zeros(batch, length, dtype=torch.long, device=self.device)
         attention_mask = build_decoder_attention_mask(
@@ -466,30 +422,24 @@ class AION(nn.Module):
         decoder_mask = selected.full_padding()[:, None, :]
         return selected.tokens, selected.emb, decoder_mask, target_ids, attention_mask, selected.mod_mask
 
-    def _embed_target_sequence(
+    def embed_target_sequence(
         self,
         target_mask: Mapping[str, Tensor],
-        num_decoder_tokens: int | None,
-        target_tokens: Mapping[str, Tensor] | None,
-    ) -> _TokenSequence:
-        """Decoder queries of :meth:`embed_targets`, optionally with the ids they predict (``target_tokens``)."""
-        if not isinstance(target_mask, Mapping) or not target_mask:
-            raise ValueError("target_mask must be a non-empty dict mapping token keys to bool tensors")
-        pieces = []
-        batch_sizes = {}
-        for key, not_target in target_mask.items():
-            spec = self._output_spec(key)
-            if not isinstance(not_target, Tensor) or not_target.dtype != torch.bool or not_target.ndim != 2:
-                raise ValueError(f"target_mask[{key!r}] must be a bool tensor of shape (B, n), True = not a target")
-            batch_sizes[key] = not_target.shape[0]
-            _check_token_count(spec, not_target.shape[1], where="target_mask")
-            pieces.append((key, spec, not_target.to(self.device)))
-        if len(set(batch_sizes.values())) > 1:
-            raise ValueError(f"all target modalities must have the same batch size, got {batch_sizes}")
-        batch = next(iter(batch_sizes.values()))
-        if batch == 0:
-            raise ValueError("target_mask describes an empty batch (B = 0)")
+        num_decoder_tokens: int | None = None,
+        target_tokens: Mapping[str, Tensor] | None = None,
+    ) -> TokenSequence:
+        """Decoder queries of :meth:`embed_targets` as a sequence, optionally with the ids they predict.
 
+        Args:
+            target_mask: Token key -> bool ``(B, n)``, True where the position is *not* a target.
+            num_decoder_tokens: Keep this many queries (targets first); default: all.
+            target_tokens: Optional token key -> ``(B, n)`` ids; their targets become :attr:`TokenSequence.ids`.
+
+        Returns:
+            The decoder sequence (padding True where not a target).
+        """
+        self._require_decoder("embed_targets")
+        pieces, batch = validation.check_target_mask(target_mask, self.output_spec, self.device)
         tokens, embs, masks, mod_ids, ids = [], [], [], [], []
         for key, spec, not_target in pieces:
             embedding = self.decoder_embeddings[key]
@@ -506,22 +456,13 @@ class AION(nn.Module):
                 masks.append(not_target[:, 1:] | not_target[:, :-1])
             mod_ids.append(torch.full((length,), spec.id, dtype=torch.int16, device=self.device))
             if target_tokens is not None:
-                ids.append(_target_ids(key, spec, target_tokens, not_target.shape, self.device))
+                ids.append(validation.target_ids(key, spec, target_tokens, not_target.shape, self.device))
         tokens = torch.cat(tokens, dim=1)
         emb = torch.cat(embs, dim=1)
         not_target = torch.cat(masks, dim=1)
         mod_ids = torch.cat(mod_ids).expand(batch, -1)
         ids = torch.cat(ids, dim=1) if target_tokens is not None else None
-        return _select_present_first(tokens, emb, not_target, mod_ids, num_decoder_tokens, ids)
-
-    def _run_decoder(
-        self, queries: Tensor, context: Tensor, self_mask: AttentionMask, cross_mask: AttentionMask
-    ) -> Tensor:
-        self._require_decoder("decode_embeddings")
-        y = queries
-        for block in self.decoder:
-            y = block(y, context, self_mask, cross_mask)
-        return self.decoder_norm(y)
+        return select_present_first(tokens, emb, not_target, mod_ids, num_decoder_tokens, ids)
 
     def decode_embeddings(
         self,
@@ -543,12 +484,12 @@ class AION(nn.Module):
         Returns:
             ``(B, M, D)`` normalized decoder outputs.
         """
-        padding = None if encoder_mask is None else encoder_mask.reshape(encoder_mask.shape[0], 1, -1)
-        return self._run_decoder(
+        padding = None if encoder_mask is None else encoder_mask.reshape(encoder_mask.shape[0], -1)
+        return self.forward_decoder(
             decoder_tokens + decoder_emb,
             context,
+            AttentionMask.from_key_padding(padding),
             AttentionMask.from_hidden(decoder_attention_mask),
-            AttentionMask.from_hidden(padding),
         )
 
     def forward(
@@ -568,15 +509,15 @@ class AION(nn.Module):
         Returns:
             Token key -> ``(B, num_tokens, vocab_size)`` logits.
         """
-        targets = self._check_targets(target_modality)
-        sequence = self._embed_encoder_sequence(input_dict, input_mask, None)
-        context, cross_mask = self._run_encoder(sequence.tokens, sequence.emb, sequence.padding)
+        targets = validation.check_targets(target_modality, self.output_spec)
+        sequence = self.embed_input_sequence(input_dict, input_mask)
+        context, cross_mask = self.encode_sequence(sequence)
         batch = context.shape[0]
 
         queries = torch.cat([self.decoder_embeddings[key].query_embedding() for key, _ in targets], dim=1)
         queries = (self.mask_token + queries).expand(batch, -1, -1)
         self_mask = self._decoder_self_mask(targets, batch)
-        hidden = self._run_decoder(queries, context, self_mask, cross_mask)
+        hidden = self.forward_decoder(queries, context, cross_mask, self_mask)
 
         logits = {}
         start = 0
@@ -622,18 +563,18 @@ class AION(nn.Module):
         Returns:
             ``(B, M, D)``.
         """
-        return self._run_decoder(
-            y,
-            context,
-            as_attention_mask(decoder_attention_mask, "decoder_attention_mask"),
-            as_attention_mask(encoder_mask, "encoder_mask"),
-        )
+        self._require_decoder("forward_decoder")
+        self_mask = as_attention_mask(decoder_attention_mask, "decoder_attention_mask")
+        cross_mask = as_attention_mask(encoder_mask, "encoder_mask")
+        for block in self.decoder:
+            y = block(y, context, self_mask, cross_mask)
+        return self.decoder_norm(y)
 
     def forward_logits(
         self,
         y: Tensor,
         decoder_mod_dict: Mapping[str, Any],
-        decoder_mod_mask: Tensor,
+        decoder_mod_mask: Tensor | None,
         return_all_logits: bool = False,
     ) -> dict[str, Tensor]:
         """Logits per output modality, as the reference's ``forward_logits``.
@@ -641,7 +582,8 @@ class AION(nn.Module):
         Args:
             y: ``(B, M, D)`` decoder output (:meth:`forward_decoder`).
             decoder_mod_dict: Token keys to compute logits for (only the keys are read).
-            decoder_mod_mask: ``(B, M)`` modality id of every row (:meth:`embed_targets`' ``mod_mask``).
+            decoder_mod_mask: ``(B, M)`` modality id of every row (:meth:`embed_targets`' ``mod_mask``); not read
+                with ``return_all_logits``.
             return_all_logits: Logits of every row ``(B, M, vocab)`` instead of the key's rows ``(n_key, vocab)``.
 
         Returns:
@@ -649,7 +591,7 @@ class AION(nn.Module):
         """
         logits = {}
         for key in decoder_mod_dict:
-            spec = self._output_spec(key)
+            spec = self.output_spec(key)
             head = self.decoder_embeddings[key]
             logits[key] = head(y) if return_all_logits else head(y[decoder_mod_mask == spec.id])
         return logits
@@ -797,23 +739,16 @@ class AION(nn.Module):
             ValueError: Invalid tokens or masks, a key missing from ``tokens``, or ``packed`` with a causal decoder.
         """
         self._require_decoder("predict_masked")
-        if not isinstance(tokens, Mapping):
-            raise ValueError("tokens must be a dict mapping token keys to (B, n) id tensors")
-        if not isinstance(input_mask, Mapping) or not input_mask:
-            raise ValueError("input_mask must be a non-empty dict mapping token keys to bool tensors (True = hidden)")
-        missing = [key for key in input_mask if key not in tokens]
-        if missing:
-            raise ValueError(f"input_mask names {missing} but tokens has no such key; pass their ids in tokens")
+        validation.check_masked_arguments(tokens, input_mask)
         if packed and self.config.decoder_causal_mask:
             raise ValueError("packed=True supports non-causal decoders only (decoder_causal_mask=False, as AION-1)")
-        encoder = self._embed_encoder_sequence({key: tokens[key] for key in input_mask}, input_mask,
-                                               num_encoder_tokens)  # fmt: skip
-        queries = self._embed_target_sequence(target_mask, num_decoder_tokens, tokens)
+        encoder = self.embed_input_sequence({key: tokens[key] for key in input_mask}, input_mask, num_encoder_tokens)
+        queries = self.embed_target_sequence(target_mask, num_decoder_tokens, tokens)
         query_valid = ~queries.full_padding()
         if packed:
             hidden = self._decode_packed(encoder, queries, query_valid)
         else:
-            context, cross_mask = self._run_encoder(encoder.tokens, encoder.emb, encoder.padding)
+            context, cross_mask = self.encode_sequence(encoder)
             if self.config.decoder_causal_mask:
                 compressed = torch.zeros(queries.mod_ids.shape, dtype=torch.long, device=self.device)
                 self_mask = AttentionMask.from_hidden(
@@ -821,7 +756,7 @@ class AION(nn.Module):
                 )
             else:
                 self_mask = AttentionMask(uniform=True, uniform_keys=None if queries.padding is None else query_valid)
-            hidden = self._run_decoder(queries.tokens + queries.emb, context, self_mask, cross_mask)[query_valid]
+            hidden = self.forward_decoder(queries.tokens + queries.emb, context, cross_mask, self_mask)[query_valid]
         mod_ids = queries.mod_ids[query_valid]
         ids = queries.ids[query_valid]
         logits, targets = {}, {}
@@ -831,44 +766,17 @@ class AION(nn.Module):
             targets[key] = ids[rows]
         return MaskedPrediction(logits, targets)
 
-    def _decode_packed(self, encoder: _TokenSequence, queries: _TokenSequence, query_valid: Tensor) -> Tensor:
+    def _decode_packed(self, encoder: TokenSequence, queries: TokenSequence, query_valid: Tensor) -> Tensor:
         """Encoder and decoder on packed sequences; returns ``(T_targets, D)`` rows in ``query_valid`` order."""
         encoder_valid = ~encoder.full_padding()
         lengths_in, lengths_out = encoder_valid.sum(dim=1), query_valid.sum(dim=1)
-        x = (encoder.tokens + encoder.emb)[encoder_valid][None]
-        emb = encoder.emb[encoder_valid][None]
         encoder_mask = AttentionMask(packed=PackedLayout.from_lengths(lengths_in))
-        for block in self.encoder:
-            x = block(x, encoder_mask)
-        context = self.decoder_proj_context(self.encoder_norm(x)) + emb
+        context = self.encode_embeddings(encoder.tokens[encoder_valid][None], encoder.emb[encoder_valid][None],
+                                         encoder_mask)  # fmt: skip
         self_mask = AttentionMask(uniform=True, packed=PackedLayout.from_lengths(lengths_out))
         cross_mask = AttentionMask(packed=PackedLayout.from_lengths(lengths_out, lengths_in))
         y = (queries.tokens + queries.emb)[query_valid][None]
-        return self._run_decoder(y, context, self_mask, cross_mask)[0]
-
-    def _check_targets(self, target_modality: str | type | Sequence[str | type]) -> list[tuple[str, int]]:
-        if isinstance(target_modality, str) or not isinstance(target_modality, Sequence):
-            target_modality = [target_modality]
-        if not target_modality:
-            raise ValueError("target_modality is empty; name at least one output token key, e.g. ['tok_z']")
-        targets = []
-        for target in target_modality:
-            key = target if isinstance(target, str) else getattr(target, "token_key", None)
-            if not isinstance(key, str):
-                raise ValueError(f"target_modality entries must be token keys or modality classes, got {target!r}")
-            spec = self._output_spec(key)
-            if spec.kind != GRID:
-                raise ValueError(
-                    f"{key!r} is a sequence modality; forward() predicts grid modalities only. "
-                    "Build its queries with embed_targets() and decode_embeddings() instead"
-                )
-            claimed = getattr(target, "num_tokens", spec.num_tokens)
-            if claimed != spec.num_tokens:
-                raise ValueError(f"{key!r} has {spec.num_tokens} tokens per object, but the target claims {claimed}")
-            if any(key == seen for seen, _ in targets):
-                raise ValueError(f"target_modality lists {key!r} twice")
-            targets.append((key, spec.num_tokens))
-        return targets
+        return self.forward_decoder(y, context, cross_mask, self_mask)[0]
 
     def _decoder_self_mask(self, targets: list[tuple[str, int]], batch: int) -> AttentionMask:
         """Decoder self-attention mask for :meth:`forward`'s queries (all positions are targets).
@@ -1048,133 +956,4 @@ def _drop_path_rates(cfg: AIONConfig) -> tuple[list[float], list[float]]:
     return (
         torch.linspace(0, cfg.drop_path_rate_encoder, cfg.encoder_depth, device="cpu").tolist(),
         torch.linspace(0, cfg.drop_path_rate_decoder, cfg.decoder_depth, device="cpu").tolist(),
-    )
-
-
-def _as_token_matrix(key: str, tokens: Any) -> Tensor:
-    """Checks type, dtype and rank of one modality's ids and returns them as ``(B, n)``."""
-    if not isinstance(tokens, Tensor):
-        raise ValueError(
-            f"input_dict[{key!r}] must be a torch.Tensor of token ids, got {type(tokens).__name__}; "
-            "convert it with torch.as_tensor(...)"
-        )
-    if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
-        raise ValueError(
-            f"input_dict[{key!r}] has dtype {tokens.dtype}; token ids must be integers "
-            "(pass the codec's token output, or cast with .long() if the values are exact integers)"
-        )
-    if tokens.ndim not in (1, 2):
-        raise ValueError(
-            f"input_dict[{key!r}] has shape {tuple(tokens.shape)}; expected (B, n) or (B,); "
-            "flatten grids with tokens.reshape(B, -1)"
-        )
-    if tokens.shape[0] == 0:
-        raise ValueError(f"input_dict[{key!r}] is an empty batch (B = 0); pass at least one object")
-    return tokens if tokens.ndim == 2 else tokens[:, None]
-
-
-def _check_token_count(spec: ModalitySpec, count: int, where: str) -> None:
-    if spec.kind == GRID:
-        if count != spec.num_tokens:
-            raise ValueError(
-                f"{where}[{spec.key!r}] has {count} tokens per object; {spec.key} must have exactly "
-                f"{spec.num_tokens} tokens per object (grid {spec.grid_shape[0]}x{spec.grid_shape[1]}); "
-                "mark missing ones in the mask instead of dropping them"
-            )
-    elif not 1 <= count <= spec.position_table_length:
-        raise ValueError(
-            f"{where}[{spec.key!r}] has {count} tokens per object; {spec.key} sequences must have between 1 and "
-            f"{spec.position_table_length} tokens (the model was trained on up to {spec.max_length})"
-        )
-
-
-def _target_ids(
-    key: str, spec: ModalitySpec, target_tokens: Mapping[str, Tensor], shape: torch.Size, device: torch.device
-) -> Tensor:
-    """The ids the queries of one target key predict: ``(B, n)`` for grids, ``(B, n - 1)`` next tokens for sequences."""
-    if key not in target_tokens:
-        raise ValueError(f"target_mask names {key!r} but tokens has no such key; pass its ids in tokens")
-    ids = _as_token_matrix(key, target_tokens[key])
-    if ids.shape != shape:
-        raise ValueError(
-            f"tokens[{key!r}] has shape {tuple(ids.shape)} but target_mask[{key!r}] has shape {tuple(shape)}; "
-            "the mask needs one entry per token"
-        )
-    ids = ids.to(device=device, dtype=torch.long)
-    _check_token_range(spec, ids)
-    return ids if spec.kind == GRID else ids[:, 1:]
-
-
-def _as_padding(key: str, padding: Any, token_shape: torch.Size, ids_shape: torch.Size) -> Tensor | None:
-    """Checks one modality's mask and returns it as ``(B, n)`` bool."""
-    if padding is None:
-        return None
-    if not isinstance(padding, Tensor) or padding.dtype != torch.bool:
-        raise ValueError(
-            f"input_mask[{key!r}] must be a bool tensor (True = token absent), got "
-            f"{padding.dtype if isinstance(padding, Tensor) else type(padding).__name__}"
-        )
-    if padding.shape != token_shape and padding.shape != ids_shape:
-        raise ValueError(
-            f"input_mask[{key!r}] has shape {tuple(padding.shape)} but input_dict[{key!r}] has shape "
-            f"{tuple(token_shape)}; the mask needs one entry per token"
-        )
-    return padding.reshape(ids_shape)
-
-
-def _check_token_range(spec: ModalitySpec, ids: Tensor) -> None:
-    low, high = (int(value) for value in torch.aminmax(ids))
-    if low < 0 or high >= spec.vocab_size:
-        raise ValueError(
-            f"input_dict[{spec.key!r}] has token ids in [{low}, {high}], outside [0, {spec.vocab_size}) for "
-            f"{spec.key}; pass ids from the matching codec, and flag padding (e.g. a codec pad value) in input_mask"
-        )
-
-
-def _select_present_first(
-    tokens: Tensor, emb: Tensor, padding: Tensor | None, mod_ids: Tensor, keep: int | None, ids: Tensor | None = None
-) -> _TokenSequence:
-    """Moves absent positions behind present ones (stable), keeps ``keep`` positions and zeroes absent ones.
-
-    Args:
-        tokens: ``(B, T, D)``.
-        emb: ``(B, T, D)``.
-        padding: ``(B, T)`` bool, True where absent; ``None`` if all present.
-        mod_ids: ``(B, T)`` int16 modality ids.
-        keep: Number of positions to keep; ``None`` keeps all.
-        ids: Optional ``(B, T)`` token ids to carry through the same selection (not zeroed).
-
-    Returns:
-        The selected sequence; gathers only when the order actually changes.
-    """
-    total = tokens.shape[1]
-    if keep is not None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"the token budget must be a positive integer or None, got {keep!r}")
-        keep = min(keep, total)
-    else:
-        keep = total
-    if padding is not None and not bool(padding.any()):
-        padding = None
-    if padding is None:
-        kept_ids = None if ids is None else ids[:, :keep]
-        return _TokenSequence(tokens[:, :keep], emb[:, :keep], None, mod_ids[:, :keep], kept_ids)
-
-    already_ordered = not bool((padding[:, :-1] & ~padding[:, 1:]).any())
-    if not already_ordered:
-        order = torch.sort(padding.to(torch.uint8), dim=1, stable=True).indices[:, :keep]
-        rows = order[..., None].expand(-1, -1, tokens.shape[-1])
-        tokens, emb = tokens.gather(1, rows), emb.gather(1, rows)
-        padding, mod_ids = padding.gather(1, order), mod_ids.gather(1, order)
-        ids = None if ids is None else ids.gather(1, order)
-    else:
-        tokens, emb, padding, mod_ids = tokens[:, :keep], emb[:, :keep], padding[:, :keep], mod_ids[:, :keep]
-        ids = None if ids is None else ids[:, :keep]
-    absent = padding[..., None]
-    return _TokenSequence(
-        tokens=tokens.masked_fill(absent, 0.0),
-        emb=emb.masked_fill(absent, 0.0),
-        padding=padding if bool(padding.any()) else None,
-        mod_ids=mod_ids,
-        ids=ids,
     )

@@ -11,7 +11,7 @@ namespace (so ``torch.compile`` traces them), and the public dispatching functio
   arcsinh and band placement).
 * :mod:`aion_fast.ops.image_postprocess`: :func:`image_postprocess` (the image codec's decode epilogue: 54 -> 9
   projection, inverse range compression, HSC rescale and band selection).
-* :mod:`aion_fast.ops.spectrum_grid`: :func:`spectrum_to_latent` (the spectrum codec's cleaning, normalisation,
+* :mod:`aion_fast.ops.spectrum_to_latent`: :func:`spectrum_to_latent` (the spectrum codec's cleaning, normalisation,
   interpolation onto the latent grid and arcsinh).
 * :mod:`aion_fast.ops.spectrum_to_observed`: :func:`spectrum_to_observed` (the spectrum codec's decode epilogue:
   latent grid to requested wavelengths, flux scale and mask).
@@ -29,7 +29,7 @@ from aion_fast.ops.image_postprocess import image_postprocess, torch_image_postp
 from aion_fast.ops.image_preprocess import image_preprocess, torch_image_preprocess
 from aion_fast.ops.lfq import lfq_decode, lfq_encode, torch_lfq_decode, torch_lfq_encode
 from aion_fast.ops.roar import roar_step, torch_roar_sample, torch_roar_step
-from aion_fast.ops.spectrum_grid import spectrum_to_latent, torch_spectrum_to_latent
+from aion_fast.ops.spectrum_to_latent import spectrum_to_latent, torch_spectrum_to_latent
 from aion_fast.ops.spectrum_to_observed import spectrum_to_observed, torch_spectrum_to_observed
 
 __all__ = [

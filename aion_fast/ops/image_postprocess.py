@@ -82,7 +82,8 @@ def torch_image_postprocess(
         (B, C, H, W) float32, contiguous.
     """
     out = _project(h, weight).add_(bias)[..., list(channels)]
-    out.div_(mult_factor).div_(range_compression_factor).sinh_().mul_(range_compression_factor)
+    out.div_(mult_factor).div_(range_compression_factor)
+    out = (torch.sinh(out) if out.requires_grad else out.sinh_()).mul_(range_compression_factor)  # autograd: no sinh_
     if zeropoint_scale != 1.0:
         out.mul_(zeropoint_scale)
     return out.permute(0, 3, 1, 2).contiguous()

@@ -12,9 +12,8 @@ For a batch of one survey's images (B, C, H, W) whose band :math:`i` goes to cha
 with the per-band clip :math:`m_i`, the zero-point divisor :math:`s` (:math:`10^{1.8}` for HSC, 1 otherwise), the
 range compression factor :math:`\alpha` and multiplier :math:`\kappa`; absent channels are 0. Each step is one
 float32 operation in exactly this order (clip, divide by :math:`s`, divide by :math:`\alpha`, arcsinh, multiply by
-:math:`\alpha`, multiply by :math:`\kappa`), the order of :func:`aion_fast.codecs.preprocessing.preprocess_flux`,
-which reproduces the reference codec's tokens. The output is channels-last, (B, S, S, num_bands), the layout the
-9 -> 54 projection (:class:`aion_fast.codecs.image.SubsampledLinear`) multiplies.
+:math:`\alpha`, multiply by :math:`\kappa`), the order that reproduces the reference codec's tokens. The output is
+channels-last, (B, S, S, num_bands), the layout the codec's 9 -> 54 projection multiplies.
 
 The projection itself is NOT fused: the reference's tokens depend on the float32 sums of its BLAS matrix product
 (the codec docstring records that even dropping the zero columns changes roundings), which a hand-written kernel
@@ -49,11 +48,53 @@ import torch
 from aion_fast import _backend
 from aion_fast._backend import Backend
 
-__all__ = ["image_preprocess", "torch_image_preprocess"]
+__all__ = [
+    "center_crop",
+    "crop_origin",
+    "image_preprocess",
+    "range_compress_",
+    "require_finite",
+    "torch_image_preprocess",
+]
 
 
-def _window_origin(height: int, width: int, crop_size: int) -> tuple[int, int]:
-    return (height - crop_size) // 2, (width - crop_size) // 2
+def crop_origin(height: int, width: int, size: int, what: str = "image") -> tuple[int, int]:
+    """Top-left corner ``((H - size) // 2, (W - size) // 2)`` of the central window (odd margins leave the extra
+    pixel at the bottom and right): the one definition of the crop, used by the codecs and the data readers.
+
+    Raises:
+        ValueError: the image is smaller than ``size`` in either axis.
+    """
+    if height < size or width < size:
+        raise ValueError(
+            f"{what} is {height}x{width} pixels but the codec needs at least {size}x{size} (it encodes the central "
+            f"{size}x{size} window); cut larger stamps or pad the images to {size}x{size}."
+        )
+    return (height - size) // 2, (width - size) // 2
+
+
+def center_crop(x: torch.Tensor, size: int, what: str = "image") -> torch.Tensor:
+    """Central ``size`` x ``size`` window of the last two axes of ``x`` (..., H, W), as a view (no copy)."""
+    top, left = crop_origin(*x.shape[-2:], size, what)
+    return x[..., top : top + size, left : left + size]
+
+
+def require_finite(x: torch.Tensor, what: str) -> None:
+    """Raises ``ValueError`` naming the batch rows of ``x`` (B, ...) that hold a NaN or an infinity (one host sync)."""
+    finite = torch.isfinite(x).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        rows = torch.nonzero(~finite).flatten().tolist()
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        raise ValueError(
+            f"{what} has non-finite values (NaN or inf) in the encoded window of {len(rows)} object(s), batch rows "
+            f"[{shown}]; tokens of such objects would be meaningless. Replace bad pixels before encoding (e.g. "
+            f"torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), or the local sky level) or drop those objects."
+        )
+
+
+def range_compress_(x: torch.Tensor, range_compression_factor: float = 0.01, mult_factor: float = 10.0) -> torch.Tensor:
+    r"""In place: :math:`x \leftarrow \kappa\,\alpha \operatorname{arcsinh}(x / \alpha)`; returns ``x``."""
+    return x.div_(range_compression_factor).asinh_().mul_(range_compression_factor).mul_(mult_factor)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -88,15 +129,16 @@ def torch_image_preprocess(
     Returns:
         (B, S, S, num_bands) float32, contiguous, absent channels 0.
     """
-    from aion_fast.codecs.preprocessing import center_crop, range_compress_, require_finite
-
     window = center_crop(flux, crop_size, what).to(torch.float32)
     require_finite(window, what)
     bounds = torch.tensor(list(clamp_max), dtype=torch.float32, device=window.device).view(-1, 1, 1)
     x = torch.clamp(window, -bounds, bounds)
     if zeropoint_scale != 1.0:
         x.div_(zeropoint_scale)
-    range_compress_(x, range_compression_factor, mult_factor)
+    if x.requires_grad:  # autograd has no in-place asinh; the out-of-place one gives the same values
+        x = torch.asinh(x.div_(range_compression_factor)).mul_(range_compression_factor).mul_(mult_factor)
+    else:
+        range_compress_(x, range_compression_factor, mult_factor)
     b, _, height, width = x.shape
     out = x.new_zeros(b, height, width, num_bands)
     out[..., list(channels)] = x.permute(0, 2, 3, 1)
@@ -125,7 +167,7 @@ def _image_preprocess_cpp_impl(
     """(B, C, H, W) float32 CPU images -> (B, S, S, num_bands) float32 via aion_fast._C; ValueError on NaN/inf."""
     ext = _backend.load_extension()
     batch, _, height, width = flux.shape
-    top, left = _window_origin(height, width, crop_size)
+    top, left = crop_origin(height, width, crop_size)
     if not flux.is_contiguous():  # copy only the window
         flux = flux[..., top : top + crop_size, left : left + crop_size].contiguous()
         top = left = 0
@@ -145,8 +187,6 @@ def _image_preprocess_cpp_impl(
         nonfinite.numpy(),
     )
     if n_bad:
-        from aion_fast.codecs.preprocessing import require_finite
-
         window = flux[..., top : top + crop_size, left : left + crop_size]
         require_finite(window, what)  # raises, naming the rows
         raise AssertionError("aion_fast._C.image_preprocess reported non-finite rows that torch does not see")
@@ -199,8 +239,6 @@ def _run_triton(flux: torch.Tensor, *args) -> torch.Tensor:
         return out
     out, nonfinite = image_preprocess_fwd(flux, *args[:7])  # args[7]: the name for messages
     if bool(nonfinite.any()):  # the op's one host sync: NaN/inf must raise before tokens are made
-        from aion_fast.codecs.preprocessing import center_crop, require_finite
-
         require_finite(center_crop(flux, args[5], args[7]), args[7])
     return out
 
@@ -272,8 +310,6 @@ def image_preprocess(
             window holds NaN/inf (the batch rows are named).
         BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
     """
-    from aion_fast.codecs.preprocessing import center_crop
-
     if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
         raise ValueError(f"image_preprocess: crop_size must be a positive integer (96 for AION-1), got {crop_size!r}")
     if flux.ndim != 4:

@@ -1,6 +1,6 @@
 r"""Spectrum decode epilogue: latent grid -> requested wavelengths, flux scale and bad-pixel mask, fused.
 
-The decode-side counterpart of :mod:`aion_fast.ops.spectrum_grid` (AION-1 paper §4.2). The spectrum codec's decoder
+The decode-side counterpart of :mod:`aion_fast.ops.spectrum_to_latent` (AION-1 paper §4.2). The spectrum codec's decoder
 returns, on the latent grid :math:`u_0 < \dots < u_{G-1}`, the normalised flux :math:`y^{(0)}` and, for a decoder with
 two output channels, a bad-pixel logit :math:`y^{(1)}`. At requested wavelengths :math:`w_m` (row ``b``, flux scale
 :math:`n_b = \max(10^{\hat\nu_b} - 1, 0.1)` from the normalisation token):
@@ -43,13 +43,28 @@ import torch
 
 from aion_fast import _backend
 from aion_fast._backend import Backend
+from aion_fast.ops.spectrum_to_latent import interpolate
 
-__all__ = ["spectrum_to_observed", "torch_spectrum_to_observed"]
+__all__ = ["interp_from_grid", "spectrum_to_observed", "torch_spectrum_to_observed"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # PyTorch reference (oracle and fallback)
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def interp_from_grid(values: torch.Tensor, grid: torch.Tensor, wavelength: torch.Tensor) -> torch.Tensor:
+    """Resamples latent-grid spectra onto observed wavelengths (zero outside the latent grid).
+
+    Args:
+        values: (B, K, G) float32 channels on the latent grid.
+        grid: (G,) float32 latent grid.
+        wavelength: (B, M) float32 requested wavelengths, sorted along each row.
+
+    Returns:
+        (B, K, M) float32.
+    """
+    return interpolate(grid, values, wavelength)
 
 
 def _torch_mask(logits: torch.Tensor) -> torch.Tensor:
@@ -74,8 +89,6 @@ def torch_spectrum_to_observed(
     Returns:
         flux (B, M) float32 and mask (B, M) bool.
     """
-    from aion_fast.codecs.spectral_grid import interp_from_grid
-
     if wavelength is not None:
         values = interp_from_grid(values, grid, wavelength)
     flux = values[:, 0]
@@ -90,8 +103,6 @@ def torch_spectrum_to_observed(
 
 def _recompute_mask(values: torch.Tensor, grid: torch.Tensor, wavelength: torch.Tensor | None) -> torch.Tensor:
     """The reference's mask, for the rare calls where a kernel met logits in the undecided band (0, 1e-6]."""
-    from aion_fast.codecs.spectral_grid import interp_from_grid
-
     logits = values[:, 1:2]
     if wavelength is not None:
         logits = interp_from_grid(logits, grid, wavelength)

@@ -55,14 +55,7 @@ from torch import Tensor
 
 from aion_fast import modalities as m
 from aion_fast.codecs.base import Codec
-from aion_fast.codecs.preprocessing import (
-    CROP_SIZE,
-    band_indices,
-    clamp_bounds,
-    preprocess_flux,
-    survey_bands,
-    zeropoint_scale,
-)
+from aion_fast.codecs.preprocessing import CROP_SIZE, clamp_bounds, survey_bands
 from aion_fast.data.mmu import MMUFile, crop_window, prepare_rows, row_ranges
 
 __all__ = [
@@ -368,55 +361,15 @@ def _spectrum_to(spectrum: m.Spectrum, device: torch.device) -> m.Spectrum:
 
 
 def image_latents(codec: Codec, batch: ImageBatch) -> Tensor:
-    r"""Differentiable encoder of the image codec: the maths of ``ImageCodec._encode`` in plain PyTorch.
-
-    Crop, clip, zero-point rescale and arcsinh compression (:func:`~aion_fast.codecs.preprocessing.preprocess_flux`,
-    the reference of the codec's dispatched preprocessing op), placement in the 9-band layout, the subsampled
-    projection :math:`\sqrt{9/C}\,(\tilde x W^\top + b)`, the MagViT encoder and the 1x1 projection to the FSQ
-    channels. Kept here rather than calling ``_encode`` because the codec's inference ops need not support autograd.
-
-    Args:
-        codec: an ``ImageCodec``.
-        batch: cut-outs of one survey on the codec's device.
-
-    Returns:
-        (B, embedding_dim, num_tokens) latents before quantization.
-    """
-    x = preprocess_flux(batch.flux, batch.bands, codec.range_compression_factor, codec.mult_factor)  # (B, C, H, W)
-    projection = codec.subsample_in
-    weight = projection.weight[:, band_indices(batch.bands)]  # (dim_out, C): the zero-padded bands add nothing
-    scale = math.sqrt(projection.dim_in / len(batch.bands))
-    h = (torch.matmul(x.permute(0, 2, 3, 1), weight.t()) + projection.bias) * scale  # (B, H, W, dim_out)
-    h = codec.pre_quant_proj(codec.model.encode(h.permute(0, 3, 1, 2)))
-    return h.flatten(2)
+    """Differentiable encoder of the image codec: ``encode_latents(preprocess(image))``, (B, embedding_dim, N)."""
+    image = batch.modality_class(flux=batch.flux, bands=batch.bands)
+    return codec.encode_latents(codec.preprocess(image))
 
 
 def image_reconstruction(codec: Codec, quantized: Tensor, bands: Sequence[str]) -> Tensor:
-    r"""Differentiable decoder of the image codec: the maths of ``ImageCodec._decode`` in plain PyTorch.
-
-    MagViT decoder, the 54 -> 9 projection, the inverse range compression
-    :math:`\alpha \sinh(y / (\kappa \alpha))` and the HSC zero-point rescale, for the requested bands.
-
-    Args:
-        codec: an ``ImageCodec``.
-        quantized: (B, embedding_dim, num_tokens) quantized latents.
-        bands: the C bands of one survey to return.
-
-    Returns:
-        (B, C, 96, 96) reconstructed flux in the survey's native units.
-    """
-    b, d, n = quantized.shape
-    side = codec.grid_size
-    h = codec.model.decode(codec.post_quant_proj(quantized.reshape(b, d, side, side)))
-    projection = codec.subsample_out
-    channels = band_indices(list(bands))
-    y = torch.matmul(h.permute(0, 2, 3, 1), projection.weight[channels].t()) + projection.bias[channels]
-    alpha, kappa = codec.range_compression_factor, codec.mult_factor
-    flux = alpha * torch.sinh(y.float() / (kappa * alpha))  # float32 even under bf16 autocast
-    survey = bands[0].split("-")[0]
-    if survey == "HSC":
-        flux = flux * zeropoint_scale(survey)
-    return flux.permute(0, 3, 1, 2)
+    """Differentiable decoder of the image codec: ``postprocess(decode_latents(q), bands).flux``, (B, C, 96, 96)
+    in the survey's native units."""
+    return codec.postprocess(codec.decode_latents(quantized), bands=list(bands)).flux
 
 
 def image_codec_losses(codec: Codec, batches: Sequence[ImageBatch]) -> dict[str, Tensor]:
@@ -471,20 +424,19 @@ def spectrum_codec_losses(
     """
     if not batches:
         raise ValueError("spectrum_codec_losses: no spectrum batch given.")
-    prepared = [codec._prepare(s) for s in batches]  # ((B_i, 2, G) input, (B_i,) normalisation tokens)
-    # encoder, LayerNorm over channels and 1x1 projection (ConvNeXt modules run out of place when gradients are on)
-    z = torch.cat(
-        [codec.quant_conv(codec.pre_quant_norm(codec.encoder(x).movedim(1, -1)).movedim(-1, 1)) for x, _ in prepared]
-    )
-    terms = codec.quantizer.losses(z, channel_first=True)
-    decoded = codec.decoder(codec.post_quant_conv(terms["quantized"]))  # (B, 1 or 2, G)
+    from aion_fast.codecs.spectrum import SpectrumLatents
+
+    latents = [codec.encode_latents(codec.preprocess(s)) for s in batches]  # (B_i, E, T) + normalisation tokens
+    terms = codec.quantizer.losses(torch.cat([lat.latents for lat in latents]), channel_first=True)
+    normalization = torch.cat([lat.normalization for lat in latents])
+    decoded = codec.decode_latents(SpectrumLatents(terms["quantized"], normalization)).values  # (B, 1 or 2, G)
     grid = codec.latent_grid.wavelength
     nll_sum = bce_sum = decoded.new_zeros((), dtype=torch.float32)
     nll_count = bce_count = 0
-    for spectrum, (_, codes), out in zip(batches, prepared, decoded.split([s.batch_size for s in batches])):
+    for spectrum, lat, out in zip(batches, latents, decoded.split([s.batch_size for s in batches])):
         wavelength = spectrum.wavelength.to(torch.float32)
-        observed = codec.latent_grid.to_observed(out.float(), wavelength)  # (B_i, 1 or 2, L)
-        prediction = (observed[:, 0] + 1.0) * codec._scale(codes)
+        observed = codec.latent_grid.to_observed(out.float(), wavelength)  # (B_i, 1 or 2, L), logits kept
+        prediction = (observed[:, 0] + 1.0) * codec.flux_scale(lat.normalization)[:, None]
         on_grid = (wavelength >= grid[0]) & (wavelength <= grid[-1])
         flux, ivar = spectrum.flux.to(torch.float32), spectrum.ivar.to(torch.float32)
         good = ~spectrum.mask & on_grid & torch.isfinite(flux) & torch.isfinite(ivar)

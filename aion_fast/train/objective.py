@@ -44,7 +44,7 @@ def resolve_attention(mode: str, device: torch.device | str) -> str:
         raise ValueError(f"attention={mode!r}; choose one of {list(ATTENTION_MODES)}")
     if mode != "auto":
         return mode
-    from aion_fast.model.blocks import flash_attn_varlen_func
+    from aion_fast.model.attention import flash_attn_varlen_func
 
     # Packed sequences pay off with flash-attn's varlen kernel; without it the SDPA fallback re-pads them.
     return "packed" if torch.device(device).type == "cuda" and flash_attn_varlen_func() is not None else "padded"

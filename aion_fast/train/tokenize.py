@@ -92,7 +92,7 @@ class _CodecTokenizer:
 
 def _job(checkpoint: Path, groups: Sequence[str], untrained: bool) -> dict[str, Any]:
     import aion_fast
-    from aion_fast.demo import checkpoint_digest
+    from aion_fast.model.checkpoint import checkpoint_digest
 
     return {
         "codecs": str(checkpoint),

@@ -23,9 +23,9 @@ import torch
 from safetensors.torch import load_file
 
 from aion_fast import modalities as m
-from aion_fast.codecs.spectral_grid import interp_from_grid, interp_to_grid, latent_wavelength
+from aion_fast.codecs.spectral_grid import latent_wavelength
 from aion_fast.codecs.spectrum import SpectrumCodec
-from aion_fast.data.desi import read_desi_coadd
+from tests.data_tests.desi_coadd import read_desi_coadd
 from tests.utils import assert_close_rel, assert_tokens_equal
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "desi_edr"
@@ -113,7 +113,7 @@ def spectrum_codecs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spectrum_desi_edr() -> m.DESISpectrum:
-    """The 3 real DESI EDR spectra of tests/data, joined by aion_fast.data.desi."""
+    """The 3 real DESI EDR spectra of tests/data, joined by tests/data_tests/desi_coadd.py."""
     reads = [read_desi_coadd(DATA / name) for name in ("coadd-5-169-thru20210419.fits", "coadd-sv3-dark-26065.fits")]
     arrays = {
         k: torch.from_numpy(np.concatenate([r[k] for r in reads])) for k in ("flux", "ivar", "mask", "wavelength")
@@ -167,23 +167,6 @@ def test_latent_grid_equals_reference_buffer(spectrum_codecs):
     assert ours.num_tokens == 273
 
 
-def test_interpolation_is_bitwise_the_references():
-    from aion.codecs.modules.spectrum import interp1d
-
-    g = torch.Generator().manual_seed(0)
-    grid = latent_wavelength(3500.0, 0.8, 8704)
-    steps = torch.rand(3, 4646, generator=g) + 0.2
-    wavelength = 3400.0 + torch.cumsum(steps, dim=1) * 1.7  # 3400 .. ~10500 A, irregular
-    values = torch.randn(3, 2, 4646, generator=g)
-    ours = interp_to_grid(values, wavelength, grid)
-    for channel in range(2):
-        expected = interp1d(wavelength, values[:, channel], grid.expand(3, -1).contiguous())
-        assert torch.equal(ours[:, channel], expected)
-    latent = torch.randn(3, 1, 8704, generator=g)
-    back = interp_from_grid(latent, grid, wavelength)
-    assert torch.equal(back[:, 0], interp1d(grid.expand(3, -1).contiguous(), latent[:, 0], wavelength))
-
-
 # ---------------------------------------------------------------------------------------------------------- tokens
 
 
@@ -201,7 +184,7 @@ def test_latents_before_quantization_are_bitwise_the_references(spectrum_codecs,
     with torch.no_grad():
         expected, _ = reference._encode(_to_reference(spectrum_desi_edr))
     with torch.inference_mode():
-        latents = ours._encode(spectrum_desi_edr)
+        latents = ours.encode_latents(ours.preprocess(spectrum_desi_edr)).latents
     assert torch.equal(latents, expected)
 
 

@@ -1,4 +1,5 @@
-"""The DESI coadd reader on the two real EDR files in tests/data, the arm-joining rule, and the bundled sample."""
+"""The DESI coadd reader (tests/data_tests/desi_coadd.py) on the two real EDR files in tests/data, the arm-joining
+rule, and the bundled MMU sample's real spectra being exactly what it reads."""
 
 from __future__ import annotations
 
@@ -6,18 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-import aion_fast.data
-from aion_fast.data.desi import (
-    DESI_NUM_PIXELS,
-    desi_wavelength,
-    join_arms,
-    load_desi_sample,
-    read_desi_coadd,
-    write_desi_sample,
-)
-from aion_fast.modalities import DESISpectrum
+from aion_fast.data.make_sample import BUNDLED_DESI_FILE, desi_columns
+from tests.data_tests.desi_coadd import DESI_NUM_PIXELS, desi_wavelength, join_arms, read_desi_coadd
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "desi_edr"
 FILES = ["coadd-5-169-thru20210419.fits", "coadd-sv3-dark-26065.fits"]  # the bundled sample's order
@@ -114,19 +106,15 @@ def test_join_arms_refuses_an_arm_off_the_grid():
         join_arms([arm], grid=grid)
 
 
-def test_bundled_sample_matches_the_reader(coadds, tmp_path):
-    spectrum, photometry = load_desi_sample()
-    assert isinstance(spectrum, DESISpectrum) and spectrum.batch_size == 3
-    assert spectrum.flux.dtype == torch.float32 and spectrum.mask.dtype == torch.bool
+def test_bundled_sample_matches_the_reader(coadds):
+    """The committed MMU ``desi`` file holds the reader's spectra of the two coadds, in order, bit for bit."""
+    columns = desi_columns()
     expected = {key: np.concatenate([coadds[f][key] for f in FILES]) for key in ("flux", "ivar", "mask", "TARGETID")}
     for key in ("flux", "ivar", "mask"):
-        assert np.array_equal(getattr(spectrum, key).numpy(), expected[key]), key
-    assert np.array_equal(photometry["TARGETID"], expected["TARGETID"])
-    for column in ("TARGET_RA", "TARGET_DEC", "FLUX_G", "FLUX_R", "FLUX_Z", "FLUX_W1", "FLUX_W2", "SHAPE_R", "EBV"):
-        assert photometry[column].shape == (3,), column
-    assert photometry["source"].tolist() == [FILES[0], FILES[1], FILES[1]]
-    rebuilt = write_desi_sample([DATA / f for f in FILES], tmp_path / "sample.npz")
-    with np.load(rebuilt) as archive:
-        assert np.array_equal(archive["flux"], spectrum.flux.numpy())
-    sample = Path(aion_fast.data.__file__).parent / "sample" / "desi_edr_sample.npz"
-    assert sample.stat().st_size <= 1_000_000
+        assert columns[f"spectrum_{key}"].dtype == expected[key].dtype, key
+        assert np.array_equal(columns[f"spectrum_{key}"], expected[key]), key
+    assert np.array_equal(columns["spectrum_lambda"], np.repeat(desi_wavelength(np.float32)[None], 3, axis=0))
+    assert np.array_equal(columns["object_id"], expected["TARGETID"])
+    ra = np.concatenate([coadds[f]["TARGET_RA"] for f in FILES])
+    assert np.array_equal(columns["ra"], ra.astype(np.float64))
+    assert BUNDLED_DESI_FILE.stat().st_size <= 1_000_000

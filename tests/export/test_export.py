@@ -117,21 +117,16 @@ def test_onnx_fp32_codec_networks_equal_pytorch(checkpoint, sample_objects, kind
     """fp32 codec graphs: latents within 1e-5 relative of PyTorch on the sample, tokens identical, input unchanged."""
     from aion_fast import modalities as m
     from aion_fast.export.api import _capture_network_inputs
-    from aion_fast.export.graphs import ImageNetworkGraph, SpectrumNetworkGraph
 
     modality = m.LegacySurveyImage if kind == "image" else m.DESISpectrum
     codec = aion_fast.CodecManager(repo=checkpoint).codec(modality)
     batches = [p.modality for obj in sample_objects for p in obj.parts if isinstance(p.modality, modality)]
     fp32 = quantize(codec, precision="fp32")
-    graph = (ImageNetworkGraph if kind == "image" else SpectrumNetworkGraph)(codec)
+    graph = codec.encoder_network()
     for batch, network_input in zip(batches, _capture_network_inputs(codec, batches)):
         with torch.inference_mode():
             reference = graph(torch.from_numpy(network_input))
-        ours = (
-            fp32.model.network(torch.from_numpy(network_input))
-            if kind == "image"
-            else fp32.encoder(torch.from_numpy(network_input))
-        )
+        ours = fp32.network()(torch.from_numpy(network_input))
         assert_close_rel(ours, reference, rtol=1e-5, what=f"{kind} latents")
         before = {k: v.clone() for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}
         assert torch.equal(fp32.encode(batch), codec.encode(batch))

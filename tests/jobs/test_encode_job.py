@@ -110,8 +110,8 @@ def test_float16_and_bad_options(tmp_path, demo_checkpoint):
 def test_checkpoint_digest_cache_follows_the_weight_files(tmp_path, demo_checkpoint, monkeypatch):
     import shutil
 
-    from aion_fast.demo import checkpoint_digest
     from aion_fast.jobs.manifest import cached_checkpoint_digest
+    from aion_fast.model.checkpoint import checkpoint_digest
 
     monkeypatch.setenv("AION_FAST_CACHE_DIR", str(tmp_path / "cache"))
     checkpoint = Path(shutil.copytree(demo_checkpoint, tmp_path / "ckpt"))

@@ -24,7 +24,7 @@ from aion_fast.cli import main
 from aion_fast.codecs import CodecManager
 from aion_fast.data.formats import open_source
 from aion_fast.data.mmu import prepare_rows
-from aion_fast.demo import default_model
+from aion_fast.hub import default_model
 from aion_fast.jobs.encode import EncodeOptions, run_encode
 from aion_fast.jobs.encoder import BatchEncoder
 from aion_fast.jobs.plan import shard_name

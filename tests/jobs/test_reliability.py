@@ -526,3 +526,18 @@ def test_non_utf8_ids_and_same_named_files_are_named(tmp_path, demo_checkpoint):
     assert str(one) in str(error.value) and str(two) in str(error.value)
     with pytest.raises(ValueError, match="is given twice"):
         shard_names([one, tmp_path / "a" / ".." / "a" / "legacysurvey" / "x.hdf5"])
+
+
+def test_identity_written_by_an_earlier_version_still_resumes(tmp_path):
+    """A job.json with the retired untrained-demo flag is the same job; any other difference is refused."""
+    import json
+
+    from aion_fast.jobs.lock import check_identity
+    from aion_fast.jobs.plan import OutputConflictError
+
+    job = {"model": "digest-a", "precision": "fp32"}
+    (tmp_path / "job.json").write_text(json.dumps({**job, "untrained_demo_checkpoint": False}))
+    check_identity(tmp_path, job)
+    assert json.loads((tmp_path / "job.json").read_text()) == job
+    with pytest.raises(OutputConflictError, match="another job"):
+        check_identity(tmp_path, {**job, "precision": "bf16"})

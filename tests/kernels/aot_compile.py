@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-KERNEL_MODULES = ("fsq", "lfq", "image_preprocess", "image_postprocess", "spectrum_grid", "spectrum_to_observed")
+KERNEL_MODULES = ("fsq", "lfq", "image_preprocess", "image_postprocess", "spectrum_to_latent", "spectrum_to_observed")
 #: Launch options that are compiler options, not kernel arguments.
 OPTION_NAMES = ("num_warps", "num_stages", "num_ctas", "enable_fp_fusion", "maxnreg")
 

@@ -1,4 +1,4 @@
-"""Triton image/spectrum preprocessing kernels against the PyTorch references.
+"""Triton image preprocessing kernel against the PyTorch reference (spectra: test_spectrum_to_latent_kernels.py).
 
 Under the interpreter the arcsinh is a formula (no libdevice), so values are compared with a stated tolerance:
 2e-6 relative to each value (float32; the formula's error, a few ulps) and 1e-7 absolute near 0. On a GPU the same
@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from aion_fast.codecs.spectral_grid import latent_wavelength
 from aion_fast.ops.image_preprocess import torch_image_preprocess
-from aion_fast.ops.spectrum_grid import _istd, torch_spectrum_to_latent
 from tests.ops.test_image_preprocess import realistic_images, survey_args
-from tests.ops.test_spectrum_grid import spectra
 
 RTOL, ATOL = 2e-6, 1e-7
 
@@ -54,17 +51,3 @@ def test_image_preprocess_kernel(device):
         expected[1] += 1
         expected[(batch - 1) * len(args["channels"])] += 1
         assert torch.equal(counts, expected)
-
-
-def test_spectrum_to_latent_kernel(device):
-    from aion_fast.kernels.spectrum_grid import spectrum_to_latent_fwd
-
-    grid = latent_wavelength(3500.0, 0.8, 2000)
-    for batch, length, start, step in ((3, 1500, 3400.0, 1.3), (1, 7, 4000.0, 3.0)):
-        s = spectra(batch, length, start, step, seed=length)
-        moved = {k: v.to(device) for k, v in s.items()}
-        ref = torch_spectrum_to_latent(**moved, grid=grid.to(device), clip_flux=5.0)  # same-device oracle
-        ours = spectrum_to_latent_fwd(
-            moved["flux"], _istd(moved["ivar"], 100.0), moved["wavelength"], moved["scale"], grid.to(device), 0.2, 5.0
-        )
-        assert_close(ours, ref)

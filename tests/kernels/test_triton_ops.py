@@ -12,12 +12,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast.codecs.spectral_grid import latent_wavelength
 from aion_fast.ops.image_postprocess import _project
-from aion_fast.ops.spectrum_grid import _istd
+from aion_fast.ops.spectrum_to_latent import _istd, latent_wavelength
 from tests.ops.test_image_postprocess import decoder_output, projection
 from tests.ops.test_image_preprocess import realistic_images, survey_args
-from tests.ops.test_spectrum_grid import spectra
+from tests.ops.test_spectrum_to_latent import spectra
 
 OP_NAMES = (
     "image_preprocess_triton",
@@ -34,7 +33,7 @@ def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_every_launcher_is_a_registered_triton_op(device):
     import aion_fast.kernels.image_postprocess  # noqa: F401  (registration happens at import)
     import aion_fast.kernels.image_preprocess  # noqa: F401
-    import aion_fast.kernels.spectrum_grid  # noqa: F401
+    import aion_fast.kernels.spectrum_to_latent  # noqa: F401
     import aion_fast.kernels.spectrum_to_observed  # noqa: F401
 
     for name in OP_NAMES:
@@ -62,7 +61,7 @@ def test_image_ops_equal_their_eager_launchers(device):
 
 
 def test_spectrum_ops_equal_their_eager_launchers(device):
-    from aion_fast.kernels.spectrum_grid import spectrum_to_latent_fwd, spectrum_to_latent_op
+    from aion_fast.kernels.spectrum_to_latent import spectrum_to_latent_fwd, spectrum_to_latent_op
     from aion_fast.kernels.spectrum_to_observed import spectrum_to_observed_fwd, spectrum_to_observed_op
 
     grid = latent_wavelength(3500.0, 0.8, 1500).to(device)

@@ -71,3 +71,22 @@ def test_object_without_present_tokens_is_named(tiny):
 def test_unknown_pooling(tiny):
     with pytest.raises(ValueError, match="pooling"):
         embed(tiny.model, random_tokens(["tok_z"], 1), pooling="max")
+
+
+@pytest.mark.parametrize("backend", ["", "sdpa"])
+def test_grouped_padded_embeddings_equal_each_object_alone(tiny, monkeypatch, backend):
+    """Mask-free grouping gives the same embeddings: a group whose objects lack different tokens (odd lengths),
+    embedded under the key-padding mask (CPU default) or by mask-free SDPA per length (``sdpa``, CUDA's default),
+    equals each object embedded alone with only its present tokens (no mask at all)."""
+    monkeypatch.setenv("AION_FAST_BACKEND", backend)
+    model = tiny.model
+    keys = ["tok_spectrum_desi", "tok_flux_g", "tok_flux_r", "tok_z"]
+    tokens = random_tokens(keys, 5, torch.Generator().manual_seed(7))
+    absent = {key: torch.zeros(5, 1, dtype=torch.bool) for key in keys[1:]}
+    absent["tok_flux_g"][[1, 3]] = True
+    absent["tok_flux_r"][[1, 2]] = True
+    absent["tok_z"][4] = True
+    grouped = embed(model, tokens, input_mask=absent)
+    for row in range(5):
+        alone = {key: ids[row : row + 1] for key, ids in tokens.items() if key not in absent or not absent[key][row]}
+        torch.testing.assert_close(grouped[row : row + 1], embed(model, alone), rtol=1e-5, atol=1e-5)

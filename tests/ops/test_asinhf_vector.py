@@ -20,9 +20,9 @@ import torch
 
 from aion_fast import _backend
 from aion_fast.ops.image_preprocess import image_preprocess, torch_image_preprocess
-from aion_fast.ops.spectrum_grid import spectrum_to_latent, torch_spectrum_to_latent
+from aion_fast.ops.spectrum_to_latent import spectrum_to_latent, torch_spectrum_to_latent
 from tests.ops.test_image_preprocess import realistic_images, survey_args
-from tests.ops.test_spectrum_grid import GRID, spectra
+from tests.ops.test_spectrum_to_latent import GRID, spectra
 
 # asinhf's branch edges (|x| = 2^-15, 2, 2^15, inf) and the range's (0, smallest normal, largest finite)
 BRANCH_EDGES = [0x38000000, 0x40000000, 0x47000000, 0x7F800000, 0x00800000, 0x7F7FFFFF, 0x00000000]

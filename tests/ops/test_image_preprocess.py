@@ -7,7 +7,7 @@ import torch
 
 from aion_fast.codecs.preprocessing import survey_bands, zeropoint_scale
 from aion_fast.modalities import BAND_CLAMP_MAX, BAND_TO_INDEX
-from aion_fast.ops.image_preprocess import image_preprocess, torch_image_preprocess
+from aion_fast.ops.image_preprocess import center_crop, crop_origin, image_preprocess, torch_image_preprocess
 
 
 def survey_args(survey: str) -> dict:
@@ -71,6 +71,23 @@ def test_non_finite_window_names_rows(backend, bad):
     flux[0, 0, 0, 0] = bad  # outside the central window: ignored
     with pytest.raises(ValueError, match=r"batch rows \[2\]"):
         image_preprocess(flux, **args)
+
+
+def test_crop_origin_is_the_one_central_window():
+    """Odd margins leave the extra pixel at the bottom/right; the data readers cut the same window."""
+    from aion_fast.data.mmu import crop_window
+
+    assert (
+        crop_origin(96, 96, 96) == (0, 0)
+        and crop_origin(101, 100, 96) == (2, 2)
+        and crop_origin(97, 160, 96) == (0, 32)
+    )
+    assert crop_window(101, 100) == crop_origin(101, 100, 96)
+    x = torch.arange(101 * 100.0).reshape(1, 1, 101, 100)
+    window = center_crop(x, 96)
+    assert window.data_ptr() == x[..., 2:, 2:].data_ptr() and torch.equal(window, x[..., 2:98, 2:98])  # a view
+    with pytest.raises(ValueError, match="LegacySurveyImage.flux is 95x200 pixels but the codec needs at least 96x96"):
+        crop_origin(95, 200, 96, "LegacySurveyImage.flux")
 
 
 def test_bad_arguments_raise_value_error():

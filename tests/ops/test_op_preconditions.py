@@ -9,7 +9,7 @@ import torch
 
 from aion_fast import _backend
 from aion_fast.ops.image_preprocess import image_preprocess
-from aion_fast.ops.spectrum_grid import spectrum_to_latent
+from aion_fast.ops.spectrum_to_latent import spectrum_to_latent
 
 BACKENDS = [b for b in ("torch", "cpp") if b in _backend.available_backends()]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from aion_fast import _backend
-from aion_fast.codecs.spectral_grid import latent_wavelength
-from aion_fast.ops.spectrum_to_observed import spectrum_to_observed, torch_spectrum_to_observed
+from aion_fast.ops.spectrum_to_latent import latent_wavelength
+from aion_fast.ops.spectrum_to_observed import interp_from_grid, spectrum_to_observed, torch_spectrum_to_observed
 
 GRID = latent_wavelength(3500.0, 0.8, 8704)
 
@@ -145,3 +145,14 @@ def test_triton_backend_refuses_cpu_tensors(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # with the interpreter on, forced Triton takes CPU tensors
     with pytest.raises(_backend.BackendUnavailableError, match="not on CUDA"):
         spectrum_to_observed(decoded(1, 2), GRID)
+
+
+def test_interp_from_grid_is_bitwise_the_references():
+    from aion.codecs.modules.spectrum import interp1d
+
+    g = torch.Generator().manual_seed(0)
+    steps = torch.rand(3, 4646, generator=g) + 0.2
+    wavelength = 3400.0 + torch.cumsum(steps, dim=1) * 1.7  # 3400 .. ~10500 A, irregular
+    latent = torch.randn(3, 1, GRID.shape[0], generator=g)
+    back = interp_from_grid(latent, GRID, wavelength)
+    assert torch.equal(back[:, 0], interp1d(GRID.expand(3, -1).contiguous(), latent[:, 0], wavelength))

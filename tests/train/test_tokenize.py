@@ -93,8 +93,8 @@ def test_sample_tokens_equal_the_codecs_applied_directly(sample_tokens, checkpoi
 
 
 def test_meta_records_the_job_and_the_input(sample_tokens, checkpoint):
-    from aion_fast.demo import checkpoint_digest
     from aion_fast.jobs.manifest import file_sha256
+    from aion_fast.model.checkpoint import checkpoint_digest
 
     meta = json.loads((sample_tokens / "legacysurvey__healpix=0__001-of-001" / "meta.json").read_text())
     assert meta["format"] == "aion_fast.token_shard/1" and meta["num_objects"] == 8

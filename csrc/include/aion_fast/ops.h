@@ -62,7 +62,7 @@ std::int64_t image_preprocess(const py::array& flux, std::int64_t top, std::int6
                               double range_compression_factor, double mult_factor, py::array& out,
                               py::array& nonfinite);
 
-// Spectrum -> latent grid (csrc/spectrum_grid/): flux, istd (sqrt of the cleaned ivar), wavelength (B, L) float32,
+// Spectrum -> latent grid (csrc/spectrum_to_latent/): flux, istd (sqrt of the cleaned ivar), wavelength (B, L) float32,
 // scale (B,) float32, grid (G,) float32 -> out (B, 2, G) float32 (cleaned, normalised, interpolated, arcsinh).
 void spectrum_to_latent(const py::array& flux, const py::array& istd, const py::array& wavelength,
                         const py::array& scale, const py::array& grid, double input_scaling, bool has_clip_flux,

@@ -14,7 +14,7 @@ latent grid :math:`u_k` (AION-1 paper §4.2.1), the spectrum codec's network inp
         \frac{y^{(c)}_j - y^{(c)}_{j+1}}{x_j - x_{j+1}}\Bigr), \qquad
     j = \operatorname{clip}(\#\{j : x_j < u_k\} - 1, 0, L - 2)
 
-and 0 where :math:`u_k` lies outside :math:`[x_0, x_{L-1}]` (see :mod:`aion_fast.codecs.spectral_grid`). The flux
+and 0 where :math:`u_k` lies outside :math:`[x_0, x_{L-1}]` (:func:`interpolate`). The flux
 clip to :math:`[-f_\text{max}, f_\text{max}]` applies when ``clip_flux`` is given, the upper ivar clip when
 ``clip_ivar`` is given. Every step is one float32 operation in this order, the order of the codec's PyTorch code
 (which reproduces the reference's tokens).
@@ -31,7 +31,7 @@ Backends:
   rows sorted as the ``Spectrum`` modality requires (tested). The inverse
   standard deviation :math:`\sqrt{v}` is computed by PyTorch first (one fused-in-place pass): PyTorch's CPU sqrt is
   not correctly rounded, so no compiled ``sqrtf`` reproduces it.
-* ``triton``: :mod:`aion_fast.kernels.spectrum_grid` for CUDA tensors (binary search per grid point, the parallel
+* ``triton``: :mod:`aion_fast.kernels.spectrum_to_latent` for CUDA tensors (binary search per grid point, the parallel
   form of the same count). Used only when forced with ``AION_FAST_BACKEND=triton``: its arcsinh has not been
   compared bit for bit with PyTorch's CUDA ``asinh`` on a device, and these values decide tokens.
 
@@ -46,12 +46,93 @@ import torch
 from aion_fast import _backend
 from aion_fast._backend import Backend
 
-__all__ = ["spectrum_to_latent", "torch_spectrum_to_latent"]
+__all__ = [
+    "interp_to_grid",
+    "interpolate",
+    "latent_wavelength",
+    "rows_without_overlap",
+    "spectrum_to_latent",
+    "torch_spectrum_to_latent",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # PyTorch reference (oracle and fallback)
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def latent_wavelength(lambda_min: float, resolution: float, num_pixels: int) -> torch.Tensor:
+    """The latent grid :math:`\\lambda_k = \\lambda_\\text{min} + k\\,\\Delta\\lambda` in Angstrom.
+
+    Args:
+        lambda_min: first grid point (Å).
+        resolution: grid step (Å per pixel).
+        num_pixels: number of grid points ``G``.
+
+    Returns:
+        (G,) float32 tensor on the CPU.
+    """
+    return torch.arange(num_pixels, dtype=torch.float32) * float(resolution) + float(lambda_min)
+
+
+def interpolate(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, outside: float = 0.0) -> torch.Tensor:
+    """Piecewise-linear interpolation of several channels per row, zero outside each row's sampled range.
+
+    Args:
+        x: (B, n) or (n,) float32 abscissae, strictly increasing along the last axis (a 1-D ``x`` is shared by all
+            rows), n >= 2.
+        y: (B, K, n) float32 ordinates, K channels sampled at ``x``.
+        u: (B, m) or (m,) float32 abscissae to evaluate at, sorted along the last axis.
+        outside: value where ``u`` lies outside ``[x_0, x_{n-1}]`` of its row.
+
+    Returns:
+        (B, K, m) float32 interpolated values (see the module docstring for the exact formula).
+    """
+    batch, channels, n = y.shape
+    x_rows = x.expand(batch, n) if x.ndim == 1 else x
+    u_rows = u.expand(batch, u.shape[-1]) if u.ndim == 1 else u
+    m = u_rows.shape[-1]
+    index = torch.searchsorted(x.contiguous(), u_rows.contiguous())  # a 1-D x is searched once for every row
+    left = (index - 1).clamp_(0, n - 2)
+    right = left + 1
+    x_left = x_rows.gather(1, left)
+    x_right = x_rows.gather(1, right)
+    left_k = left.unsqueeze(1).expand(batch, channels, m)
+    y_left = y.gather(2, left_k)
+    y_right = y.gather(2, left_k + 1)
+    slope = (y_left - y_right) / (x_left - x_right).unsqueeze(1)
+    values = y_left + (u_rows - x_left).unsqueeze(1) * slope
+    beyond = (u_rows < x_rows[:, :1]) | (u_rows > x_rows[:, -1:])
+    return values.masked_fill_(beyond.unsqueeze(1), outside)
+
+
+def interp_to_grid(values: torch.Tensor, wavelength: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Resamples observed spectra onto the latent grid (zero where the grid lies outside a spectrum's range).
+
+    Args:
+        values: (B, K, L) float32 channels sampled at ``wavelength``.
+        wavelength: (B, L) float32 observed wavelengths, strictly increasing along each row.
+        grid: (G,) float32 latent grid.
+
+    Returns:
+        (B, K, G) float32.
+    """
+    return interpolate(wavelength, values, grid)
+
+
+def rows_without_overlap(wavelength: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Rows whose wavelength range ``[w_0, w_{L-1}]`` contains no latent grid point.
+
+    Args:
+        wavelength: (B, L) observed wavelengths, increasing along each row.
+        grid: (G,) latent grid, increasing.
+
+    Returns:
+        (B,) bool, True for rows that would resample to all zeros.
+    """
+    first = torch.searchsorted(grid, wavelength[:, :1].to(grid.dtype).contiguous(), right=False)
+    after_last = torch.searchsorted(grid, wavelength[:, -1:].to(grid.dtype).contiguous(), right=True)
+    return (after_last <= first).squeeze(1)
 
 
 def torch_spectrum_to_latent(
@@ -80,15 +161,14 @@ def torch_spectrum_to_latent(
         (B, 2, G) float32: arcsinh of the interpolated normalised flux (channel 0) and inverse standard deviation
         (channel 1).
     """
-    from aion_fast.codecs.spectral_grid import interp_to_grid
-
     flux = torch.nan_to_num(flux)
     if clip_flux is not None:
         flux = torch.clamp(flux, -clip_flux, clip_flux)
     ivar = torch.clamp(torch.nan_to_num(ivar), min=0.0, max=clip_ivar)
     n = scale[:, None]
     channels = torch.stack([(flux / n - 1.0) * input_scaling, (torch.sqrt(ivar) / n) * input_scaling], 1)
-    return torch.arcsinh_(interp_to_grid(channels, wavelength, grid))
+    grid_values = interp_to_grid(channels, wavelength, grid)
+    return torch.arcsinh(grid_values) if grid_values.requires_grad else grid_values.arcsinh_()  # autograd: no asinh_
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -190,7 +270,7 @@ def _triton_reasons(flux: torch.Tensor, *_) -> list[str]:
 
 
 def _run_triton(flux, ivar, wavelength, scale, grid, input_scaling, clip_flux, clip_ivar) -> torch.Tensor:
-    from aion_fast.kernels.spectrum_grid import spectrum_to_latent_fwd, spectrum_to_latent_op
+    from aion_fast.kernels.spectrum_to_latent import spectrum_to_latent_fwd, spectrum_to_latent_op
 
     launch = spectrum_to_latent_op if torch.compiler.is_compiling() else spectrum_to_latent_fwd
     return launch(flux, _istd(ivar, clip_ivar), wavelength, scale, grid, input_scaling, clip_flux)

@@ -1,11 +1,11 @@
-"""Triton kernel of the spectrum-to-latent-grid resampling (maths: :mod:`aion_fast.ops.spectrum_grid`).
+"""Triton kernel of the spectrum-to-latent-grid resampling (maths: :mod:`aion_fast.ops.spectrum_to_latent`).
 
 One program per (row, block of grid points). On a GPU the merge pass of the C++ kernel would serialise a row, so
 each grid point finds its segment with a branch-free binary search over the row instead,
 ``#{j : x_j < u}`` in ``ceil(log2(L + 1))`` steps, the same count ``torch.searchsorted`` returns. Only the two
 samples around each grid point are loaded, cleaned and scaled. Float32 operations follow the reference's order
 with IEEE division (``div_rn``) and FMA fusion disabled at launch; the inverse standard deviation comes in
-precomputed by PyTorch (see :mod:`aion_fast.ops.spectrum_grid`).
+precomputed by PyTorch (see :mod:`aion_fast.ops.spectrum_to_latent`).
 """
 
 from __future__ import annotations

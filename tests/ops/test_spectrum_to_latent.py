@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast.codecs.spectral_grid import latent_wavelength
-from aion_fast.ops.spectrum_grid import spectrum_to_latent, torch_spectrum_to_latent
+from aion_fast.ops.spectrum_to_latent import (
+    interp_to_grid,
+    latent_wavelength,
+    spectrum_to_latent,
+    torch_spectrum_to_latent,
+)
 
 GRID = latent_wavelength(3500.0, 0.8, 8704)
 
@@ -93,3 +97,16 @@ def test_bfloat16_inputs_are_upcast_exactly(backend):
     low = {k: (v.bfloat16() if k in ("flux", "ivar") else v) for k, v in s.items()}
     ref = torch_spectrum_to_latent(**{k: v.float() for k, v in low.items()}, grid=GRID)
     assert_bitwise_equal(spectrum_to_latent(**low, grid=GRID), ref)
+
+
+def test_interp_to_grid_is_bitwise_the_references():
+    from aion.codecs.modules.spectrum import interp1d
+
+    g = torch.Generator().manual_seed(0)
+    steps = torch.rand(3, 4646, generator=g) + 0.2
+    wavelength = 3400.0 + torch.cumsum(steps, dim=1) * 1.7  # 3400 .. ~10500 A, irregular
+    values = torch.randn(3, 2, 4646, generator=g)
+    ours = interp_to_grid(values, wavelength, GRID)
+    for channel in range(2):
+        expected = interp1d(wavelength, values[:, channel], GRID.expand(3, -1).contiguous())
+        assert torch.equal(ours[:, channel], expected)

@@ -1,4 +1,4 @@
-// Raw-pointer CPU kernel of the spectrum-to-latent-grid resampling (spectrum_grid_cpu.cpp; rules of cpu_kernels.h).
+// Raw-pointer CPU kernel of the spectrum-to-latent-grid resampling (spectrum_to_latent_cpu.cpp; rules of cpu_kernels.h).
 #pragma once
 
 #include <cstdint>

@@ -1,9 +1,9 @@
-// Spectrum grid entry point of aion_fast._C: argument checks (baseline code), then spectrum_grid_cpu.cpp.
+// Spectrum grid entry point of aion_fast._C: argument checks (baseline code), then spectrum_to_latent_cpu.cpp.
 #include <cstdint>
 
 #include "aion_fast/checks.h"
 #include "aion_fast/ops.h"
-#include "spectrum_grid_cpu.h"
+#include "spectrum_to_latent_cpu.h"
 
 namespace aion_fast {
 

@@ -1,4 +1,5 @@
-r"""Reading DESI coadd spectra (B/R/Z arms) into joined 7781-pixel spectra, and the bundled DESI EDR sample.
+r"""Reading DESI coadd spectra (B/R/Z arms) into joined 7781-pixel spectra: how the real DESI EDR spectra of the
+tests (``tests/data/desi_edr``) and of the bundled MMU sample are made.
 
 DESI's three spectrograph arms sample one linear grid :math:`\lambda_k = 3600 + 0.8\,k` Å: B covers
 3600-5800 Å, R 5760-7620 Å and Z 7520-9824 Å, so the joined spectrum has :math:`k = 0, \dots, 7780` and the arms
@@ -19,8 +20,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,9 +31,7 @@ __all__ = [
     "FIBERMAP_COLUMNS",
     "desi_wavelength",
     "join_arms",
-    "load_desi_sample",
     "read_desi_coadd",
-    "write_desi_sample",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,9 +59,6 @@ FIBERMAP_COLUMNS = (
     "SHAPE_E2",
     "EBV",
 )
-#: The bundled sample (inside the package).
-SAMPLE_FILE = "desi_edr_sample.npz"
-_SPECTRUM_KEYS = ("flux", "ivar", "mask", "wavelength")
 
 
 def desi_wavelength(dtype: type | np.dtype = np.float64) -> np.ndarray:
@@ -197,43 +191,3 @@ def read_desi_coadd(path: str | os.PathLike) -> dict[str, Any]:
     }
     result.update({name: values[kept] for name, values in columns.items()})
     return result
-
-
-def write_desi_sample(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> Path:
-    """Joins the fibres with data of several coadd files into one compressed ``.npz`` (how the bundled sample is made).
-
-    Args:
-        paths: coadd files, read in the given order.
-        output: the ``.npz`` to write.
-
-    Returns:
-        The written path. Keys: ``flux``, ``ivar``, ``mask``, ``wavelength`` (N, 7781), ``source`` (N,) file names,
-        and the FIBERMAP columns present in every file.
-    """
-    read = [read_desi_coadd(path) for path in paths]
-    shared = [name for name in FIBERMAP_COLUMNS if all(name in r for r in read)]
-    arrays = {key: np.concatenate([r[key] for r in read]) for key in (*_SPECTRUM_KEYS, *shared)}
-    arrays["source"] = np.concatenate([np.full(r["flux"].shape[0], Path(p).name) for r, p in zip(read, paths)])
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(output, **arrays)
-    return output
-
-
-def load_desi_sample():
-    """The bundled sample: 3 real DESI EDR spectra (CC BY 4.0, DESI Collaboration, Early Data Release).
-
-    Returns:
-        ``(spectrum, photometry)``: a ``DESISpectrum`` with (3, 7781) float32 flux/ivar/wavelength and bool mask,
-        and a dict of (3,) numpy arrays: ``TARGETID``, ``TARGET_RA``, ``TARGET_DEC``, ``FLUX_G/R/Z/W1/W2``
-        (nanomaggies), ``SHAPE_R/E1/E2``, ``EBV`` and ``source`` (the coadd file of each spectrum).
-    """
-    import torch
-
-    from aion_fast.modalities import DESISpectrum
-
-    with resources.files("aion_fast.data").joinpath("sample", SAMPLE_FILE).open("rb") as handle:
-        with np.load(handle, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    spectrum = DESISpectrum(**{key: torch.from_numpy(arrays.pop(key)) for key in _SPECTRUM_KEYS})
-    return spectrum, arrays

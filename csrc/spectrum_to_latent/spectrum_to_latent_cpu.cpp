@@ -2,7 +2,7 @@
 //
 // Per row b with scale n_b, observed wavelengths x_0 < ... < x_{L-1} and latent grid u_0 < ... < u_{G-1} (all
 // float32, one rounding per operation, in this order, exactly as the PyTorch reference
-// aion_fast.ops.spectrum_grid.torch_spectrum_to_latent evaluates it):
+// aion_fast.ops.spectrum_to_latent.torch_spectrum_to_latent evaluates it):
 //
 //   f_j = nan_to_num(flux_j), clipped to [-clip_flux, clip_flux] when has_clip_flux
 //   s_j = sqrt(min(max(nan_to_num(ivar_j), 0), clip_ivar))      <- computed by PyTorch, passed in as `istd`
@@ -25,7 +25,7 @@
 #include <cstdint>
 
 #include "aion_fast/asinhf_glibc.h"
-#include "spectrum_grid_cpu.h"
+#include "spectrum_to_latent_cpu.h"
 
 namespace aion_fast {
 namespace cpu {
