@@ -6,6 +6,8 @@ LFQ dim 10 over 272 spectrum tokens. Every aion_fast result is checked against t
 (encode: equal indices; decode: equal codes). ``python bench/report.py <json>`` prints reference / impl ratios.
 The ``cpp`` rows time the public call as users make it: with AION_FAST_BACKEND unset or ``cpp``, a CPU float32
 ``fsq_encode`` / ``lfq_encode`` takes the same eager fast path straight to aion_fast._C (see aion_fast/ops/fsq.py).
+The ``module`` rows time the quantizer modules' ``encode`` (what a codec calls: int64 indices, nothing forced) in the
+same run; ``python bench/report.py`` prints the share of the op's speed-up the module keeps (issue 16: >= 90%).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from aion.codecs.quantizers import LucidrainsLFQ as RefLFQ
 from conftest import run_timed
 
 from aion_fast.ops import fsq_decode, fsq_encode, lfq_decode, lfq_encode
+from aion_fast.quantizers import FiniteScalarQuantizer, LookupFreeQuantizer
 
 IMPLS = ["reference", "torch", "cpp", "triton"]  # cpp skips on CUDA, triton on CPU (impl_env)
+ENCODE_IMPLS = [*IMPLS, "module"]
 CPU_BATCH = 64
 
 
@@ -29,7 +33,7 @@ def _batch(device: str) -> int:
     return CPU_BATCH if device == "cpu" else shapes.BATCH[device]
 
 
-@pytest.mark.parametrize("impl_env", IMPLS, indirect=True)
+@pytest.mark.parametrize("impl_env", ENCODE_IMPLS, indirect=True)
 def test_fsq_encode(benchmark, record, bench_device, impl_env):
     batch, levels = _batch(bench_device), shapes.FSQ_LEVELS
     z = torch.randn(batch, len(levels), shapes.IMAGE_TOKENS, device=bench_device) * 2
@@ -38,6 +42,10 @@ def test_fsq_encode(benchmark, record, bench_device, impl_env):
     ref = RefFSQ(levels).to(bench_device)
     if impl_env == "reference":
         fn = lambda: ref.encode(z)  # noqa: E731
+    elif impl_env == "module":
+        module = FiniteScalarQuantizer(levels).to(bench_device)
+        fn = lambda: module.encode(z)  # noqa: E731
+        assert torch.equal(fn(), ref.encode(z).long())
     else:
         fn = lambda: fsq_encode(z, levels, channel_first=True)  # noqa: E731
         assert torch.equal(fn(), ref.encode(z))
@@ -61,7 +69,7 @@ def test_fsq_decode(benchmark, record, bench_device, impl_env):
         run_timed(benchmark, fn, bench_device, rounds=50, warmup_rounds=3)
 
 
-@pytest.mark.parametrize("impl_env", IMPLS, indirect=True)
+@pytest.mark.parametrize("impl_env", ENCODE_IMPLS, indirect=True)
 def test_lfq_encode(benchmark, record, bench_device, impl_env):
     batch, tokens = _batch(bench_device), shapes.SPECTRUM_TOKENS - 1
     z = torch.randn(batch, shapes.LFQ_DIM, tokens, device=bench_device)
@@ -70,6 +78,10 @@ def test_lfq_encode(benchmark, record, bench_device, impl_env):
     ref = RefLFQ(dim=shapes.LFQ_DIM, codebook_size=2**shapes.LFQ_DIM).to(bench_device).eval()
     if impl_env == "reference":
         fn = lambda: ref.encode(z)  # noqa: E731
+    elif impl_env == "module":
+        module = LookupFreeQuantizer(dim=shapes.LFQ_DIM, codebook_size=2**shapes.LFQ_DIM).to(bench_device).eval()
+        fn = lambda: module.encode(z)  # noqa: E731
+        assert torch.equal(fn(), ref.encode(z).long())
     else:
         fn = lambda: lfq_encode(z, channel_first=True)  # noqa: E731
         assert torch.equal(fn().long(), ref.encode(z).long())

@@ -15,7 +15,9 @@ import sys
 from collections import defaultdict
 
 #: Row order within a group.
-IMPL_ORDER = ("aion_fast", "torch", "cpp", "triton")
+IMPL_ORDER = ("aion_fast", "torch", "cpp", "triton", "module")
+#: Implementations whose rows are ops (``module`` rows are compared with the fastest of these in the same group).
+OP_IMPLS = ("cpp", "triton")
 
 
 def rows(data: dict) -> list[tuple[str, str, float, float, float, float, str]]:
@@ -40,6 +42,21 @@ def rows(data: dict) -> list[tuple[str, str, float, float, float, float, str]]:
     return out
 
 
+def module_shares(data: dict) -> list[tuple[str, str, float, float, float]]:
+    """(group, op impl, op median s, module median s, op / module) for groups with a ``module`` run: the share of
+    the op's speed-up the quantizer module keeps (1.0 = all of it)."""
+    groups: dict[str, dict[str, float]] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        groups[bench["group"]][bench["extra_info"].get("impl", bench["name"])] = bench["stats"]["median"]
+    out = []
+    for group, impls in sorted(groups.items()):
+        ops = [(impls[k], k) for k in OP_IMPLS if k in impls]
+        if "module" in impls and ops:
+            op, name = min(ops)
+            out.append((group, name, op, impls["module"], op / impls["module"]))
+    return out
+
+
 def main(path: str) -> None:
     with open(path) as handle:
         data = json.load(handle)
@@ -53,6 +70,12 @@ def main(path: str) -> None:
     print("|---|---|---|---|---|---|")
     for group, impl, ref, ours, ratio, rate, unit in rows(data):
         print(f"| {group} | {impl} | {_time(ref)} | {_time(ours)} | {ratio:.2f}x | {rate:,.0f} {unit}/s |")
+    shares = module_shares(data)
+    if shares:
+        print("\n| benchmark | op | op median | module median | module keeps (op / module) |")
+        print("|---|---|---|---|---|")
+        for group, name, op, module, share in shares:
+            print(f"| {group} | {name} | {_time(op)} | {_time(module)} | {share:.0%} |")
 
 
 def _time(seconds: float) -> str:

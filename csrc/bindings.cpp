@@ -14,7 +14,7 @@ void check_cpu_support();
 }
 
 // Bumped whenever a signature below changes; aion_fast/_backend.py refuses a stale build with another number.
-constexpr int kApiVersion = 6;
+constexpr int kApiVersion = 7;
 
 PYBIND11_MODULE(_C, m) {
   aion_fast::check_cpu_support();
@@ -36,9 +36,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("lfq_encode", &aion_fast::lfq_encode, "z"_a, "out"_a,
         "LFQ: z (O, D, I) f32 any strides -> index (O, I) i32 into out.");
   m.def("fsq_encode_thresholds_new", &aion_fast::fsq_encode_thresholds_new, "z"_a, "shift"_a, "thresholds"_a,
-        "first"_a, "basis"_a, "base"_a,
-        "FSQ: fsq_encode_thresholds into a new (O, I) i32 array; returns (indices, NaN count).");
-  m.def("lfq_encode_new", &aion_fast::lfq_encode_new, "z"_a, "LFQ: lfq_encode into a new (O, I) i32 array.");
+        "first"_a, "basis"_a, "base"_a, "wide"_a = false,
+        "FSQ: fsq_encode_thresholds into a new (O, I) i32 (wide: i64) array; returns (indices, NaN count).");
+  m.def("lfq_encode_new", &aion_fast::lfq_encode_new, "z"_a, "wide"_a = false,
+        "LFQ: lfq_encode into a new (O, I) i32 (wide: i64) array.");
   m.def("lfq_decode", &aion_fast::lfq_decode, "index"_a, "scale"_a, "out"_a,
         "LFQ: index (M,) i32 -> +-scale codes (M, D) f32 into out; returns the number of out-of-range indices.");
   m.def("image_preprocess", &aion_fast::image_preprocess, "flux"_a, "top"_a, "left"_a, "crop_size"_a, "channel"_a,

@@ -15,7 +15,7 @@ from triton.language.extra import libdevice
 
 from aion_fast.settings import triton_interpret
 
-__all__ = ["POSTPROCESS_BLOCK", "image_postprocess_fwd"]
+__all__ = ["POSTPROCESS_BLOCK", "image_postprocess_fwd", "image_postprocess_op"]
 
 #: Pixels per program.
 POSTPROCESS_BLOCK = 1024
@@ -76,6 +76,23 @@ def _image_postprocess_fwd_kernel(
     tl.store(out_ptr + plane.to(tl.int64) * HW + p, v, mask=inside)
 
 
+def _identity(kernel):
+    return kernel
+
+
+def _launch(wrap, projected, bias, channels_t, zeropoint_scale, range_compression_factor, mult_factor):
+    batch, height, width, num_bands = projected.shape
+    projected, bias = projected.contiguous(), bias.contiguous()
+    n_channels = channels_t.shape[0]
+    out = torch.empty((batch, n_channels, height, width), dtype=torch.float32, device=projected.device)
+    pixels = height * width
+    wrap(_image_postprocess_fwd_kernel)[(batch * n_channels, triton.cdiv(pixels, POSTPROCESS_BLOCK))](
+        projected, bias, channels_t, out, n_channels, pixels, range_compression_factor, mult_factor, zeropoint_scale,
+        NB=num_bands, BLOCK=POSTPROCESS_BLOCK, USE_LIBDEVICE=not triton_interpret(), enable_fp_fusion=False,
+    )  # fmt: skip
+    return out
+
+
 def image_postprocess_fwd(
     projected: torch.Tensor,
     bias: torch.Tensor,
@@ -84,25 +101,22 @@ def image_postprocess_fwd(
     range_compression_factor: float,
     mult_factor: float,
 ) -> torch.Tensor:
-    """Launcher: (B, H, W, NB) float32 projection (no bias) -> (B, C, H, W) float32 (arguments as in the op)."""
-    batch, height, width, num_bands = projected.shape
-    projected, bias = projected.contiguous(), bias.contiguous()
-    device = projected.device
-    out = torch.empty((batch, len(channels), height, width), dtype=torch.float32, device=device)
-    pixels = height * width
-    _image_postprocess_fwd_kernel[(batch * len(channels), triton.cdiv(pixels, POSTPROCESS_BLOCK))](
-        projected,
-        bias,
-        device_constant(tuple(channels), torch.int32, device),
-        out,
-        len(channels),
-        pixels,
-        range_compression_factor,
-        mult_factor,
-        zeropoint_scale,
-        NB=num_bands,
-        BLOCK=POSTPROCESS_BLOCK,
-        USE_LIBDEVICE=not triton_interpret(),
-        enable_fp_fusion=False,
-    )
-    return out
+    """Launcher: (B, H, W, NB) float32 projection (no bias) -> (B, C, H, W) float32 (arguments as in the op).
+    Eager; :func:`image_postprocess_op` is the same for torch.compile."""
+    channels_t = device_constant(tuple(channels), torch.int32, projected.device)
+    return _launch(_identity, projected, bias, channels_t, zeropoint_scale, range_compression_factor, mult_factor)
+
+
+@torch.library.triton_op("aion_fast::image_postprocess_triton", mutates_args=())
+def image_postprocess_op(
+    projected: torch.Tensor,
+    bias: torch.Tensor,
+    channels: list[int],
+    zeropoint_scale: float,
+    range_compression_factor: float,
+    mult_factor: float,
+) -> torch.Tensor:
+    """:func:`image_postprocess_fwd` registered with ``torch.library.triton_op`` (channels made in the graph)."""
+    channels_t = torch.tensor(channels, dtype=torch.int32, device=projected.device)
+    return _launch(torch.library.wrap_triton, projected, bias, channels_t, zeropoint_scale, range_compression_factor,
+                   mult_factor)  # fmt: skip

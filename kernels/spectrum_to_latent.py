@@ -17,7 +17,7 @@ from aion_fast.kernels._math import asinh_f32
 
 from aion_fast.settings import triton_interpret
 
-__all__ = ["SPECTRUM_BLOCK", "spectrum_to_latent_fwd"]
+__all__ = ["SPECTRUM_BLOCK", "spectrum_to_latent_fwd", "spectrum_to_latent_op"]
 
 #: Grid points per program.
 SPECTRUM_BLOCK = 1024
@@ -96,6 +96,24 @@ def _spectrum_to_latent_fwd_kernel(
     tl.store(out_row + G + k, v1, mask=inside)
 
 
+def _identity(kernel):
+    return kernel
+
+
+def _launch(wrap, flux, istd, wavelength, scale, grid, input_scaling, clip_flux):
+    batch, length = flux.shape
+    n_grid = grid.shape[0]
+    flux, istd, wavelength, scale, grid = (t.contiguous() for t in (flux, istd, wavelength, scale, grid))
+    out = torch.empty((batch, 2, n_grid), dtype=torch.float32, device=flux.device)
+    wrap(_spectrum_to_latent_fwd_kernel)[(batch, triton.cdiv(n_grid, SPECTRUM_BLOCK))](
+        flux, istd, wavelength, scale, grid, out, length, n_grid, input_scaling,
+        0.0 if clip_flux is None else clip_flux, SEARCH_STEPS=int(length).bit_length(),
+        HAS_CLIP_FLUX=clip_flux is not None, BLOCK=SPECTRUM_BLOCK, USE_LIBDEVICE=not triton_interpret(),
+        enable_fp_fusion=False,
+    )  # fmt: skip
+    return out
+
+
 def spectrum_to_latent_fwd(
     flux: torch.Tensor,
     istd: torch.Tensor,
@@ -106,26 +124,20 @@ def spectrum_to_latent_fwd(
     clip_flux: float | None,
 ) -> torch.Tensor:
     """Launcher: (B, L) float32 flux, istd (sqrt of the cleaned, clipped ivar) and wavelength, (B,) scale and (G,)
-    grid on one device -> (B, 2, G) float32 (arguments as in :func:`aion_fast.ops.spectrum_to_latent`)."""
-    batch, length = flux.shape
-    n_grid = grid.shape[0]
-    flux, istd, wavelength, scale, grid = (t.contiguous() for t in (flux, istd, wavelength, scale, grid))
-    out = torch.empty((batch, 2, n_grid), dtype=torch.float32, device=flux.device)
-    _spectrum_to_latent_fwd_kernel[(batch, triton.cdiv(n_grid, SPECTRUM_BLOCK))](
-        flux,
-        istd,
-        wavelength,
-        scale,
-        grid,
-        out,
-        length,
-        n_grid,
-        input_scaling,
-        0.0 if clip_flux is None else clip_flux,
-        SEARCH_STEPS=int(length).bit_length(),
-        HAS_CLIP_FLUX=clip_flux is not None,
-        BLOCK=SPECTRUM_BLOCK,
-        USE_LIBDEVICE=not triton_interpret(),
-        enable_fp_fusion=False,
-    )
-    return out
+    grid on one device -> (B, 2, G) float32 (arguments as in :func:`aion_fast.ops.spectrum_to_latent`). Eager;
+    :func:`spectrum_to_latent_op` is the same for torch.compile."""
+    return _launch(_identity, flux, istd, wavelength, scale, grid, input_scaling, clip_flux)
+
+
+@torch.library.triton_op("aion_fast::spectrum_to_latent_triton", mutates_args=())
+def spectrum_to_latent_op(
+    flux: torch.Tensor,
+    istd: torch.Tensor,
+    wavelength: torch.Tensor,
+    scale: torch.Tensor,
+    grid: torch.Tensor,
+    input_scaling: float,
+    clip_flux: float | None,
+) -> torch.Tensor:
+    """:func:`spectrum_to_latent_fwd` registered with ``torch.library.triton_op``: torch.compile sees the kernel."""
+    return _launch(torch.library.wrap_triton, flux, istd, wavelength, scale, grid, input_scaling, clip_flux)

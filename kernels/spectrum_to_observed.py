@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["OBSERVED_BLOCK", "spectrum_to_observed_fwd"]
+__all__ = ["OBSERVED_BLOCK", "spectrum_to_observed_fwd", "spectrum_to_observed_op"]
 
 #: Requested wavelengths per program.
 OBSERVED_BLOCK = 1024
@@ -88,33 +88,39 @@ def _spectrum_to_observed_fwd_kernel(
     tl.store(mask_ptr + b.to(tl.int64) * M + m, flag.to(tl.int8), mask=inside)
 
 
-def spectrum_to_observed_fwd(
-    values: torch.Tensor, grid: torch.Tensor, wavelength: torch.Tensor | None, scale: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Launcher: (B, K, G) float32 values on the (G,) grid -> flux (B, M), mask (B, M) bool and (B, M) bool flags
-    of undecided mask values (arguments as in :func:`aion_fast.ops.spectrum_to_observed`)."""
+def _identity(kernel):
+    return kernel
+
+
+def _launch(wrap, values, grid, wavelength, scale):
     batch, channels, n_grid = values.shape
     values, grid = values.contiguous(), grid.contiguous()
     on_grid = wavelength is None
     wavelength = grid if on_grid else wavelength.contiguous()
     points = n_grid if on_grid else wavelength.shape[1]
-    device = values.device
-    flux = torch.empty((batch, points), dtype=torch.float32, device=device)
-    flags = torch.empty((batch, points), dtype=torch.int8, device=device)
-    _spectrum_to_observed_fwd_kernel[(batch, max(1, triton.cdiv(points, OBSERVED_BLOCK)))](
-        values,
-        grid,
-        wavelength,
-        flux if scale is None else scale.contiguous(),
-        flux,
-        flags,
-        n_grid,
-        points,
-        K=channels,
-        ON_GRID=on_grid,
-        SEARCH_STEPS=int(n_grid).bit_length(),
-        HAS_SCALE=scale is not None,
-        BLOCK=OBSERVED_BLOCK,
-        enable_fp_fusion=False,
-    )
+    flux = torch.empty((batch, points), dtype=torch.float32, device=values.device)
+    flags = torch.empty((batch, points), dtype=torch.int8, device=values.device)
+    wrap(_spectrum_to_observed_fwd_kernel)[(batch, max(1, triton.cdiv(points, OBSERVED_BLOCK)))](
+        values, grid, wavelength, grid if scale is None else scale.contiguous(), flux, flags, n_grid, points,
+        K=channels, ON_GRID=on_grid, SEARCH_STEPS=int(n_grid).bit_length(), HAS_SCALE=scale is not None,
+        BLOCK=OBSERVED_BLOCK, enable_fp_fusion=False,
+    )  # fmt: skip
     return flux, flags == 1, flags == 2
+
+
+def spectrum_to_observed_fwd(
+    values: torch.Tensor, grid: torch.Tensor, wavelength: torch.Tensor | None, scale: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Launcher: (B, K, G) float32 values on the (G,) grid -> flux (B, M), mask (B, M) bool and (B, M) bool flags
+    of undecided mask values (arguments as in :func:`aion_fast.ops.spectrum_to_observed`). Without ``scale`` the
+    kernel's unread scale pointer is the grid (read-only). Eager; :func:`spectrum_to_observed_op` is the same for
+    torch.compile."""
+    return _launch(_identity, values, grid, wavelength, scale)
+
+
+@torch.library.triton_op("aion_fast::spectrum_to_observed_triton", mutates_args=())
+def spectrum_to_observed_op(
+    values: torch.Tensor, grid: torch.Tensor, wavelength: torch.Tensor | None, scale: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`spectrum_to_observed_fwd` registered with ``torch.library.triton_op``: torch.compile sees the kernel."""
+    return _launch(torch.library.wrap_triton, values, grid, wavelength, scale)

@@ -70,8 +70,10 @@ def test_forced_cpp_without_extension_is_clear(fresh_loader, caplog):
     with caplog.at_level(logging.WARNING, logger="aion_fast"):
         # unforced: falls back to torch, same indices, one warning however many calls
         for _ in range(3):
-            assert torch.equal(fsq_encode(z, [7, 5, 5, 5, 5]), torch_fsq_encode(z, [7, 5, 5, 5, 5]))
-            lfq_encode(z)
+            assert torch.equal(
+                fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False), torch_fsq_encode(z, [7, 5, 5, 5, 5])
+            )
+            lfq_encode(z, channel_first=False)
     warnings = [r for r in caplog.records if "aion_fast._C" in r.getMessage()]
     assert len(warnings) == 1
     assert "PyTorch path" in warnings[0].getMessage() and "simulated" in warnings[0].getMessage()
@@ -79,9 +81,9 @@ def test_forced_cpp_without_extension_is_clear(fresh_loader, caplog):
 
     fresh_loader.setenv(_backend.ENV_VAR, "cpp")
     with pytest.raises(_backend.BackendUnavailableError, match=r"AION_FAST_BACKEND=cpp.*fsq_encode.*simulated"):
-        fsq_encode(z, [7, 5, 5, 5, 5])
+        fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False)
     with pytest.raises(_backend.BackendUnavailableError, match=r"lfq_encode.*extension is not available"):
-        lfq_encode(z)
+        lfq_encode(z, channel_first=False)
 
 
 def test_stale_extension_is_refused(fresh_loader):
@@ -94,10 +96,10 @@ def test_forced_backend_values(monkeypatch):
     z = torch.randn(4, 5)
     monkeypatch.setenv(_backend.ENV_VAR, "cuda")
     with pytest.raises(ValueError, match="expected one of triton, cpp, torch"):
-        fsq_encode(z, [7, 5, 5, 5, 5])
+        fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False)
     monkeypatch.setenv(_backend.ENV_VAR, "triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # with the interpreter on, forced Triton takes CPU tensors
     with pytest.raises(_backend.BackendUnavailableError, match="tensor not on CUDA"):
-        fsq_encode(z, [7, 5, 5, 5, 5])
+        fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False)
     monkeypatch.setenv(_backend.ENV_VAR, "torch")
-    assert torch.equal(fsq_encode(z, [7, 5, 5, 5, 5]), torch_fsq_encode(z, [7, 5, 5, 5, 5]))
+    assert torch.equal(fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False), torch_fsq_encode(z, [7, 5, 5, 5, 5]))

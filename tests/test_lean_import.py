@@ -62,9 +62,9 @@ def test_eager_cpu_ops_stay_lean():
         "import torch\n"
         "from aion_fast import _backend\n"
         "from aion_fast.ops import fsq_decode, fsq_encode, lfq_decode, lfq_encode\n"
-        "idx = fsq_encode(torch.randn(6, 5), [7, 5, 5, 5, 5])\n"
+        "idx = fsq_encode(torch.randn(6, 5), [7, 5, 5, 5, 5], channel_first=False)\n"
         "fsq_decode(idx, [7, 5, 5, 5, 5])\n"
-        "lfq_decode(lfq_encode(torch.randn(6, 10)), 10)\n"
+        "lfq_decode(lfq_encode(torch.randn(6, 10), channel_first=False), 10)\n"
         "_backend.available_backends()\n"
         "check('eager CPU op calls')"
     )

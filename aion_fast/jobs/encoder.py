@@ -86,21 +86,37 @@ class BatchEncoder:
     def __call__(self, batch: ObjectBatch) -> tuple[np.ndarray, torch.Tensor]:
         """Embeds the objects of ``batch`` that have at least one usable modality.
 
+        One host sync per batch from this code (the embeddings' copy to the CPU): which objects have which
+        modality is known on the host from the codecs' row positions, so the groups are formed with numpy and
+        their row indices go to the device in one non-blocking upload (what the codecs and the model do inside
+        is theirs).
+
         Returns:
             ``rows``: (n,) int64 positions in the batch, increasing; ``vectors``: (n, D) float32 on the CPU.
         """
         from aion_fast.embedding import embed
 
-        tokens, present, holes = self.model_inputs(batch)
+        tokens, present, holes = _model_inputs(self.codecs, batch, self.device)
         if not tokens:
             return np.zeros(0, dtype=np.int64), torch.zeros(0, self.model.config.dim)
-        vectors = torch.empty(batch.size, self.model.config.dim)
-        encoded_rows = []
-        for rows, group_tokens, input_mask in presence_groups(tokens, present, holes):
-            vectors[rows.cpu()] = embed(self.model, group_tokens, pooling="mean", input_mask=input_mask).cpu()
-            encoded_rows.append(rows.cpu())
-        encoded_rows = torch.sort(torch.cat(encoded_rows)).values if encoded_rows else torch.zeros(0, dtype=torch.long)
-        return encoded_rows.numpy(), vectors[encoded_rows]
+        encoded_rows, vectors = [], []
+        for rows, _, group_tokens, input_mask in _groups(tokens, present, holes):
+            vectors.append(embed(self.model, group_tokens, pooling="mean", input_mask=input_mask).float())
+            encoded_rows.append(rows)
+        if not vectors:
+            return np.zeros(0, dtype=np.int64), torch.zeros(0, self.model.config.dim)
+        rows = np.concatenate(encoded_rows)
+        order = np.argsort(rows, kind="stable")
+        host = torch.cat(vectors).cpu()  # the one host sync of the batch
+        return rows[order], host[torch.from_numpy(order)]
+
+
+def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on ``device`` without a host sync (pinned memory, non-blocking copy on CUDA)."""
+    host = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def model_inputs(
@@ -108,7 +124,16 @@ def model_inputs(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(tokens, present, holes)`` for the model: :func:`batch_tokens`, with the empty slots of sequence modalities
     (the catalog codec's mask value) set to id 0 and returned as ``holes`` (token key -> (B, T) bool, absent)."""
-    tokens, present = batch_tokens(codecs, batch, device)
+    device = torch.device(device)
+    tokens, present, holes = _model_inputs(codecs, batch, device)
+    return tokens, {k: _upload(v, device) for k, v in present.items()}, holes
+
+
+def _model_inputs(
+    codecs: Any, batch: ObjectBatch, device: torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    """:func:`model_inputs` with ``present`` as (B,) numpy bool (host side, no sync)."""
+    tokens, present = _batch_tokens(codecs, batch, device)
     holes = {}
     key = LegacySurveyCatalog.token_key
     if key in tokens:
@@ -123,34 +148,56 @@ def presence_groups(
     """Objects with at least one present modality, grouped by which multi-token modalities they have.
 
     Args:
-        tokens, present: from :func:`batch_tokens`.
+        tokens, present: from :func:`batch_tokens` (``present`` may also be (B,) numpy bool arrays).
         holes: token key -> (B, T) bool, tokens absent inside present objects (empty catalog slots).
 
     Yields:
-        ``(rows, group_tokens, input_mask)``: (n,) positions in the batch (increasing), token key -> (n, T) ids of
-        the keys some object of the group has, and the ``input_mask`` (True = absent) of the keys not every object
-        of the group has, or with holes (None when nothing is absent).
+        ``(rows, group_tokens, input_mask)``: (n,) positions in the batch (increasing, on the tokens' device),
+        token key -> (n, T) ids of the keys some object of the group has, and the ``input_mask`` (True = absent) of
+        the keys not every object of the group has, or with holes (None when nothing is absent).
     """
-    holes = holes or {}
-    multi = [k for k in tokens if tokens[k].shape[1] > 1]
-    single = [k for k in tokens if tokens[k].shape[1] == 1]
-    any_present = torch.stack([present[k] for k in tokens]).any(dim=0).cpu()
-    has_multi = {k: present[k].cpu().tolist() for k in multi}
-    groups: dict[tuple[bool, ...], list[int]] = {}
-    for row in torch.nonzero(any_present).flatten().tolist():
-        groups.setdefault(tuple(has_multi[k][row] for k in multi), []).append(row)
+    host = {
+        k: v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=bool) for k, v in present.items()
+    }
+    for _, rows, group_tokens, input_mask in _groups(tokens, host, holes or {}):
+        yield rows, group_tokens, input_mask
+
+
+def _groups(
+    tokens: dict[str, torch.Tensor], present: dict[str, np.ndarray], holes: dict[str, torch.Tensor]
+) -> Iterator[tuple[np.ndarray, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]:
+    """:func:`presence_groups` from host presence: ``(host rows, device rows, group_tokens, input_mask)``.
+
+    The grouping is numpy; every group's row positions and the presence table reach the device in two
+    non-blocking uploads, so no step here waits for the device.
+    """
+    keys = list(tokens)
+    multi = [i for i, k in enumerate(keys) if tokens[k].shape[1] > 1]
+    single = [i for i, k in enumerate(keys) if tokens[k].shape[1] == 1]
+    table = np.stack([present[k] for k in keys])  # (K, B) bool
+    rows_any = np.flatnonzero(table.any(axis=0))
+    if not len(rows_any):
+        return
+    group_rows: dict[bytes, list[int]] = {}  # by multi-token pattern, in order of each group's first object
+    for row, pattern in zip(rows_any.tolist(), table[multi][:, rows_any].T, strict=True):
+        group_rows.setdefault(pattern.tobytes(), []).append(row)
     device = next(iter(tokens.values())).device
-    for pattern, group_rows in groups.items():
-        rows = torch.tensor(group_rows, device=device)
-        keys = [k for k, has in zip(multi, pattern) if has] + [k for k in single if bool(present[k][rows].any())]
-        group_tokens = {k: tokens[k][rows] for k in keys}
-        absent = {k: (~present[k][rows])[:, None].expand(-1, tokens[k].shape[1]) for k in keys}
-        input_mask = {
-            k: absent[k] | holes[k][rows] if k in holes else absent[k]
-            for k in keys
-            if k in holes or not bool(present[k][rows].all())
-        }
-        yield rows, group_tokens, input_mask or None
+    all_rows = _upload(np.concatenate(list(group_rows.values())).astype(np.int64), device)
+    table_dev = _upload(table, device)
+    start = 0
+    for rows in map(np.asarray, group_rows.values()):
+        rows_dev = all_rows[start : start + len(rows)]
+        start += len(rows)
+        has = table[:, rows]  # (K, n), host
+        group_keys = [i for i in multi + single if has[i].any()]
+        group_tokens = {keys[i]: tokens[keys[i]].index_select(0, rows_dev) for i in group_keys}
+        input_mask = {}
+        for i in group_keys:
+            k = keys[i]
+            if k in holes or not has[i].all():
+                absent = (~table_dev[i].index_select(0, rows_dev))[:, None].expand(-1, tokens[k].shape[1])
+                input_mask[k] = absent | holes[k].index_select(0, rows_dev) if k in holes else absent
+        yield rows, rows_dev, group_tokens, input_mask or None
 
 
 def batch_tokens(
@@ -166,20 +213,34 @@ def batch_tokens(
         ``tokens``: token key -> (B, T) int64 on ``device``, zeros for objects without the modality;
         ``present``: token key -> (B,) bool.
     """
+    device = torch.device(device)
+    tokens, present = _batch_tokens(codecs, batch, device)
+    return tokens, {k: _upload(v, device) for k, v in present.items()}
+
+
+def _batch_tokens(
+    codecs: Any, batch: ObjectBatch, device: torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+    """:func:`batch_tokens` with ``present`` as (B,) numpy bool: the rows come from the parts (host), and every
+    part's row positions go to the device in one non-blocking upload."""
     by_key: dict[str, list[Part]] = {}
     for part in batch.parts:
         by_key.setdefault(part.modality.token_key, []).append(part)
+    encoded = [(key, *done) for key, parts in by_key.items() for done in _encode_isolated(codecs, parts, batch)]
+    if not encoded:
+        return {}, {}
+    index = _upload(np.concatenate([np.asarray(rows, dtype=np.int64) for _, rows, _ in encoded]), device)
     tokens: dict[str, torch.Tensor] = {}
-    present: dict[str, torch.Tensor] = {}
-    for key, parts in by_key.items():
-        for rows, encoded in _encode_isolated(codecs, parts, batch):
-            encoded = encoded.to(device).reshape(encoded.shape[0], -1)
-            rows = torch.as_tensor(rows, device=device)
-            if key not in tokens:
-                tokens[key] = torch.zeros(batch.size, encoded.shape[1], dtype=torch.int64, device=device)
-                present[key] = torch.zeros(batch.size, dtype=torch.bool, device=device)
-            tokens[key][rows] = encoded
-            present[key][rows] = True
+    present: dict[str, np.ndarray] = {}
+    start = 0
+    for key, rows, out in encoded:
+        out = out.to(device).reshape(out.shape[0], -1).to(torch.int64)
+        if key not in tokens:
+            tokens[key] = torch.zeros(batch.size, out.shape[1], dtype=torch.int64, device=device)
+            present[key] = np.zeros(batch.size, dtype=bool)
+        tokens[key].index_copy_(0, index[start : start + len(rows)], out)
+        present[key][rows] = True
+        start += len(rows)
     return tokens, present
 
 

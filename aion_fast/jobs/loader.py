@@ -1,8 +1,9 @@
 """Input side of ``aion-fast encode``: row ranges of the shards read and turned into modality batches.
 
 The default loader is a ``DataLoader`` whose worker processes read and prepare row ranges with
-:func:`~aion_fast.data.mmu.prepare_rows` (pinned memory on CUDA); ``--loader dali`` reads in the main process and
-runs the image preprocessing in a DALI pipeline (:mod:`aion_fast.jobs.dali`).
+:func:`~aion_fast.data.mmu.prepare_rows` (pinned memory on CUDA); ``--loader dali`` reads on the thread that
+iterates the loader (the job's prefetch thread on CUDA) and runs the image preprocessing in asynchronous, pipelined
+DALI pipelines (:mod:`aion_fast.jobs.dali`).
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ def batches(
     tasks: list[Task], selections: Mapping[str, Selection], *, loader: str, batch_size: int, device: str, workers: int
 ) -> Iterator[ObjectBatch]:
     """Prepared batches of ``tasks`` in task order."""
-    if loader == "dali":
-        from aion_fast.jobs.dali import DaliImagePipeline
+    if loader == "dali":  # DALI writes a batch's images while the next batches are read (jobs.dali.in_order)
+        from aion_fast.jobs.dali import DaliImagePipeline, in_order
 
-        yield from _prepared(tasks, selections, DaliImagePipeline(batch_size, device=device))
+        pipeline = DaliImagePipeline(batch_size, device=device, deferred=True)
+        yield from in_order(_prepared(tasks, selections, pipeline), pipeline)
         return
     yield from torch.utils.data.DataLoader(
         _Tasks(tasks, selections),

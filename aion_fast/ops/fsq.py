@@ -358,10 +358,13 @@ def _nan_error(n_nan: int, vectors: int) -> ValueError:
     return ValueError(f"fsq_encode: z contains NaN in {n_nan} of {vectors} vectors; FSQ has no level for NaN")
 
 
-def _encode_by_thresholds(ext: Any, z: torch.Tensor, thresholds: _Thresholds, channel_first: bool) -> torch.Tensor:
-    """Non-empty float32 CPU latents -> int32 indices by the C++ threshold kernel (it allocates them); NaN raises."""
+def _encode_by_thresholds(
+    ext: Any, z: torch.Tensor, thresholds: _Thresholds, channel_first: bool, wide: bool = False
+) -> torch.Tensor:
+    """Non-empty float32 CPU latents -> int32 (``wide``: int64) indices by the C++ threshold kernel (it allocates
+    them); NaN raises."""
     view = z if channel_first and z.ndim == 3 else _as_odi(z, channel_first)  # (B, D, T) is already (O, D, I)
-    out, n_nan = ext.fsq_encode_thresholds_new(view.numpy(), *thresholds.kernel_args)
+    out, n_nan = ext.fsq_encode_thresholds_new(view.numpy(), *thresholds.kernel_args, wide=wide)
     if n_nan:
         raise _nan_error(n_nan, out.size)
     indices = torch.from_numpy(out)
@@ -412,7 +415,9 @@ def _direct_levels(levels: tuple, eps: float) -> tuple[int, ...] | None:
     return lv
 
 
-def _fsq_encode_direct(ext: Any, z: torch.Tensor, levels: Any, eps: Any, channel_first: bool) -> torch.Tensor | None:
+def _fsq_encode_direct(
+    ext: Any, z: torch.Tensor, levels: Any, eps: Any, channel_first: bool, wide: bool = False
+) -> torch.Tensor | None:
     """The eager fast path of :func:`fsq_encode`: a CPU float32 tensor straight to the threshold kernel.
 
     Returns None (the caller then validates and dispatches as usual) unless ``levels`` is a list or tuple and ``eps``
@@ -431,7 +436,7 @@ def _fsq_encode_direct(ext: Any, z: torch.Tensor, levels: Any, eps: Any, channel
     thresholds = decision_thresholds(lv, eps)
     if not isinstance(thresholds, _Thresholds) or z.numel() == 0:
         return None
-    return _encode_by_thresholds(ext, z.detach() if z.requires_grad else z, thresholds, channel_first)
+    return _encode_by_thresholds(ext, z.detach() if z.requires_grad else z, thresholds, channel_first, wide)
 
 
 @torch.library.custom_op("aion_fast::fsq_encode_cpp", mutates_args=())
@@ -571,37 +576,54 @@ _DECODE_BACKENDS = (
 )
 
 
-def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_first: bool = False) -> torch.Tensor:
+def fsq_encode(
+    z: torch.Tensor,
+    levels: LevelsLike,
+    eps: float = 1e-3,
+    channel_first: bool = True,
+    *,
+    dtype: torch.dtype = torch.int32,
+) -> torch.Tensor:
     """FSQ encode: latents to indices, bit-identical to the reference (maths in the module docstring).
 
     Args:
-        z: (..., D) latents, or (B, D, *spatial) with ``channel_first=True`` (the codecs' layout, read in place by
-            the C++ path: no transposed copy). Any real dtype, computed in float32 whatever the autocast state
+        z: (B, D, *spatial) latents (``channel_first=True``, the default), or (..., D) with ``channel_first=False``.
+            The default is the codecs' layout, the one the quantizer modules (and the reference's) take; the C++
+            path reads it in place (no transposed copy). Any real dtype, computed in float32 whatever the autocast state
             (bf16/fp16 inputs are widened exactly, so their indices equal the reference's on ``z.float()``); may be
             non-contiguous; never modified.
         levels: the D level counts, each >= 2 (e.g. ``[7, 5, 5, 5, 5]`` for the image codec).
         eps: bound widening :math:`\\epsilon`.
-        channel_first: the channel axis is 1 (else last). Stated by the caller, never guessed from the shape.
+        channel_first: the channel axis is 1 (else last); never guessed from the shape. Same default as
+            :meth:`aion_fast.quantizers.FiniteScalarQuantizer.encode`.
+        dtype: of the indices, ``torch.int32`` or ``torch.int64`` (the quantizer modules'; the C++ threshold path
+            writes it directly, no second pass).
 
     Returns:
-        int32 indices of shape ``z.shape[:-1]`` (resp. (B, *spatial)), in [0, prod(levels)) for any ``eps`` below
+        indices of shape ``z.shape[:-1]`` (resp. (B, *spatial)), in [0, prod(levels)) for any ``eps`` below
         1 / (max(levels) - 1).
 
     Raises:
         ValueError: ``z`` contains NaN, its channel axis is not D long, or ``eps`` makes the bound degenerate.
         BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
     """
+    wide = dtype is torch.int64
+    if not wide and dtype is not torch.int32:
+        raise ValueError(f"fsq_encode: dtype must be torch.int32 or torch.int64, got {dtype}")
     if type(z) is torch.Tensor and z.dtype is torch.float32 and z.is_cpu and not torch.compiler.is_compiling():
         ext = _backend.direct_extension()
         if ext is not None:
-            indices = _fsq_encode_direct(ext, z, levels, eps, channel_first)
+            indices = _fsq_encode_direct(ext, z, levels, eps, channel_first, wide)
             if indices is not None:
                 return indices
     lv = _as_levels(levels)
     axis = 1 if channel_first else -1
     if z.ndim < (2 if channel_first else 1) or z.shape[axis] != len(lv):
-        layout = f"(B, {len(lv)}, ...) (channel_first=True)" if channel_first else f"(..., {len(lv)})"
-        raise ValueError(f"fsq_encode: z must have shape {layout} for levels {list(lv)}, got {tuple(z.shape)}")
+        d = len(lv)
+        layout = f"(B, {d}, ...) ({d} channels on axis 1" if channel_first else f"(..., {d}) ({d} channels last"
+        other = "False for channels-last" if channel_first else "True for (B, D, ...)"
+        raise ValueError(f"fsq_encode: z must have shape {layout}, channel_first={channel_first}) for levels "
+                         f"{list(lv)}, got {tuple(z.shape)}; pass channel_first={other} latents")  # fmt: skip
     if z.is_complex():
         raise TypeError(f"fsq_encode: z must be real, got {z.dtype}")
     eps = float(eps)
@@ -609,11 +631,11 @@ def fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3, channel_f
         raise ValueError(f"fsq_encode: eps={eps} leaves no room for levels {list(lv)}: need (L - 1)(1 + eps) / 2 > 0.5")
     channel_first = bool(channel_first)
     if z.numel() == 0:
-        return torch.empty(_index_shape(z, channel_first), dtype=torch.int32, device=z.device)
+        return torch.empty(_index_shape(z, channel_first), dtype=dtype, device=z.device)
     with _backend.no_autocast(z.device):
         z = z.detach().to(torch.float32)
         backend = _backend.select("fsq_encode", _ENCODE_BACKENDS, z, lv, eps, channel_first, key=(lv, eps))
-        return backend.run(z, lv, eps, channel_first)
+        return backend.run(z, lv, eps, channel_first).to(dtype)
 
 
 def fsq_decode(indices: torch.Tensor, levels: LevelsLike) -> torch.Tensor:

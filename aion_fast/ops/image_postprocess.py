@@ -170,9 +170,10 @@ def _cpp_reasons(h: torch.Tensor, *_) -> list[str]:
 
 
 def _run_triton(h: torch.Tensor, weight: torch.Tensor, *args) -> torch.Tensor:
-    from aion_fast.kernels.image_postprocess import image_postprocess_fwd
+    from aion_fast.kernels.image_postprocess import image_postprocess_fwd, image_postprocess_op
 
-    return image_postprocess_fwd(_project(h, weight).contiguous(), *args)
+    launch = image_postprocess_op if torch.compiler.is_compiling() else image_postprocess_fwd
+    return launch(_project(h, weight).contiguous(), *args)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

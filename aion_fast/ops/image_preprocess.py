@@ -231,8 +231,12 @@ def _(
 
 
 def _run_triton(flux: torch.Tensor, *args) -> torch.Tensor:
-    from aion_fast.kernels.image_preprocess import image_preprocess_fwd
+    from aion_fast.kernels.image_preprocess import image_preprocess_fwd, image_preprocess_op
 
+    if torch.compiler.is_compiling():  # the registered triton_op; non-finite values checked on the device
+        out, nonfinite = image_preprocess_op(flux, *args[:7])
+        torch._assert_async(nonfinite.sum() == 0, f"{args[7]}: non-finite values inside the crop window")
+        return out
     out, nonfinite = image_preprocess_fwd(flux, *args[:7])  # args[7]: the name for messages
     if bool(nonfinite.any()):  # the op's one host sync: NaN/inf must raise before tokens are made
         require_finite(center_crop(flux, args[5], args[7]), args[7])

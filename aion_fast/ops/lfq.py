@@ -102,17 +102,17 @@ def _index_shape(z: torch.Tensor, channel_first: bool) -> tuple[int, ...]:
     return (z.shape[0], *z.shape[2:]) if channel_first else tuple(z.shape[:-1])
 
 
-def _lfq_encode_cpp_impl(z: torch.Tensor, channel_first: bool, ext: Any = None) -> torch.Tensor:
-    """Non-empty float32 CPU latents in either layout -> int32 indices via aion_fast._C (read in place; the
-    extension allocates the indices, wrapped without a copy)."""
+def _lfq_encode_cpp_impl(z: torch.Tensor, channel_first: bool, ext: Any = None, wide: bool = False) -> torch.Tensor:
+    """Non-empty float32 CPU latents in either layout -> int32 (``wide``: int64) indices via aion_fast._C (read in
+    place; the extension allocates the indices, wrapped without a copy)."""
     ext = ext if ext is not None else _backend.load_extension()
     if channel_first and z.ndim == 3:  # (B, D, T): already the kernel's (O, D, I) view, indices (B, T)
-        return torch.from_numpy(ext.lfq_encode_new(z.numpy()))
-    indices = torch.from_numpy(ext.lfq_encode_new(_as_odi(z, channel_first).numpy()))
+        return torch.from_numpy(ext.lfq_encode_new(z.numpy(), wide=wide))
+    indices = torch.from_numpy(ext.lfq_encode_new(_as_odi(z, channel_first).numpy(), wide=wide))
     return indices.reshape(_index_shape(z, channel_first))
 
 
-def _lfq_encode_direct(ext: Any, z: torch.Tensor, channel_first: bool) -> torch.Tensor | None:
+def _lfq_encode_direct(ext: Any, z: torch.Tensor, channel_first: bool, wide: bool = False) -> torch.Tensor | None:
     """The eager fast path of :func:`lfq_encode`: a CPU float32 tensor straight to aion_fast._C.
 
     Returns None (the caller then validates and dispatches as usual) for anything but a strided, non-empty ``z``
@@ -125,7 +125,7 @@ def _lfq_encode_direct(ext: Any, z: torch.Tensor, channel_first: bool) -> torch.
     dim = z.shape[1] if channel_first else z.shape[-1]
     if not 1 <= dim <= MAX_DIM or z.numel() == 0:
         return None
-    return _lfq_encode_cpp_impl(z.detach() if z.requires_grad else z, channel_first, ext)
+    return _lfq_encode_cpp_impl(z.detach() if z.requires_grad else z, channel_first, ext, wide)
 
 
 @torch.library.custom_op("aion_fast::lfq_encode_cpp", mutates_args=())
@@ -217,27 +217,34 @@ _DECODE_BACKENDS = (
 )
 
 
-def lfq_encode(z: torch.Tensor, channel_first: bool = False) -> torch.Tensor:
+def lfq_encode(z: torch.Tensor, channel_first: bool = True, *, dtype: torch.dtype = torch.int32) -> torch.Tensor:
     """LFQ encode: the signs of the D channels as a D-bit index (maths in the module docstring).
 
     Args:
-        z: (..., D) latents, or (B, D, *spatial) with ``channel_first=True`` (the spectrum codec's layout, read in
-            place by the C++ path), 1 <= D <= 31. Any real dtype (compared in float32 whatever the autocast state:
+        z: (B, D, *spatial) latents (``channel_first=True``, the default: the spectrum codec's layout, the one the
+            quantizer modules take, read in place by the C++ path), or (..., D) with ``channel_first=False``;
+            1 <= D <= 31. Any real dtype (compared in float32 whatever the autocast state:
             widening is exact, so bf16/fp16 inputs give the reference's indices on ``z.float()``); may be
             non-contiguous; never modified.
-        channel_first: the channel axis is 1 (else last). Stated by the caller, never guessed from the shape.
+        channel_first: the channel axis is 1 (else last); never guessed from the shape. Same default as
+            :meth:`aion_fast.quantizers.LookupFreeQuantizer.encode`.
+        dtype: of the indices, ``torch.int32`` or ``torch.int64`` (the quantizer modules'; the C++ path writes it
+            directly, no second pass).
 
     Returns:
-        int32 indices in [0, 2**D), shape ``z.shape[:-1]`` (resp. (B, *spatial)).
+        indices in [0, 2**D), shape ``z.shape[:-1]`` (resp. (B, *spatial)).
 
     Raises:
         ValueError: D is outside [1, 31], or ``z`` has too few axes.
         BackendUnavailableError: ``AION_FAST_BACKEND`` forces a backend that cannot run this call.
     """
+    wide = dtype is torch.int64
+    if not wide and dtype is not torch.int32:
+        raise ValueError(f"lfq_encode: dtype must be torch.int32 or torch.int64, got {dtype}")
     if type(z) is torch.Tensor and z.dtype is torch.float32 and z.is_cpu and not torch.compiler.is_compiling():
         ext = _backend.direct_extension()
         if ext is not None:
-            indices = _lfq_encode_direct(ext, z, channel_first)
+            indices = _lfq_encode_direct(ext, z, channel_first, wide)
             if indices is not None:
                 return indices
     if z.ndim < (2 if channel_first else 1):
@@ -249,10 +256,10 @@ def lfq_encode(z: torch.Tensor, channel_first: bool = False) -> torch.Tensor:
         raise TypeError(f"lfq_encode: z must be real, got {z.dtype}")
     channel_first = bool(channel_first)
     if z.numel() == 0:
-        return torch.empty(_index_shape(z, channel_first), dtype=torch.int32, device=z.device)
+        return torch.empty(_index_shape(z, channel_first), dtype=dtype, device=z.device)
     with _backend.no_autocast(z.device):
         z = z.detach().to(torch.float32)
-        return _backend.select("lfq_encode", _ENCODE_BACKENDS, z, channel_first).run(z, channel_first)
+        return _backend.select("lfq_encode", _ENCODE_BACKENDS, z, channel_first).run(z, channel_first).to(dtype)
 
 
 def lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> torch.Tensor:

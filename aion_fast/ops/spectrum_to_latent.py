@@ -270,9 +270,10 @@ def _triton_reasons(flux: torch.Tensor, *_) -> list[str]:
 
 
 def _run_triton(flux, ivar, wavelength, scale, grid, input_scaling, clip_flux, clip_ivar) -> torch.Tensor:
-    from aion_fast.kernels.spectrum_to_latent import spectrum_to_latent_fwd
+    from aion_fast.kernels.spectrum_to_latent import spectrum_to_latent_fwd, spectrum_to_latent_op
 
-    return spectrum_to_latent_fwd(flux, _istd(ivar, clip_ivar), wavelength, scale, grid, input_scaling, clip_flux)
+    launch = spectrum_to_latent_op if torch.compiler.is_compiling() else spectrum_to_latent_fwd
+    return launch(flux, _istd(ivar, clip_ivar), wavelength, scale, grid, input_scaling, clip_flux)
 
 
 _BACKENDS = (

@@ -5,7 +5,11 @@ Each latent channel ``d`` is squashed to ``L_d`` levels: ``bounded = tanh(z + sh
 ``half = (L_d - 1)(1 + eps)/2``, ``offset = 0.5`` for even ``L_d`` (else 0) and ``shift = atanh(offset / half)``;
 the rounded level ``q`` is normalised to ``q / (L_d // 2)`` in [-1, 1]. The index packs the digits
 ``q + L_d // 2`` in mixed radix with basis ``(1, L_0, L_0 L_1, ...)``. The index arithmetic lives in
-``aion_fast.ops.fsq`` (PyTorch reference, C++ and Triton backends); this module holds the state and the layout.
+``aion_fast.ops.fsq`` (PyTorch reference, C++ and Triton backends); this module holds the state.
+
+Layout and validation: ``channel_first=True`` is the default here and in :func:`aion_fast.ops.fsq_encode` (the
+codecs' (B, D, *spatial) latents, the reference module's layout) and is passed through as given. The op is the
+public entry that checks the latents and indices; the module adds no second pass over them.
 
 A channel with one level (``L_d = 1``, accepted as the reference accepts it) can only hold its single level: its
 digit is 0 and its normalised code 0, and it leaves the packing of the other channels unchanged (a radix of 1). The
@@ -80,35 +84,37 @@ class FiniteScalarQuantizer(Quantizer):
         Returns:
             int64 indices of shape (B, *spatial) (resp. ``z.shape[:-1]``).
         """
-        self._check_channels(z, channel_first)
-        if len(self._active) == len(self._levels):
-            return fsq_ops.fsq_encode(z, self._levels, self.eps, channel_first=channel_first).long()
+        if len(self._active) == len(self._levels):  # the op checks z (shape, NaN)
+            return fsq_ops.fsq_encode(z, self._levels, self.eps, channel_first=channel_first, dtype=torch.int64)
+        self._check_channels(z, channel_first)  # before dropping the one-level channels
         axis = 1 if channel_first else z.ndim - 1
         if not self._active:  # one code only
             return torch.zeros(z.shape[:axis] + z.shape[axis + 1 :], dtype=torch.int64, device=z.device)
         active = torch.tensor(self._active, device=z.device)
         z = z.index_select(axis, active)
-        return fsq_ops.fsq_encode(z, self._active_levels, self.eps, channel_first=channel_first).long()
+        return fsq_ops.fsq_encode(z, self._active_levels, self.eps, channel_first=channel_first, dtype=torch.int64)
 
     def decode(self, codes: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
         """Indices to normalised codes in [-1, 1].
 
         Args:
-            codes: integer indices of shape (B, *spatial).
+            codes: integer indices of shape (B, *spatial), in [0, codebook_size) (checked by the op:
+                one-level channels leave the product of the other levels unchanged).
             channel_first: put the D code channels on axis 1 (else last).
 
         Returns:
             float32 codes of shape (B, D, *spatial) (resp. (*codes.shape, D)).
+
+        Raises:
+            TypeError: ``codes`` is not an integer tensor. ValueError: an index is out of range.
         """
-        if codes.is_floating_point() or codes.is_complex():
-            raise ValueError(f"FSQ decode takes integer indices, got {codes.dtype}.")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"FSQ indices must lie in [0, {self.codebook_size}), got [{codes.min()}, {codes.max()}].")
         if len(self._active) == len(self._levels):
             return _channels_back(fsq_ops.fsq_decode(codes, self._levels), channel_first)
         out = torch.zeros(*codes.shape, len(self._levels), dtype=torch.float32, device=codes.device)
         if self._active:
             out[..., self._active] = fsq_ops.fsq_decode(codes, self._active_levels)
+        elif codes.is_floating_point() or codes.is_complex() or bool((codes != 0).any()):  # no op to check them
+            raise ValueError(f"FSQ indices must be integers in [0, 1) (every level is 1), got {codes.dtype} {codes}.")
         return _channels_back(out, channel_first)
 
     def quantize(self, z: torch.Tensor, channel_first: bool = True) -> torch.Tensor:

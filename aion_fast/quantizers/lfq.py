@@ -8,6 +8,10 @@ of training are computed by ``forward`` alone.
 Training loss (MAGVIT-v2 eq. 5): with ``p_i = softmax(2 beta <z_i, c>)`` over the 2^D codes ``c`` (``beta`` the
 inverse temperature), ``L_entropy = mean_i H(p_i) - gamma H(mean_i p_i)`` and ``L_commit = ||z - sg(q(z))||^2``;
 the auxiliary loss is ``w_e L_entropy + w_c L_commit``.
+
+Layout and validation: ``channel_first=True`` is the default here and in :func:`aion_fast.ops.lfq_encode` (the
+spectrum codec's (B, D, T) latents). The ops check values and ranges; the module checks only what the op cannot
+know (that D is this quantizer's ``dim``, a shape comparison).
 """
 
 from __future__ import annotations
@@ -98,6 +102,9 @@ class LookupFreeQuantizer(Quantizer):
         self.codebook_scale = float(codebook_scale)
         self.soft_clamp_input_value = soft_clamp_input_value
         self._quantizer = _SignCodebook(self.dim, codebook_dim, projection_has_bias)
+        # encode reads the latents' signs in place when nothing transforms them; decided once (two nn.Module
+        # attribute lookups and an isinstance per call cost more than the kernel at codec batch sizes)
+        self._signs_in_place = self.dim == codebook_dim and soft_clamp_input_value is None
 
     @property
     def codebook_size(self) -> int:
@@ -135,10 +142,11 @@ class LookupFreeQuantizer(Quantizer):
         Returns:
             int64 indices of shape (B, T) (resp. ``z.shape[:-1]``).
         """
-        if isinstance(self._quantizer.project_in, nn.Identity) and self.soft_clamp_input_value is None:
+        if self._signs_in_place:
             self._check_channels(z, channel_first)
-            return lfq_ops.lfq_encode(z, channel_first=channel_first).long()  # read in place, no (B, T, D) copy
-        return lfq_ops.lfq_encode(self._to_bits_space(z, channel_first)).long()
+            # read in place (no (B, T, D) copy), int64 written by the kernel
+            return lfq_ops.lfq_encode(z, channel_first=channel_first, dtype=torch.int64)
+        return lfq_ops.lfq_encode(self._to_bits_space(z, channel_first), channel_first=False, dtype=torch.int64)
 
     def decode(self, codes: torch.Tensor, channel_first: bool = True) -> torch.Tensor:
         """Indices to codes.
@@ -148,11 +156,11 @@ class LookupFreeQuantizer(Quantizer):
 
         Returns:
             float32 codes (B, dim, T) if ``channel_first`` else (B, T, dim).
+
+        Raises:
+            TypeError: ``codes`` is not an integer tensor. ValueError: an index is outside [0, codebook_size)
+            (both checked by :func:`aion_fast.ops.lfq_decode`).
         """
-        if codes.is_floating_point() or codes.is_complex():
-            raise ValueError(f"LFQ decode takes integer indices, got {codes.dtype}.")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"LFQ indices must lie in [0, {self.codebook_size}), got [{codes.min()}, {codes.max()}].")
         bits = lfq_ops.lfq_decode(codes, self.codebook_dim, self.codebook_scale)
         out = self._quantizer.project_out(bits)
         return out.movedim(-1, 1) if channel_first else out
@@ -186,7 +194,7 @@ class LookupFreeQuantizer(Quantizer):
                 + self.commitment_loss_weight * commitment
             )
             out = self._quantizer.project_out(straight)
-        indices = lfq_ops.lfq_encode(x.detach()).long()
+        indices = lfq_ops.lfq_encode(x.detach(), channel_first=False).long()
         return {
             "quantized": out.movedim(-1, 1) if channel_first else out,
             "indices": indices,

@@ -129,7 +129,7 @@ namespace {
 // Checks the arguments of the threshold encode of z (viewed as v: (O, D, I)) and runs it into out (O, I) int32.
 std::int64_t run_fsq_encode_thresholds(const StridedView& v, const py::array& shift, const py::array& thresholds,
                                        const py::array& first, const py::array& basis, std::int64_t base,
-                                       std::int32_t* out) {
+                                       std::int32_t* out, std::int64_t* out64 = nullptr) {
   AION_CHECK(v.D >= 1 && v.D <= cpu::kMaxChannels, z, "the number of channels D (axis 1) must lie in [1, 1024]");
   const py::ssize_t D = v.D;
   AION_CHECK_ARRAY(shift, float, 1);  // (D,)
@@ -148,7 +148,7 @@ std::int64_t run_fsq_encode_thresholds(const StridedView& v, const py::array& sh
   const auto* bs = static_cast<const std::int32_t*>(basis.data());
   py::gil_scoped_release release;
   return cpu::fsq_encode_thresholds(v.data, v.O, D, v.I, v.s_o, v.s_d, v.s_i, sh, th, f, bs,
-                                    static_cast<std::int32_t>(base), out);
+                                    static_cast<std::int32_t>(base), out, out64);
 }
 
 }  // namespace
@@ -167,8 +167,14 @@ std::int64_t fsq_encode_thresholds(const py::array& z, const py::array& shift, c
 }
 
 py::tuple fsq_encode_thresholds_new(const py::array& z, const py::array& shift, const py::array& thresholds,
-                                    const py::array& first, const py::array& basis, std::int64_t base) {
+                                    const py::array& first, const py::array& basis, std::int64_t base, bool wide) {
   const StridedView v = strided_view_3d(z, "z");
+  if (wide) {
+    py::array_t<std::int64_t> out({v.O, v.I});
+    const std::int64_t n_nan =
+        run_fsq_encode_thresholds(v, shift, thresholds, first, basis, base, nullptr, out.mutable_data());
+    return py::make_tuple(std::move(out), n_nan);
+  }
   py::array_t<std::int32_t> out({v.O, v.I});
   const std::int64_t n_nan =
       run_fsq_encode_thresholds(v, shift, thresholds, first, basis, base, out.mutable_data());

@@ -250,7 +250,7 @@ std::int64_t fsq_encode_strided(const float* z, std::int64_t O, std::int64_t D, 
 std::int64_t fsq_encode_thresholds(const float* z, std::int64_t O, std::int64_t D, std::int64_t I, std::int64_t s_o,
                                    std::int64_t s_d, std::int64_t s_i, const float* shift, const float* thresholds,
                                    const std::int32_t* first, const std::int32_t* basis, std::int32_t base,
-                                   std::int32_t* __restrict out) {
+                                   std::int32_t* __restrict out, std::int64_t* __restrict out64) {
   std::int64_t n_nan = 0;
   if (s_i == 1) {
     const std::int64_t tiles_per_outer = (I + kThresholdTile - 1) / kThresholdTile;
@@ -259,8 +259,14 @@ std::int64_t fsq_encode_thresholds(const float* z, std::int64_t O, std::int64_t 
     for (std::int64_t k = 0; k < n_tiles; ++k) {
       const std::int64_t o = k / tiles_per_outer;
       const std::int64_t i0 = (k % tiles_per_outer) * kThresholdTile;
-      n_nan += threshold_positions(z + o * s_o + i0, D, s_d, min64(kThresholdTile, I - i0), shift, thresholds, first,
-                                   basis, base, out + o * I + i0);
+      const std::int64_t n = min64(kThresholdTile, I - i0);
+      alignas(64) std::int32_t tile[kThresholdTile];
+      std::int32_t* dst = out64 != nullptr ? tile : out + o * I + i0;
+      n_nan += threshold_positions(z + o * s_o + i0, D, s_d, n, shift, thresholds, first, basis, base, dst);
+      if (out64 != nullptr) {
+        std::int64_t* __restrict wide = out64 + o * I + i0;
+        for (std::int64_t j = 0; j < n; ++j) wide[j] = tile[j];  // vectorised
+      }
     }
     return n_nan;
   }
@@ -299,11 +305,14 @@ std::int64_t fsq_encode_thresholds(const float* z, std::int64_t O, std::int64_t 
       const std::int32_t b = basis[d];
       for (std::int64_t j = 0; j < n; ++j) acc[j] += count[j] * b;  // vectorised
     }
-    std::int32_t* __restrict dst = out + o * I + i0;
     std::int64_t nan_here = 0;
-    for (std::int64_t j = 0; j < n; ++j) {  // vectorised
-      nan_here -= nan_mask[j];
-      dst[j] = nan_mask[j] ? -1 : acc[j];
+    for (std::int64_t j = 0; j < n; ++j) nan_here -= nan_mask[j];  // vectorised
+    if (out64 != nullptr) {
+      std::int64_t* __restrict wide = out64 + o * I + i0;
+      for (std::int64_t j = 0; j < n; ++j) wide[j] = nan_mask[j] ? -1 : acc[j];
+    } else {
+      std::int32_t* __restrict dst = out + o * I + i0;
+      for (std::int64_t j = 0; j < n; ++j) dst[j] = nan_mask[j] ? -1 : acc[j];  // vectorised
     }
     n_nan += nan_here;
   }

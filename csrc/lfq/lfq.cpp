@@ -22,9 +22,18 @@ void lfq_encode(const py::array& z, py::array& out) {
   cpu::lfq_encode_strided(v.data, v.O, v.D, v.I, v.s_o, v.s_d, v.s_i, o);
 }
 
-py::array_t<std::int32_t> lfq_encode_new(const py::array& z) {
+py::array lfq_encode_new(const py::array& z, bool wide) {
   const StridedView v = strided_view_3d(z, "z");
   AION_CHECK(v.D >= 1 && v.D <= 31, z, "the number of channels D (axis 1) must lie in [1, 31] for int32 indices");
+  if (wide) {
+    py::array_t<std::int64_t> out({v.O, v.I});
+    std::int64_t* o = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      cpu::lfq_encode_strided(v.data, v.O, v.D, v.I, v.s_o, v.s_d, v.s_i, nullptr, o);
+    }
+    return std::move(out);
+  }
   py::array_t<std::int32_t> out({v.O, v.I});
   std::int32_t* o = out.mutable_data();
   {

@@ -90,7 +90,7 @@ void encode_positions(const float* z, std::int64_t D, std::int64_t s_d, std::int
 }  // namespace
 
 void lfq_encode_strided(const float* z, std::int64_t O, std::int64_t D, std::int64_t I, std::int64_t s_o,
-                        std::int64_t s_d, std::int64_t s_i, std::int32_t* __restrict out) {
+                        std::int64_t s_d, std::int64_t s_i, std::int32_t* __restrict out, std::int64_t* __restrict out64) {
   const bool parallel = O * I * D >= kEncodeParallelMinElements;
   if (s_d == 1 && s_i == D && (O == 1 || s_o == I * D)) {
     // Channels last and contiguous: (M, D) rows as one flat run per chunk against tiled bit weights.
@@ -111,7 +111,11 @@ void lfq_encode_strided(const float* z, std::int64_t O, std::int64_t D, std::int
       for (std::int64_t r = 0; r < rows; ++r) {
         std::int32_t acc = 0;
         for (std::int64_t d = 0; d < D; ++d) acc |= bits[r * D + d];
-        out[r0 + r] = acc;
+        if (out64 != nullptr) {
+          out64[r0 + r] = acc;
+        } else {
+          out[r0 + r] = acc;
+        }
       }
     }
     return;
@@ -124,7 +128,13 @@ void lfq_encode_strided(const float* z, std::int64_t O, std::int64_t D, std::int
     for (std::int64_t k = 0; k < n_tiles; ++k) {
       const std::int64_t o = k / tiles_per_outer;
       const std::int64_t i0 = (k % tiles_per_outer) * kEncodeTile;
-      encode_positions(z + o * s_o + i0, D, s_d, min64(kEncodeTile, I - i0), out + o * I + i0);
+      const std::int64_t n = min64(kEncodeTile, I - i0);
+      alignas(64) std::int32_t tile[kEncodeTile];
+      encode_positions(z + o * s_o + i0, D, s_d, n, out64 != nullptr ? tile : out + o * I + i0);
+      if (out64 != nullptr) {
+        std::int64_t* __restrict wide = out64 + o * I + i0;
+        for (std::int64_t j = 0; j < n; ++j) wide[j] = tile[j];  // vectorised
+      }
     }
     return;
   }
@@ -136,12 +146,17 @@ void lfq_encode_strided(const float* z, std::int64_t O, std::int64_t D, std::int
     const std::int64_t o = k / tiles_per_outer;
     const std::int64_t i0 = (k % tiles_per_outer) * kScratch;
     const std::int64_t n = min64(kScratch, I - i0);
-    std::int32_t* __restrict dst = out + o * I + i0;
+    alignas(64) std::int32_t tile[kScratch];
+    std::int32_t* __restrict dst = out64 != nullptr ? tile : out + o * I + i0;
     for (std::int64_t j = 0; j < n; ++j) dst[j] = 0;
     for (std::int64_t d = 0; d < D; ++d) {
       const float* __restrict src = z + o * s_o + d * s_d + i0 * s_i;
       const std::int32_t w = std::int32_t{1} << (D - 1 - d);
       for (std::int64_t j = 0; j < n; ++j) dst[j] |= w & -static_cast<std::int32_t>(src[j * s_i] > 0.0f);
+    }
+    if (out64 != nullptr) {
+      std::int64_t* __restrict wide = out64 + o * I + i0;
+      for (std::int64_t j = 0; j < n; ++j) wide[j] = tile[j];  // vectorised
     }
   }
 }

@@ -134,7 +134,7 @@ def test_dispatcher_fsq_triton(forced_triton, levels, batch):
     zd = z.to(forced_triton)
     ref = torch_fsq_encode(zd.movedim(1, -1), levels, EPS).cpu()  # same-device oracle
     assert_indices_equal(fsq_ops.fsq_encode(zd, levels, EPS, channel_first=True).cpu(), ref)
-    assert_indices_equal(fsq_ops.fsq_encode(zd.movedim(1, -1), levels, EPS).cpu(), ref)
+    assert_indices_equal(fsq_ops.fsq_encode(zd.movedim(1, -1), levels, EPS, channel_first=False).cpu(), ref)
     with torch.autocast(zd.device.type, dtype=torch.bfloat16):
         assert_indices_equal(fsq_ops.fsq_encode(zd.bfloat16(), levels, EPS, channel_first=True).cpu(),
                              torch_fsq_encode(zd.bfloat16().float().movedim(1, -1), levels, EPS).cpu())  # fmt: skip
@@ -156,7 +156,8 @@ def test_dispatcher_lfq_triton(forced_triton, batch):
     zd = z.to(forced_triton)
     assert_indices_equal(lfq_encode(zd, channel_first=True).cpu(), ref)
     assert_indices_equal(
-        lfq_encode(zd.movedim(1, -1).bfloat16()).cpu(), torch_lfq_encode(z.movedim(1, -1).bfloat16().float())
+        lfq_encode(zd.movedim(1, -1).bfloat16(), channel_first=False).cpu(),
+        torch_lfq_encode(z.movedim(1, -1).bfloat16().float()),
     )
     assert torch.equal(lfq_decode(ref.to(forced_triton), 10, 0.5).cpu(), torch_lfq_decode(ref, 10, 0.5))
 

@@ -66,14 +66,14 @@ def boundary_latents(levels: tuple[int, ...], eps: float = EPS, ulps: int = 3) -
 def test_encode_random_matches_reference(backend, levels, m):
     for scale in (1.0, 3.0):
         z = torch.randn(m, len(levels)) * scale
-        assert_indices_equal(fsq_encode(z, levels, EPS), torch_fsq_encode(z, levels, EPS))
+        assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=False), torch_fsq_encode(z, levels, EPS))
 
 
 def test_encode_decode_large_inputs(backend):
     """Enough rows for the C++ kernels' OpenMP path (>= 2^16 elements) and several scratch chunks."""
     levels = (7, 5, 5, 5, 5)
     z = torch.randn(20_011, 5) * 2
-    codes = fsq_encode(z, levels)
+    codes = fsq_encode(z, levels, channel_first=False)
     assert_indices_equal(codes, torch_fsq_encode(z, levels))
     assert torch.equal(fsq_decode(codes, levels), torch_fsq_decode(codes, levels))
 
@@ -82,7 +82,7 @@ def test_encode_decode_large_inputs(backend):
 def test_encode_at_rounding_boundaries(backend, levels):
     z = boundary_latents(levels)
     ref = torch_fsq_encode(z, levels, EPS)
-    assert_indices_equal(fsq_encode(z, levels, EPS), ref)
+    assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=False), ref)
     # the construction really straddles boundaries: neighbouring latents land on different levels
     assert len(torch.unique(ref)) > 10
 
@@ -92,18 +92,21 @@ def test_encode_extreme_values(backend, levels):
     d = len(levels)
     values = torch.tensor([1e6, -1e6, math.inf, -math.inf, 0.0, -0.0, 1e-30, -1e-30, 3.4e38, -3.4e38])
     z = values[torch.randint(len(values), (257, d))]
-    out = fsq_encode(z, levels, EPS)
+    out = fsq_encode(z, levels, EPS, channel_first=False)
     assert_indices_equal(out, torch_fsq_encode(z, levels, EPS))
     assert int(out.min()) >= 0 and int(out.max()) < math.prod(levels)
     # infinities saturate like any large value
-    assert_indices_equal(fsq_encode(torch.full((1, d), math.inf), levels), fsq_encode(torch.full((1, d), 1e6), levels))
+    assert_indices_equal(
+        fsq_encode(torch.full((1, d), math.inf), levels, channel_first=False),
+        fsq_encode(torch.full((1, d), 1e6), levels, channel_first=False),
+    )
 
 
 def test_encode_nan_raises(backend):
     z = torch.randn(9, 5)
     z[4, 2] = math.nan
     with pytest.raises(ValueError, match=r"\bz\b.*NaN"):
-        fsq_encode(z, [7, 5, 5, 5, 5])
+        fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False)
 
 
 def test_encode_noncontiguous_inputs_unchanged(backend):
@@ -112,19 +115,21 @@ def test_encode_noncontiguous_inputs_unchanged(backend):
     z = channel_first.movedim(1, -1)  # (B, T, D) view, not contiguous
     assert not z.is_contiguous()
     before = channel_first.clone()
-    assert_indices_equal(fsq_encode(z, levels), torch_fsq_encode(z.contiguous(), levels))
+    assert_indices_equal(fsq_encode(z, levels, channel_first=False), torch_fsq_encode(z.contiguous(), levels))
     strided = torch.randn(40, 5)[::3]
-    assert_indices_equal(fsq_encode(strided, levels), torch_fsq_encode(strided.contiguous(), levels))
+    assert_indices_equal(
+        fsq_encode(strided, levels, channel_first=False), torch_fsq_encode(strided.contiguous(), levels)
+    )
     assert torch.equal(channel_first, before)
 
 
 def test_encode_batch_shapes(backend):
     levels = (8, 5, 5, 5)
     z = torch.randn(2, 3, 5, 4)
-    out = fsq_encode(z, levels)
+    out = fsq_encode(z, levels, channel_first=False)
     assert out.shape == (2, 3, 5)
     assert_indices_equal(out, torch_fsq_encode(z, levels))
-    assert fsq_encode(torch.empty(0, 4), levels).shape == (0,)
+    assert fsq_encode(torch.empty(0, 4), levels, channel_first=False).shape == (0,)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
@@ -132,18 +137,18 @@ def test_encode_computes_in_float32(backend, dtype):
     levels = (7, 5, 5, 5, 5)
     z = torch.randn(100, 5).to(dtype)
     ref = torch_fsq_encode(z.float(), levels)
-    assert_indices_equal(fsq_encode(z, levels), ref)
+    assert_indices_equal(fsq_encode(z, levels, channel_first=False), ref)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert_indices_equal(fsq_encode(z, levels), ref)
+        assert_indices_equal(fsq_encode(z, levels, channel_first=False), ref)
 
 
 def test_encode_shape_errors():
     with pytest.raises(ValueError, match="shape"):
-        fsq_encode(torch.randn(4, 3), [7, 5, 5, 5, 5])
+        fsq_encode(torch.randn(4, 3), [7, 5, 5, 5, 5], channel_first=False)
     with pytest.raises(ValueError, match="levels"):
-        fsq_encode(torch.randn(4, 2), [7, 1])
+        fsq_encode(torch.randn(4, 2), [7, 1], channel_first=False)
     with pytest.raises(ValueError, match="eps"):
-        fsq_encode(torch.randn(4, 2), [7, 2], eps=0.0)  # atanh(0.5 / 0.5) = inf
+        fsq_encode(torch.randn(4, 2), [7, 2], eps=0.0, channel_first=False)  # atanh(0.5 / 0.5) = inf
 
 
 # ---- decode --------------------------------------------------------------------------------------------------------
@@ -167,7 +172,7 @@ def test_round_trip(backend, levels, m):
     z = torch.randn(m, len(levels)) * 2
     c = fsq_ops._constants(levels, EPS)
     quantized = (torch.tanh(z + c.shift) * c.half_l - c.offset).round() / c.half_width
-    assert torch.equal(fsq_decode(fsq_encode(z, levels, EPS), levels), quantized)
+    assert torch.equal(fsq_decode(fsq_encode(z, levels, EPS, channel_first=False), levels), quantized)
 
 
 def test_decode_noncontiguous_and_shapes(backend):
@@ -204,7 +209,7 @@ def test_reference_package_agrees(levels):
     z = torch.cat([torch.randn(2, len(levels), 300) * 2, edges], dim=-1)
     codes = oracle.encode(z.clone())
     assert_indices_equal(torch_fsq_encode(z.movedim(1, -1), levels, EPS), codes)
-    assert_indices_equal(fsq_encode(z.movedim(1, -1), levels, EPS), codes)
+    assert_indices_equal(fsq_encode(z.movedim(1, -1), levels, EPS, channel_first=False), codes)
     assert torch.equal(fsq_decode(codes, levels).movedim(-1, 1), oracle.decode(codes))
 
 
@@ -226,11 +231,11 @@ def test_cpp_guard_routes_large_levels_to_torch(monkeypatch):
     levels = (22, 5)
     z = torch.randn(50, 2)
     assert _backend.select("fsq_encode", fsq_ops._ENCODE_BACKENDS, z, levels, EPS, False).name != "cpp"
-    assert_indices_equal(fsq_encode(z, levels), torch_fsq_encode(z, levels))
+    assert_indices_equal(fsq_encode(z, levels, channel_first=False), torch_fsq_encode(z, levels))
     if _backend.load_extension() is not None:
         monkeypatch.setenv(_backend.ENV_VAR, "cpp")
         with pytest.raises(_backend.BackendUnavailableError, match="levels above 21"):
-            fsq_encode(z, levels)
+            fsq_encode(z, levels, channel_first=False)
 
 
 def exact_half_integer_tanh(levels: tuple[int, ...], eps: float = EPS) -> torch.Tensor:
@@ -275,7 +280,9 @@ def test_cpp_path_traces_with_torch_compile(ext):
     compiled_dec = torch.compile(lambda i: torch.ops.aion_fast.fsq_decode_cpp(i, levels), backend="aot_eager")
     assert torch.equal(compiled_dec(codes), torch_fsq_decode(codes, levels))
     # the public dispatchers trace into one graph around the custom ops
-    roundtrip = torch.compile(lambda x: fsq_decode(fsq_encode(x, levels), levels), backend="aot_eager", fullgraph=True)
+    roundtrip = torch.compile(
+        lambda x: fsq_decode(fsq_encode(x, levels, channel_first=False), levels), backend="aot_eager", fullgraph=True
+    )
     assert torch.equal(roundtrip(z), torch_fsq_decode(ref, levels))
     torch.library.opcheck(torch.ops.aion_fast.fsq_encode_cpp.default, (z, levels, EPS, False))
     channel_first = torch.randn(3, 5, 7)
@@ -378,7 +385,7 @@ def test_encode_fast_path_inputs(ext, monkeypatch):
         assert_indices_equal(out, ref)
         assert not out.requires_grad and out.is_contiguous()
     assert torch.equal(z.detach(), before)
-    assert_indices_equal(fsq_encode(z.detach().movedim(1, -1), levels, EPS), ref)  # channels last
+    assert_indices_equal(fsq_encode(z.detach().movedim(1, -1), levels, EPS, channel_first=False), ref)  # channels last
     assert_indices_equal(fsq_encode(z.detach()[..., None], levels, EPS, channel_first=True), ref[..., None])
     with torch.inference_mode():
         assert_indices_equal(fsq_encode(z.detach(), levels, EPS, channel_first=True), ref)
@@ -442,7 +449,7 @@ def test_cpp_fallback_paths_are_exact(ext, monkeypatch, path):
         z = channel_first_latents(levels, 3, 100)
         ref = torch_fsq_encode(z.movedim(1, -1), levels, EPS)
         assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=True), ref)
-        assert_indices_equal(fsq_encode(z.movedim(1, -1), levels, EPS), ref)
+        assert_indices_equal(fsq_encode(z.movedim(1, -1), levels, EPS, channel_first=False), ref)
         z[1, 2, 3] = math.nan
         with pytest.raises(ValueError, match="NaN"):
             fsq_encode(z, levels, EPS, channel_first=True)
@@ -486,7 +493,7 @@ def test_decision_thresholds_match_reference_densely(ext, levels):
         z_d = fsq_ops._from_ordered(keys.reshape(-1)) - c.shift[d]  # latents whose x = z + s lands near a step
         z = torch.zeros(len(z_d), len(levels))
         z[:, d] = z_d
-        assert_indices_equal(fsq_encode(z, levels, EPS), torch_fsq_encode(z, levels, EPS))
+        assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=False), torch_fsq_encode(z, levels, EPS))
 
 
 @pytest.mark.slow
@@ -497,4 +504,22 @@ def test_decision_thresholds_exhaustive(ext, level):  # ~2.5 min per level: CI p
     for start in range(0, 1 << 32, chunk):
         z = (torch.arange(start, start + chunk, dtype=torch.int64) - (1 << 31)).to(torch.int32).view(torch.float32)
         z = z[~torch.isnan(z)][:, None]
-        assert_indices_equal(fsq_encode(z, (level,), EPS), torch_fsq_encode(z, (level,), EPS))
+        assert_indices_equal(fsq_encode(z, (level,), EPS, channel_first=False), torch_fsq_encode(z, (level,), EPS))
+
+
+@pytest.mark.parametrize("channel_first", [True, False])
+def test_int64_indices_equal_int32_ones(backend, channel_first):
+    """dtype=torch.int64 (the quantizer modules' index type, written by the C++ kernel directly) changes nothing else;
+    unforced, this is the eager fast path."""
+    levels = [7, 5, 5, 5, 5]
+    z = torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(4)) * 3
+    z = z if channel_first else z.movedim(1, -1)
+    z[0, 0, 0] = float("inf")
+    narrow = fsq_encode(z, levels, EPS, channel_first=channel_first)
+    wide = fsq_encode(z, levels, EPS, channel_first=channel_first, dtype=torch.int64)
+    assert narrow.dtype == torch.int32 and wide.dtype == torch.int64 and torch.equal(wide, narrow.long())
+    strided = torch.randn(2, 5, 3000)[..., ::2]  # the C++ strided path (tiles of 4096 positions)
+    assert torch.equal(fsq_encode(strided, levels, dtype=torch.int64), fsq_encode(strided, levels).long())
+    assert fsq_encode(z[:0], levels, channel_first=channel_first, dtype=torch.int64).dtype == torch.int64
+    with pytest.raises(ValueError, match="dtype must be torch.int32 or torch.int64"):
+        fsq_encode(z, levels, channel_first=channel_first, dtype=torch.float32)

@@ -27,13 +27,13 @@ def assert_indices_equal(ours: torch.Tensor, ref: torch.Tensor) -> None:
 @pytest.mark.parametrize("m", SIZES)
 def test_encode_random_matches_reference(backend, dim, m):
     z = torch.randn(m, dim)
-    assert_indices_equal(lfq_encode(z), torch_lfq_encode(z))
+    assert_indices_equal(lfq_encode(z, channel_first=False), torch_lfq_encode(z))
 
 
 def test_encode_decode_large_inputs(backend):
     """Enough rows for the C++ kernels' OpenMP path (>= 2^16 elements) and several scratch chunks."""
     z = torch.randn(9_001, 10)
-    codes = lfq_encode(z)
+    codes = lfq_encode(z, channel_first=False)
     assert_indices_equal(codes, torch_lfq_encode(z))
     assert torch.equal(lfq_decode(codes, 10, 0.25), torch_lfq_decode(codes, 10, 0.25))
 
@@ -45,7 +45,7 @@ def test_encode_bit_order_and_special_values(backend):
     z[2, 9] = 1.0
     z[3] = torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-45, -1e-45, 1e30, math.nan, 2.0])
     expected = torch.tensor([0, 512, 1, 0b0100010101], dtype=torch.int32)
-    assert_indices_equal(lfq_encode(z), expected)
+    assert_indices_equal(lfq_encode(z, channel_first=False), expected)
     assert_indices_equal(torch_lfq_encode(z), expected)
 
 
@@ -53,19 +53,19 @@ def test_encode_noncontiguous_and_dtypes(backend):
     channel_first = torch.randn(2, 10, 273)  # (B, D, T), the spectrum codec's layout
     before = channel_first.clone()
     z = channel_first.movedim(1, -1)
-    assert_indices_equal(lfq_encode(z), torch_lfq_encode(z.contiguous()))
+    assert_indices_equal(lfq_encode(z, channel_first=False), torch_lfq_encode(z.contiguous()))
     assert torch.equal(channel_first, before)
     for dtype in (torch.float16, torch.bfloat16, torch.float64):
-        assert_indices_equal(lfq_encode(z.to(dtype)), torch_lfq_encode(z.to(dtype).float()))
+        assert_indices_equal(lfq_encode(z.to(dtype), channel_first=False), torch_lfq_encode(z.to(dtype).float()))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert_indices_equal(lfq_encode(z), torch_lfq_encode(z))
+        assert_indices_equal(lfq_encode(z, channel_first=False), torch_lfq_encode(z))
 
 
 def test_encode_dim_limits():
     with pytest.raises(ValueError, match="31"):
-        lfq_encode(torch.randn(3, 32))
+        lfq_encode(torch.randn(3, 32), channel_first=False)
     with pytest.raises(ValueError):
-        lfq_encode(torch.randn(3, 0))
+        lfq_encode(torch.randn(3, 0), channel_first=False)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5, 0.1, 3.0])
@@ -83,9 +83,9 @@ def test_decode_every_code_matches_reference(backend, scale, dtype):
 @pytest.mark.parametrize("m", SIZES)
 def test_round_trip(backend, dim, m):
     z = torch.randn(m, dim)
-    codes = lfq_decode(lfq_encode(z), dim, 0.5)
+    codes = lfq_decode(lfq_encode(z, channel_first=False), dim, 0.5)
     assert torch.equal(codes, torch.where(z > 0, 0.5, -0.5))
-    assert_indices_equal(lfq_encode(codes), lfq_encode(z))
+    assert_indices_equal(lfq_encode(codes, channel_first=False), lfq_encode(z, channel_first=False))
 
 
 def test_decode_shapes(backend):
@@ -119,7 +119,7 @@ def test_reference_package_agrees():
     z[0, :, :3] = 0.0
     with torch.no_grad():
         codes = oracle.encode(z)
-        assert_indices_equal(lfq_encode(z.movedim(1, -1)), codes)
+        assert_indices_equal(lfq_encode(z.movedim(1, -1), channel_first=False), codes)
         assert torch.equal(lfq_decode(codes, 10).movedim(-1, 1), oracle.decode(codes))
 
 
@@ -183,7 +183,7 @@ def test_encode_fast_path_inputs(monkeypatch):
     out = lfq_encode(z, channel_first=True)
     assert_indices_equal(out, ref)
     assert not out.requires_grad and out.is_contiguous()
-    assert_indices_equal(lfq_encode(z.detach().movedim(1, -1)), ref)
+    assert_indices_equal(lfq_encode(z.detach().movedim(1, -1), channel_first=False), ref)
     assert_indices_equal(lfq_encode(z.detach()[..., None], channel_first=True), ref[..., None])
     with torch.inference_mode():
         assert_indices_equal(lfq_encode(z.detach(), channel_first=True), ref)
@@ -214,3 +214,18 @@ def test_reference_codec_layout_agrees_with_oracle():
         z = torch.randn(batch, 10, 272)
         with torch.no_grad():
             assert_indices_equal(lfq_encode(z, channel_first=True), oracle.encode(z))
+
+
+@pytest.mark.parametrize("channel_first", [True, False])
+def test_int64_indices_equal_int32_ones(backend, channel_first):
+    """dtype=torch.int64 (the quantizer modules' index type, written by the C++ kernel directly) changes nothing else,
+    in each of the kernel's layouts (channels last, positions contiguous, other strides)."""
+    z = torch.randn(3, 10, 50, generator=torch.Generator().manual_seed(5))
+    z = z if channel_first else z.movedim(1, -1).contiguous()
+    narrow = lfq_encode(z, channel_first=channel_first)
+    wide = lfq_encode(z, channel_first=channel_first, dtype=torch.int64)
+    assert narrow.dtype == torch.int32 and wide.dtype == torch.int64 and torch.equal(wide, narrow.long())
+    strided = torch.randn(2, 10, 90)[..., ::3]
+    assert torch.equal(lfq_encode(strided, dtype=torch.int64), lfq_encode(strided).long())
+    with pytest.raises(ValueError, match="dtype must be torch.int32 or torch.int64"):
+        lfq_encode(z, channel_first=channel_first, dtype=torch.int16)

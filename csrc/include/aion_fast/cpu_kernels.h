@@ -37,11 +37,12 @@ std::int64_t fsq_encode_strided(const float* z, std::int64_t O, std::int64_t D, 
 
 // FSQ encode by exact decision thresholds (csrc/fsq/fsq_cpu.cpp): for a strided (O, D, I) float32 view z,
 // x = z + shift[d] and index = base + sum_d basis[d] * #{t in [first[d], first[d+1]) : x >= thresholds[t]}, written
-// to out[o * I + i], out: (O, I). Returns the number of positions with a NaN (index -1).
+// to out[o * I + i], out: (O, I). Returns the number of positions with a NaN (index -1). With out64 not null the
+// indices go there as int64 instead (widened tile by tile while cache-hot) and out is not used.
 std::int64_t fsq_encode_thresholds(const float* z, std::int64_t O, std::int64_t D, std::int64_t I, std::int64_t s_o,
                                    std::int64_t s_d, std::int64_t s_i, const float* shift, const float* thresholds,
                                    const std::int32_t* first, const std::int32_t* basis, std::int32_t base,
-                                   std::int32_t* out);
+                                   std::int32_t* out, std::int64_t* out64 = nullptr);
 
 // FSQ codes from indices.  index: (M,), levels: (D,), out: (M, D). Returns the number of indices outside
 // [0, prod(levels)) (their rows are written as NaN).
@@ -49,9 +50,10 @@ std::int64_t fsq_decode(const std::int32_t* index, std::int64_t M, std::int64_t 
                         float* out);
 
 // LFQ index from signs of a strided (O, D, I) float32 view z (element strides s_o, s_d, s_i), D <= 31:
-// out[o * I + i] = sum_d [z(o, d, i) > 0] 2^(D-1-d), out: (O, I).
+// out[o * I + i] = sum_d [z(o, d, i) > 0] 2^(D-1-d), out: (O, I). With out64 not null: into out64 as int64
+// (widened tile by tile), out not used.
 void lfq_encode_strided(const float* z, std::int64_t O, std::int64_t D, std::int64_t I, std::int64_t s_o,
-                        std::int64_t s_d, std::int64_t s_i, std::int32_t* out);
+                        std::int64_t s_d, std::int64_t s_i, std::int32_t* out, std::int64_t* out64 = nullptr);
 
 // LFQ codes from indices.  index: (M,), out: (M, D) with D <= 31. Returns the number of indices outside
 // [0, 2^D) (their rows are written as NaN).

@@ -11,11 +11,13 @@
 namespace aion_fast {
 namespace py = pybind11;
 
-// fsq_encode_thresholds (ops.h) into a new (O, I) int32 array; returns (indices, number of NaN positions).
+// fsq_encode_thresholds (ops.h) into a new (O, I) int32 array (int64 with wide: the quantizer modules' index
+// dtype, written by the kernel, no second pass); returns (indices, number of NaN positions).
 py::tuple fsq_encode_thresholds_new(const py::array& z, const py::array& shift, const py::array& thresholds,
-                                    const py::array& first, const py::array& basis, std::int64_t base);
+                                    const py::array& first, const py::array& basis, std::int64_t base, bool wide);
 
-// lfq_encode (ops.h) into a new (O, I) int32 array.  z: (O, D, I) float32, 1 <= D <= 31, any strides.
-py::array_t<std::int32_t> lfq_encode_new(const py::array& z);
+// lfq_encode (ops.h) into a new (O, I) int32 array (int64 with wide).  z: (O, D, I) float32, 1 <= D <= 31, any
+// strides.
+py::array lfq_encode_new(const py::array& z, bool wide);
 
 }  // namespace aion_fast
