@@ -28,8 +28,10 @@ addition are commutative, and the association order is kept. Tried and rejected:
 (bit-identical, but the depth-wise convolution converts it back and gets slower) and recomputing the GRN norm as
 ``sqrt(sum(h**2))`` or any other accumulation order (faster, but bits change).
 
-Inside ``precision_context("fast")`` the blocks take the fast path (:mod:`aion_fast.codecs.nn.fast`): the two
-linears through oneDNN with packed weights and GELU fused into the first, and the GRN's affine map and residual as
+Inside ``precision_context("fast")`` the blocks take the fast path (:mod:`aion_fast.codecs.nn.fast`): the
+residual stream of a stage is kept channels-last (B, N, C), where oneDNN's depth-wise convolution needs no layout
+conversions (it runs on packed weights as a height-1 2-D convolution) and the LayerNorm no transpose; the two
+linears run through oneDNN with packed weights and GELU fused into the first; the GRN's affine map and residual are
 one pass, :math:`h \odot (\gamma \odot G / (\overline{G} + 10^{-6}) + 1) + \beta`. Float32 throughout; roundings
 differ from the exact path's (agreement: bench/RESULTS.md).
 
@@ -181,11 +183,11 @@ class ConvNeXtBlock1d(nn.Module):
         return x + h.transpose(1, 2)
 
     def forward_fast(self, x: Tensor) -> Tensor:
-        """The fast path's forward (module docstring), (B, C, N) -> (B, C, N)."""
-        h = self.norm(self.dwconv(x).transpose(1, 2))  # (B, N, C), contiguous
+        """The fast path's forward (module docstring) on a channels-last stream: (B, N, C) -> (B, N, C)."""
+        h = self.norm(fast.conv1d_channels_last(self.dwconv, x))  # (B, N, C)
         h = fast.linear(self.pwconv1, h, activation="gelu")  # (B, N, 4C)
-        h = fast.linear(self.pwconv2, self.grn.forward_fast(h))  # (B, N, C)
-        return x + h.transpose(1, 2)
+        h = fast.linear(self.pwconv2, self.grn.forward_fast(h))  # (B, N, C), a fresh tensor
+        return h.add_(x)
 
 
 def _stage(dim: int, depth: int) -> nn.Sequential:
@@ -193,10 +195,11 @@ def _stage(dim: int, depth: int) -> nn.Sequential:
 
 
 def _run_stage(stage: nn.Sequential, x: Tensor, workspace: Workspace) -> Tensor:
-    if fast.usable(x):
+    if fast.usable(x):  # the stream stays channels-last (B, N, C) through the stage
+        x = x.transpose(1, 2).contiguous()
         for block in stage:
             x = block.forward_fast(x)
-        return x
+        return x.transpose(1, 2)
     for block in stage:
         x = block(x, workspace)
     return x

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from aion_fast.precision import fast_path_enabled
 
-__all__ = ["conv2d", "linear", "usable"]
+__all__ = ["conv1d_channels_last", "conv2d", "linear", "usable"]
 
 _PACKED: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 #: Input shapes remembered per module (batch sizes of one job; a new shape packs again).
@@ -85,6 +85,28 @@ def conv2d(conv: nn.Conv2d, x: Tensor, activation: str = "none") -> Tensor:
     return torch.ops.mkldnn._convolution_pointwise(
         x, weight, conv.bias, padding, stride, dilation, conv.groups, activation, [], ""
     )
+
+
+def conv1d_channels_last(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """``conv`` (stride 1, zero padding) applied to a channels-last sequence: (B, N, C_in) -> (B, N', C_out).
+
+    Run as a 2-D convolution of height 1 in oneDNN's channels-last layout, with the packed weight: for the
+    depth-wise convolutions of ConvNeXt this avoids the two layout conversions the (B, C, N) path pays per call.
+    """
+    b, n, c = x.shape
+    x4 = x.contiguous().view(b, 1, n, c).permute(0, 3, 1, 2)  # (B, C, 1, N) with channels-last strides
+    padding, dilation = [0, conv.padding[0]], [1, conv.dilation[0]]
+
+    def pack() -> Tensor:
+        return torch.ops.mkldnn._reorder_convolution_weight(
+            conv.weight.detach().unsqueeze(2), padding, [1, 1], dilation, conv.groups, list(x4.shape)
+        )
+
+    weight = _packed(conv, ("conv1d", tuple(x4.shape)), pack)
+    out = torch.ops.mkldnn._convolution_pointwise(
+        x4, weight, conv.bias, padding, [1, 1], dilation, conv.groups, "none", [], ""
+    )  # (B, C_out, 1, N'), channels-last
+    return out.permute(0, 2, 3, 1).reshape(b, out.shape[-1], out.shape[1])
 
 
 def linear(layer: nn.Linear, x: Tensor, activation: str = "none") -> Tensor:
