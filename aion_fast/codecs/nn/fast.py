@@ -6,7 +6,12 @@ bit-identical. The fast path keeps float32 arithmetic but chooses the kernels:
 * convolutions through oneDNN with weights reordered once into its blocked format (:func:`conv2d`); the exact path
   pays that reorder, a copy of the weight, on every call;
 * activations fused into the convolution where oneDNN has the post-op (SiLU, GELU);
+* 1-D convolutions on channels-last sequences (:func:`conv1d_channels_last`), so that ConvNeXt's depth-wise
+  convolutions skip the two layout conversions per call of the (B, C, N) path;
 * linears through oneDNN with the packed weight and a fused GELU (:func:`linear`).
+
+The oneDNN entry points are PyTorch's ``torch.ops.mkldnn`` operators (those ``torch.compile``'s CPU backend emits
+for frozen weights); they have no public Python wrapper.
 
 Packed weights live in a per-module cache (a weak mapping, so modules are not changed and their state dicts stay
 the checkpoint's), keyed by the input's shape and invalidated when the parameter is modified in place. The fast
