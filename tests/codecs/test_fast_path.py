@@ -133,6 +133,18 @@ def test_packed_weights_follow_in_place_updates():
     assert _relative_error(after, exact) < LATENT_RTOL
 
 
+def test_modules_built_under_inference_mode():
+    """Weights created inside ``torch.inference_mode`` (inference tensors, no version counter) take the fast path."""
+    x = torch.randn(1, 54, 32, 32)
+    with torch.inference_mode():
+        torch.manual_seed(4)
+        ae = MagVitAE(n_bands=54, hidden_dims=32, n_compressions=2, num_consecutive=1).eval()
+        exact = ae.encode(x)
+        with precision_context("fast", "cpu"):
+            fast = ae.encode(x)
+    assert _relative_error(fast, exact) < LATENT_RTOL
+
+
 def test_convnext_fast_path_matches_the_exact_one(small_spectrum_codec):
     codec = small_spectrum_codec
     spectrum = m.DESISpectrum(**shapes.desi_spectra(2))

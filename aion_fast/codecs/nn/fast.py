@@ -51,7 +51,10 @@ def usable(x: Tensor) -> bool:
 def _packed(module: nn.Module, key: tuple, pack) -> Tensor:
     """``pack()`` cached for ``module`` under ``key`` and the weight's identity and version."""
     weight = module.weight
-    stamp = (weight.data_ptr(), weight._version)  # in-place updates (load_state_dict, optimiser steps) bump it
+    # in-place updates (load_state_dict, optimiser steps) bump the version; inference tensors (a module built under
+    # torch.inference_mode) have none and can only change inside inference mode, by explicit copies
+    version = -1 if weight.is_inference() else weight._version
+    stamp = (weight.data_ptr(), version)
     cache = _PACKED.get(module)
     if cache is None or cache.get("stamp") != stamp:
         cache = _PACKED[module] = {"stamp": stamp}
