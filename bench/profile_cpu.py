@@ -58,6 +58,15 @@ def best_time(fn, repeats: int) -> float:
     return best
 
 
+def exact_flops(fn) -> int:
+    """FLOPs of ``fn`` on the exact path (the fast path's fused oneDNN operators have no FLOP formula)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with precision_context("fp32", "cpu"), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def report(name: str, fn, repeats: int, top: int) -> None:
     """Profiles one warm call of ``fn`` and prints the op table against a fresh sgemm peak."""
     fn()  # warm-up (allocator, oneDNN primitive caches, prepacked weights)
@@ -68,7 +77,7 @@ def report(name: str, fn, repeats: int, top: int) -> None:
     events = prof.key_averages(group_by_input_shape=True)
     # self time: nested ops (aten::conv2d -> mkldnn_convolution) are counted once
     total_us = sum(e.self_cpu_time_total for e in events)
-    flops = sum(e.flops for e in events)
+    flops = sum(e.flops for e in events) or exact_flops(fn)
     print(f"\n== {name}: {wall:.3f} s per call (best of {repeats}), sgemm peak {peak:.0f} GFLOP/s")
     rate = flops / wall / 1e9
     print(f"   counted GFLOP {flops / 1e9:.1f} -> {rate:.1f} GFLOP/s = {rate / peak:.0%} of peak")
