@@ -9,7 +9,7 @@ import pytest
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 NAME = re.compile(
     r"^(?P<bench>[a-z_]+)-(?P<device>cpu|h100|h200)-(?P<threads>\d+thread|\d+core|\d+gpu)"
-    r"(-[a-z0-9]+)?-(?P<commit>[0-9a-f]{7})\.json$"
+    r"(-[a-z0-9]+)*-(?P<commit>[0-9a-f]{7})\.json$"
 )
 
 

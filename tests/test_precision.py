@@ -31,10 +31,11 @@ SAMPLE_THRESHOLDS = (0.97, 0.99, 0.99999)
 
 
 def test_resolve_precision_validates_one_value():
-    assert PRECISIONS == ("fp32", "bf16")
+    assert PRECISIONS == ("fp32", "bf16", "fast")
+    assert resolve_precision(" Fast ") == "fast"
     assert resolve_precision(None, "cpu") == "fp32" and resolve_precision(None, "cuda") == "fp32"
     assert resolve_precision(" BF16 ") == "bf16" and resolve_precision("bfloat16") == "bf16"
-    with pytest.raises(ValueError, match=r"--precision='fp16': expected one of fp32, bf16"):
+    with pytest.raises(ValueError, match=r"--precision='fp16': expected one of fp32, bf16, fast"):
         resolve_precision("fp16", what="--precision")
 
 

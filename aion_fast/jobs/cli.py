@@ -152,8 +152,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help="codec networks and transformer in fp32 (exact, the default) or bf16 (quantization stays fp32; a bf16 "
-        "run reports its token agreement and embedding cosine with fp32 on its first batch)",
+        help="fp32 (exact, the default), bf16 (codec networks and transformer under bf16 autocast) or fast (float32, "
+        "the codec networks' fast CPU kernels); quantization stays fp32, and a bf16 or fast run reports its token "
+        "agreement and embedding cosine with fp32 on its first batch",
     )
     encode.add_argument(
         "--row-group-rows",

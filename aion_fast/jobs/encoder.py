@@ -65,7 +65,7 @@ class BatchEncoder:
         finally:
             self.codecs.precision, self.model.precision = low, model_low
         if not np.array_equal(ours_rows, ref_rows):
-            raise RuntimeError("fp32 and bf16 passes encoded different objects")
+            raise RuntimeError(f"fp32 and {self.precision} passes encoded different objects")
         return {
             "precision": self.precision,
             "objects": len(ours_rows),

@@ -28,6 +28,13 @@ addition are commutative, and the association order is kept. Tried and rejected:
 (bit-identical, but the depth-wise convolution converts it back and gets slower) and recomputing the GRN norm as
 ``sqrt(sum(h**2))`` or any other accumulation order (faster, but bits change).
 
+Inside ``precision_context("fast")`` the blocks take the fast path (:mod:`aion_fast.codecs.nn.fast`): the
+residual stream of a stage is kept channels-last (B, N, C), where oneDNN's depth-wise convolution needs no layout
+conversions (it runs on packed weights as a height-1 2-D convolution) and the LayerNorm no transpose; the two
+linears run through oneDNN with packed weights and GELU fused into the first; the GRN's affine map and residual are
+one pass, :math:`h \odot (\gamma \odot G / (\overline{G} + 10^{-6}) + 1) + \beta`. Float32 throughout; roundings
+differ from the exact path's (agreement: bench/RESULTS.md).
+
 Module and parameter names match the reference's checkpoints: ``downsample_layers.{i}.{0,1}``, ``stages.{i}.{j}``
 (``dwconv``, ``norm``, ``pwconv1``, ``grn.gamma``/``grn.beta`` of shape (1, 1, 4C), ``pwconv2``), ``norm``;
 ``upsample_layers.{i}.{0,1}`` in the decoder.
@@ -43,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aion_fast._utils import linear_into
+from aion_fast.codecs.nn import fast
 
 __all__ = ["LayerNorm1d", "ConvNeXtBlock1d", "ConvNeXtDecoder1d", "ConvNeXtEncoder1d", "GlobalResponseNorm"]
 
@@ -102,6 +110,12 @@ class GlobalResponseNorm(nn.Module):
             return self.gamma * (h * scale) + self.beta + h
         out = torch.mul(h, scale, out=out) if out is not None else h * scale
         return out.mul_(self.gamma).add_(self.beta).add_(h)
+
+    def forward_fast(self, h: Tensor) -> Tensor:
+        """The fast path (module docstring): ``h * (gamma * G / (mean G + eps) + 1) + beta`` in one pass."""
+        g = torch.linalg.vector_norm(h, ord=2, dim=1, keepdim=True)
+        factor = (g / (g.mean(dim=-1, keepdim=True) + 1e-6)).mul_(self.gamma).add_(1.0)
+        return torch.addcmul(self.beta, h, factor)
 
 
 class Workspace:
@@ -168,12 +182,24 @@ class ConvNeXtBlock1d(nn.Module):
         h = _linear(self.pwconv2, self.grn(h, grn_out), narrow)  # (B, N, C)
         return x + h.transpose(1, 2)
 
+    def forward_fast(self, x: Tensor) -> Tensor:
+        """The fast path's forward (module docstring) on a channels-last stream: (B, N, C) -> (B, N, C)."""
+        h = self.norm(fast.conv1d_channels_last(self.dwconv, x))  # (B, N, C)
+        h = fast.linear(self.pwconv1, h, activation="gelu")  # (B, N, 4C)
+        h = fast.linear(self.pwconv2, self.grn.forward_fast(h))  # (B, N, C), a fresh tensor
+        return h.add_(x)
+
 
 def _stage(dim: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*(ConvNeXtBlock1d(dim) for _ in range(depth)))
 
 
 def _run_stage(stage: nn.Sequential, x: Tensor, workspace: Workspace) -> Tensor:
+    if fast.usable(x):  # the stream stays channels-last (B, N, C) through the stage
+        x = x.transpose(1, 2).contiguous()
+        for block in stage:
+            x = block.forward_fast(x)
+        return x.transpose(1, 2)
     for block in stage:
         x = block(x, workspace)
     return x

@@ -24,6 +24,12 @@ memory layout each convolution sees, which decides oneDNN's kernel and hence the
 reference, so tokens are bit-identical. In-place steps are taken only when autograd is off (``torch.no_grad`` /
 ``torch.inference_mode``, as in the codecs' ``encode``/``decode``); with gradients on, the same maths runs out of
 place so that training still works.
+
+Inside ``precision_context("fast")`` :meth:`MagVitAE.encode` and :meth:`MagVitAE.decode` take the fast path instead
+(:mod:`aion_fast.codecs.nn.fast`): the same layers with packed oneDNN weights, activations channels-last
+throughout, the squeeze-excite key and MLP as matrix products rather than 1x1 convolutions of one pixel or one
+output channel, SiLU fused into the upsampling convolution and the gate and residual applied in one pass
+(``x + h * gates``). Float32 throughout; roundings differ from the exact path's (agreement: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from aion_fast.codecs.nn import fast
 
 __all__ = [
     "ChannelLayerNorm",
@@ -91,6 +99,16 @@ class SqueezeExcite(nn.Module):
         # as (B, C, 1, 1) with channels-last strides: the layout in which the reference runs these 1x1 convolutions
         return self.net(context.view(b, 1, 1, c).permute(0, 3, 1, 2))
 
+    def gates_fast(self, x: Tensor) -> Tensor:
+        """:meth:`gates` for channels-last ``x`` as matrix products: (B, C, H, W) -> (B, C, 1, 1) channels-last."""
+        b, c = x.shape[:2]
+        rows = x.permute(0, 2, 3, 1).reshape(b, -1, c)  # (B, HW, C), a view of channels-last memory
+        keys = torch.matmul(rows, self.to_k.weight.view(c, 1)).add_(self.to_k.bias)  # (B, HW, 1)
+        context = torch.matmul(keys.softmax(dim=1).transpose(1, 2), rows).view(b, c)  # (B, C)
+        hidden, _, gate, _ = self.net
+        h = F.leaky_relu_(F.linear(context, hidden.weight.flatten(1), hidden.bias), 0.1)
+        return torch.sigmoid_(F.linear(h, gate.weight.flatten(1), gate.bias)).view(b, 1, 1, c).permute(0, 3, 1, 2)
+
     def forward(self, x: Tensor, inplace: bool = False) -> Tensor:
         """Gated ``x``, (B, C, H, W); ``inplace`` multiplies ``x`` itself."""
         gates = self.gates(x)
@@ -120,6 +138,13 @@ class ResidualUnit(nn.Module):
         h = F.elu(conv_1x1(h), inplace=inplace)
         h = excite(h, inplace=inplace)
         return h.add_(x) if inplace else h + x
+
+    def forward_fast(self, x: Tensor) -> Tensor:
+        """The fast path's forward (module docstring) for channels-last ``x``."""
+        conv_kxk, _, conv_1x1, _, excite = self.net
+        h = F.elu_(fast.conv2d(conv_kxk.conv, x))
+        h = F.elu_(fast.conv2d(conv_1x1, h))
+        return torch.addcmul(x, h, excite.gates_fast(h))
 
 
 class SpatialDownsample2x(nn.Module):
@@ -159,6 +184,13 @@ class SpatialUpsample2x(nn.Module):
         h = h.reshape(b, c4 // 4, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
         return h.reshape(b, c4 // 4, 2 * height, 2 * width)
 
+    def forward_fast(self, x: Tensor) -> Tensor:
+        """The fast path's forward: SiLU fused into the convolution, depth-to-space into channels-last memory."""
+        h = fast.conv2d(self.net[0], x, activation="swish")  # (B, 4C, H, W) channels-last: memory (B, H, W, 4C)
+        b, c4, height, width = h.shape
+        h = h.permute(0, 2, 3, 1).reshape(b, height, width, c4 // 4, 2, 2).permute(0, 1, 4, 2, 5, 3)
+        return h.reshape(b, 2 * height, 2 * width, c4 // 4).permute(0, 3, 1, 2)
+
 
 class ChannelLayerNorm(nn.Sequential):
     """LayerNorm over the channel axis of (B, C, H, W); the LayerNorm sits at position 1 (checkpoint key ``1.*``)."""
@@ -168,6 +200,19 @@ class ChannelLayerNorm(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         return self[1](x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _layer_fast(layer: nn.Module, x: Tensor) -> Tensor:
+    """One encoder/decoder entry on the fast path (channels-last in and out)."""
+    if isinstance(layer, nn.Sequential) and not isinstance(layer, ChannelLayerNorm):
+        for unit in layer:
+            x = _layer_fast(unit, x)
+        return x
+    if isinstance(layer, (ResidualUnit, SpatialUpsample2x)):
+        return layer.forward_fast(x)
+    if isinstance(layer, (SameConv2d, SpatialDownsample2x)):
+        return fast.conv2d(layer.conv, x)
+    return layer(x)
 
 
 def _residual_stack(dim: int, count: int, kernel_size: int) -> nn.Sequential:
@@ -220,6 +265,11 @@ class MagVitAE(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """(B, n_bands, H, W) -> (B, hidden_dims, H / 2^n, W / 2^n), layer-normalised over channels."""
+        if fast.usable(x):
+            x = fast.conv2d(self.conv_in.conv, x)
+            for layer in self.encoder_layers:
+                x = _layer_fast(layer, x)
+            return x
         x = self.conv_in(x)
         for layer in self.encoder_layers:
             x = layer(x)
@@ -227,6 +277,10 @@ class MagVitAE(nn.Module):
 
     def decode(self, x: Tensor) -> Tensor:
         """(B, hidden_dims, h, w) -> (B, n_bands, h 2^n, w 2^n)."""
+        if fast.usable(x):
+            for layer in self.decoder_layers:
+                x = _layer_fast(layer, x)
+            return fast.conv2d(self.conv_out.conv, x)
         for layer in self.decoder_layers:
             x = layer(x)
         return self.conv_out(x)
