@@ -16,8 +16,11 @@ from aion_fast import modalities as m
 from aion_fast.codecs import CodecManager
 from aion_fast.codecs.image import ImageCodec
 from aion_fast.codecs.spectrum import SpectrumCodec
-from aion_fast.data.mmu import MMUFile
+from aion_fast.data.formats import open_source
+from aion_fast.data.mmu import selection_of
 from aion_fast.train import codec_training as ct
+from aion_fast.train.config import CodecTrainConfig
+from aion_fast.train.engine import learning_rate_factor
 
 SAMPLE = ct.sample_files()
 #: A small image codec: 3 FSQ channels of 5 levels (125 codes), 576 tokens, width 16, 8 projection channels.
@@ -29,27 +32,38 @@ TINY_SPECTRUM = {"encoder_depths": [1, 1], "encoder_dims": [8, 16], "decoder_dep
                  "num_pixels": 1088}  # fmt: skip
 
 
+def _config(steps: int = 1000, batch_size: int = 32, **sections) -> CodecTrainConfig:
+    """A codec run's settings: ``train.max_steps``, ``data.batch_size`` and any other sections."""
+    values = {"train": {"max_steps": steps, **sections.pop("train", {})},
+              "data": {"batch_size": batch_size, **sections.pop("data", {})}, **sections}  # fmt: skip
+    return CodecTrainConfig.from_dict(values)
+
+
+def _records(path, kind: str, rows: int | None = None) -> list[tuple]:
+    reader = ct._read_image_records if kind == "image" else ct._read_spectrum_records
+    with open_source(path) as source:
+        return reader(source, selection_of(source, [kind]), 0, rows or source.num_rows)
+
+
 def _image_batch(rows: int = 4) -> ct.ImageBatch:
-    with MMUFile(SAMPLE["legacysurvey"]) as source:
-        (batch,) = ct._collate_images(ct._read_image_records(source, 0, rows))
+    (batch,) = ct._collate_images(_records(SAMPLE["legacysurvey"], "image", rows))
     return batch
 
 
 def _spectrum_batch() -> m.Spectrum:
-    with MMUFile(SAMPLE["desi"]) as source:
-        (batch,) = ct._collate_spectra(ct._read_spectrum_records(source, 0, source.num_rows))
+    (batch,) = ct._collate_spectra(_records(SAMPLE["desi"], "spectrum"))
     return batch
 
 
 @pytest.fixture(scope="module")
 def trained_image():
-    config = ct.TrainingConfig(steps=6, batch_size=2, learning_rate=3e-3, warmup_steps=2)
+    config = _config(6, 2, optim={"lr": 3e-3, "warmup_steps": 2})
     return ct.train_image_codec([SAMPLE["legacysurvey"]], TINY_IMAGE, config)
 
 
 @pytest.fixture(scope="module")
 def trained_spectrum():
-    config = ct.TrainingConfig(steps=15, batch_size=3, learning_rate=3e-3, warmup_steps=2)
+    config = _config(15, 3, optim={"lr": 3e-3, "warmup_steps": 2})
     return ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
 
 
@@ -141,17 +155,20 @@ def test_spectrum_codec_training_decreases_the_loss(trained_spectrum):
 
 
 def test_learning_rate_schedule_warms_up_then_follows_a_cosine():
-    config = ct.TrainingConfig(steps=10, warmup_steps=2, min_lr_ratio=0.1)
-    factors = [ct.learning_rate_factor(step, config) for step in range(10)]
+    """The codec run's schedule is the shared one (aion_fast.train.engine), read from its optim section."""
+    optim = _config(10, optim={"warmup_steps": 2, "min_lr_ratio": 0.1}).optim
+    factors = [
+        learning_rate_factor(step, optim.warmup_steps, 10, optim.min_lr_ratio, optim.schedule) for step in range(10)
+    ]
     assert factors[:2] == [0.5, 1.0]
     assert factors[2] == pytest.approx(1.0)
     assert all(a > b for a, b in zip(factors[2:], factors[3:]))
-    assert ct.learning_rate_factor(10, config) == pytest.approx(0.1)
-    assert ct.learning_rate_factor(5, ct.TrainingConfig(steps=10, schedule="constant")) == 1.0
+    assert learning_rate_factor(10, optim.warmup_steps, 10, optim.min_lr_ratio, optim.schedule) == pytest.approx(0.1)
+    assert learning_rate_factor(5, 0, 10, 0.0, _config(optim={"schedule": "constant"}).optim.schedule) == 1.0
 
 
 def test_training_is_deterministic_given_the_seed():
-    config = ct.TrainingConfig(steps=3, batch_size=2, learning_rate=3e-3, seed=7)
+    config = _config(3, 2, optim={"lr": 3e-3}, train={"seed": 7})
     first, history_a = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
     second, history_b = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
     assert [r["loss"] for r in history_a] == [r["loss"] for r in history_b]
@@ -160,7 +177,7 @@ def test_training_is_deterministic_given_the_seed():
 
 
 def test_bf16_autocast_step_runs():
-    config = ct.TrainingConfig(steps=1, batch_size=3, bf16=True)
+    config = _config(1, 3, train={"precision": "bf16"})
     _, history = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
     assert math.isfinite(history[0]["loss"])
 
@@ -212,7 +229,7 @@ def test_scalar_fit_quantiles_match_numpy_within_the_reservoir_error(tmp_path):
                              (m.LegacySurveyEBV, columns["EBV"])):  # fmt: skip
         quantizer = fitted[modality].quantizer
         data = np.sort(values[np.isfinite(values)].astype(np.float64))
-        assert quantizer._n_total_samples == data.size
+        assert quantizer.num_samples == data.size
         codebook = quantizer.codebook.double().numpy()  # in the transformed (log) space for fluxes
         cdf_at_codes = np.searchsorted(data, codebook, side="right") / data.size
         error = np.abs(cdf_at_codes[1:-1] - levels[1:-1]).max()
@@ -258,7 +275,7 @@ def _image_file(path: Path, rows: int = 2, drop: str | None = None, bands: list[
 
 
 def test_missing_field_wrong_bands_and_empty_data_raise_clear_errors(tmp_path):
-    config = ct.TrainingConfig(steps=1, batch_size=2)
+    config = _config(1, 2)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['image_ivar'\]"):
         ct.train_image_codec([_image_file(tmp_path / "noivar.hdf5", drop="image_ivar")], TINY_IMAGE, config)
     with pytest.raises(ValueError, match=r"spectrum_flux.*desi/ or sdss/"):
@@ -274,10 +291,10 @@ def test_missing_field_wrong_bands_and_empty_data_raise_clear_errors(tmp_path):
         ct.fit_scalar_codecs([SAMPLE["desi"]], {"FLUX_G": {"codebook_size": 16, "reservoir_size": 16}})
     with pytest.raises(ValueError, match="'image' is not a scalar modality"):
         ct.fit_scalar_codecs([SAMPLE["desi"]], {"image": {}})
-    with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['stpes'\]"):
-        ct.TrainingConfig.from_dict({"stpes": 3})
-    with pytest.raises(ValueError, match="learning_rate=0 must be > 0"):
-        ct.TrainingConfig(learning_rate=0)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['stpes'\] in section 'train'"):
+        CodecTrainConfig.from_dict({"train": {"stpes": 3}})
+    with pytest.raises(ValueError, match="optim.lr must be > 0"):
+        _config(optim={"lr": 0})
     with pytest.raises(ValueError, match="does not fit ImageCodec"):
         ct.train_image_codec([SAMPLE["legacysurvey"]], {**TINY_IMAGE, "hidden_dim": 8}, config)
 
@@ -301,7 +318,7 @@ def test_cli_trains_a_spectrum_codec_from_a_yaml(tmp_path, capsys):
 
     assert "aion_fast.train.train_codec" in COMMAND_MODULES
     config = tmp_path / "spectrum.yaml"
-    config.write_text(yaml.safe_dump({"codec": TINY_SPECTRUM, "training": {"batch_size": 3, "log_every": 1}}))
+    config.write_text(yaml.safe_dump({"codec": TINY_SPECTRUM, "data": {"batch_size": 3}, "train": {"log_every": 1}}))
     code = _train_codec_cli(["train-codec", "spectrum", "--data", str(SAMPLE["desi"]), "--config", str(config),
                              "--output", str(tmp_path / "out"), "--steps", "2"])  # fmt: skip
     assert code == 0
