@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from aion_fast import modalities as m
-from aion_fast.data.make_sample import desi_columns, gaia_columns, legacysurvey_columns, write_mmu
-from aion_fast.data.formats import open_source
 from aion_fast.data.columns import SourceConflictError
+from aion_fast.data.formats import open_source
+from aion_fast.data.make_sample import desi_columns, gaia_columns, legacysurvey_columns, write_mmu
 from aion_fast.data.mmu import prepare_rows, row_ranges, selection_of
 
 
