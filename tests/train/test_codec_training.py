@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import h5py
@@ -197,6 +198,56 @@ def test_written_codecs_load_through_the_registry_and_encode_identically(trained
     # re-writing replaces the folder atomically
     ct.save_codecs(tmp_path, [(image_codec, m.LegacySurveyImage)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codecs"]
+
+
+def test_resumed_run_continues_with_the_uninterrupted_losses_and_weights(tmp_path):
+    """Checkpoints at steps 2 and 4 of a 6-step run (3 spectra read one row at a time, shuffle buffers of 2: step 2
+    stops inside a buffer, step 4 at its end); a run resumed from either computes the uninterrupted run's remaining
+    losses, gradient norms and learning rates, and ends on the same weights, bit for bit (CPU, deterministic)."""
+    config = _config(6, 2, data={"read_rows": 1, "shuffle_rows": 2}, optim={"lr": 3e-3, "warmup_steps": 2},
+                     checkpoint={"every_steps": 2, "keep_last": 3})  # fmt: skip
+    reference, history = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config, checkpoint_dir=tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a").glob("step_*")) == [f"step_{s:08d}" for s in (2, 4, 6)]
+    for step in (2, 4):
+        folder = tmp_path / f"resumed-{step}"
+        shutil.copytree(tmp_path / "a" / f"step_{step:08d}", folder / f"step_{step:08d}")
+        codec, after = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config, checkpoint_dir=folder)
+        assert [r["step"] for r in after] == list(range(step + 1, 7))
+        for key in ("loss", "flux_nll", "mask_bce", "grad_norm", "lr"):
+            assert [r[key] for r in after] == [r[key] for r in history[step:]], (step, key)
+        for (name, a), (_, b) in zip(reference.state_dict().items(), codec.state_dict().items()):
+            assert torch.equal(a, b), (step, name)
+    # A run whose newest checkpoint is the last step has nothing left to do; resume=false starts afresh.
+    _, nothing = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config, checkpoint_dir=tmp_path / "a")
+    assert nothing == []
+    fresh = config.replace(checkpoint={"resume": False}, train={"max_steps": 2})
+    _, again = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, fresh, checkpoint_dir=tmp_path / "a")
+    assert [r["loss"] for r in again] == [r["loss"] for r in history[:2]]
+
+
+def test_codec_training_reads_mmu_parquet_shards_as_it_reads_hdf5(tmp_path):
+    """Legacy Survey images and DESI spectra written as MMU's build scripts (HDF5) and its hub builders (Parquet)
+    give the same training records (crop, band order, weights, masks), and a codec trains from the Parquet shard."""
+    from tests.data_tests.mmu_writers import write_desi, write_hf_parquet, write_legacysurvey
+
+    images = write_legacysurvey(tmp_path / "mmu", n=4)
+    spectra = write_desi(tmp_path / "mmu", n=3)
+    for written, survey, kind in ((images, "legacysurvey", "image"), (spectra, "desi", "spectrum")):
+        parquet = write_hf_parquet(tmp_path / "hub" / survey, survey, written.columns)
+        from_hdf5, from_parquet = _records(written.path, kind), _records(parquet.path, kind)
+        assert len(from_hdf5) == len(from_parquet) == len(written.columns["object_id"])
+        for a, b in zip(from_hdf5, from_parquet):
+            assert a[0] == b[0]
+            for x, y in zip(a[1:], b[1:]):
+                assert torch.equal(x, y), kind
+    parquet_images = write_hf_parquet(tmp_path / "hub2", "legacysurvey", images.columns).path
+    (batch,) = ct._collate_images(_records(parquet_images, "image"))
+    assert batch.bands == ["DES-G", "DES-R", "DES-I", "DES-Z"] and batch.flux.shape == (4, 4, 96, 96)
+    # object 3's star halo (image_mask False from stamp row 76, crop row 68) is not scored; the rest is
+    assert not bool(batch.good[3, :, 68:].any()) and bool(batch.good[3, :, :68].all())
+    assert bool((batch.ivar[3, :, 68:] == 0).all()) and bool((batch.ivar[3, :, :68] > 0).all())
+    codec, history = ct.train_image_codec([parquet_images], TINY_IMAGE, _config(2, 2))
+    assert len(history) == 2 and all(math.isfinite(r["nll"]) for r in history) and not codec.training
 
 
 # --------------------------------------------------------------------------------------------------------- scalars
