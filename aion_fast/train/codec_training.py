@@ -18,17 +18,21 @@ Losses (AION-1 paper §4.1.3, §4.2.3):
   output channel (``decoder_dims[-1] == 2``), and the lookup-free quantizer's commitment (weight 0.25) and entropy
   terms (:meth:`aion_fast.quantizers.LookupFreeQuantizer.losses`).
 * **Scalar codecs**: no loss. Each codec's reservoir quantizer streams every finite value of its column through
-  Algorithm R (:meth:`aion_fast.quantizers.ScalarReservoirQuantizer.update`), reading the files in HDF5-chunk-aligned
-  row ranges. With a reservoir of ``k`` uniform draws, the Dvoretzky-Kiefer-Wolfowitz inequality bounds the error of
-  every fitted quantile in probability: :math:`P(\sup_x |F_k(x) - F(x)| > \varepsilon) \le 2 e^{-2 k \varepsilon^2}`
-  (:func:`reservoir_quantile_error`). When fewer values than ``k`` exist, the reservoir is filled with the values'
-  own quantiles instead of keeping its default slots, so the fitted CDF is the data's (the reference leaves the
-  default values in, which piles codes on ``reservoir_default``).
+  Algorithm R (:meth:`aion_fast.quantizers.ScalarReservoirQuantizer.fit`, then ``finalize``), reading the files in
+  chunk-aligned row ranges. With a reservoir of ``k`` uniform draws, the Dvoretzky-Kiefer-Wolfowitz inequality
+  bounds the error of every fitted quantile in probability:
+  :math:`P(\sup_x |F_k(x) - F(x)| > \varepsilon) \le 2 e^{-2 k \varepsilon^2}` (:func:`reservoir_quantile_error`).
+  When fewer values than ``k`` exist, ``finalize`` fills the reservoir with the values' own quantiles instead of
+  keeping its default slots, so the fitted CDF is the data's (the reference leaves the default values in, which piles
+  codes on ``reservoir_default``).
 
-Optimisation: AdamW (no weight decay on biases and normalisation weights, i.e. parameters with fewer than 2 dims),
-linear warm-up then cosine decay (or a constant rate), optional gradient clipping and bf16 autocast. Runs are
-deterministic given the seed (weights initialised after ``torch.manual_seed(seed)``, data order from a generator of
-that seed). Checkpoint/resume of codec training is not implemented: a run trains from scratch for ``steps`` steps.
+Optimisation, checkpoints and metrics are the transformer trainer's (:mod:`aion_fast.train.engine`, settings
+:class:`~aion_fast.train.config.CodecTrainConfig`): AdamW without decay on biases and norm weights, linear warm-up
+then cosine decay (or a constant rate), clipping, optional bf16 autocast; checkpoints of the codec, optimizer,
+schedule and data position (:class:`CodecTrainer`), from which a run resumes with the losses an uninterrupted run
+gives (weights initialised after ``torch.manual_seed(seed)``, data order and per-step draws seeded by the seed).
+Inputs are read with :func:`aion_fast.data.formats.open_source` and :func:`aion_fast.data.mmu.prepare_rows` (every
+format the encoding job reads, one column table).
 
 Outputs are written in the hub layout (``codecs/<modality name>/config.json`` + ``model.safetensors``) through a
 temporary folder renamed into place, so :class:`~aion_fast.codecs.CodecManager` and ``AION`` checkpoints load them.
