@@ -350,6 +350,23 @@ def test_missing_field_wrong_bands_and_empty_data_raise_clear_errors(tmp_path):
         ct.train_image_codec([SAMPLE["legacysurvey"]], {**TINY_IMAGE, "hidden_dim": 8}, config)
 
 
+def test_bundled_codec_configs_load_with_the_shared_loader():
+    root = Path(__file__).resolve().parents[2] / "configs"
+    image = ct.load_config(root / "image-codec.yaml", "image")
+    assert (image.train.max_steps, image.data.batch_size, image.optim.lr, image.optim.warmup_steps) == (
+        400_000, 256, 5e-4, 1000)  # fmt: skip
+    assert image.codec["quantizer_levels"] == [7, 5, 5, 5, 5] and image.checkpoint.resume
+    spectrum = ct.load_config(root / "spectrum-codec.yaml", "spectrum", {"train.max_steps": 7})
+    assert (spectrum.optim.schedule, spectrum.optim.weight_decay, spectrum.train.max_steps) == ("constant", 0.1, 7)
+    assert spectrum.loss.mask_weight == 1.0 and spectrum.codec["decoder_dims"][-1] == 2
+    scalar = ct.load_config(root / "scalar-codecs.yaml", "scalar")
+    assert len(scalar.codecs) == 34 and scalar.defaults == {"codebook_size": 1024, "reservoir_size": 1_000_000}
+    with pytest.raises(ValueError, match=r"unknown config section\(s\) \['training'\]"):
+        CodecTrainConfig.from_dict({"training": {"steps": 3}})  # the old flat layout: refused, known sections named
+    with pytest.raises(ValueError, match="optim.schedule='linear'"):
+        _config(optim={"schedule": "linear"})
+
+
 def _train_codec_cli(argv: list[str]) -> int:
     """Runs ``aion-fast train-codec`` through its own sub-parser (the command ``aion_fast.cli`` registers)."""
     import argparse
