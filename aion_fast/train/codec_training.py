@@ -69,7 +69,14 @@ from aion_fast.data.formats import discover, open_source
 from aion_fast.data.mmu import prepare_rows, row_ranges, selection_of
 from aion_fast.train.config import CodecTrainConfig, ScalarFitConfig
 from aion_fast.train.distributed import latest_checkpoint, load_checkpoint, resolve_device, save_checkpoint
-from aion_fast.train.engine import MetricsLog, apply_gradients, build_optimizer, run_steps, step_seed
+from aion_fast.train.engine import (
+    MetricsLog,
+    apply_gradients,
+    build_optimizer,
+    restore_schedule,
+    run_steps,
+    step_seed,
+)
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -654,7 +661,7 @@ class CodecTrainer:
             return False
         state = load_checkpoint(path, self.codec, self.optimizer)
         self.step = int(state["step"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        restore_schedule(self.optimizer, self.scheduler, state["scheduler"])
         self.stream.load_state_dict(json.loads(state["data"]))
         return True
 

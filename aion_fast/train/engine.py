@@ -32,6 +32,7 @@ __all__ = [
     "build_optimizer",
     "learning_rate_factor",
     "parameter_groups",
+    "restore_schedule",
     "run_steps",
     "step_seed",
 ]
@@ -107,6 +108,19 @@ def build_optimizer(
         return learning_rate_factor(step, optim.warmup_steps, max_steps, optim.min_lr_ratio, optim.schedule)
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), names
+
+
+def restore_schedule(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any]
+) -> None:
+    """Loads a checkpointed schedule and sets each group's rate for the next step from this run's schedule.
+
+    The optimizer state of a checkpoint holds the rate its run would use next; with the same settings this is the
+    same number, with another ``max_steps`` or schedule the resumed run follows its own.
+    """
+    scheduler.load_state_dict(state)
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
 
 
 def apply_gradients(

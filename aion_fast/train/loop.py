@@ -59,6 +59,7 @@ from aion_fast.train.engine import (
     build_optimizer,
     learning_rate_factor,
     parameter_groups,
+    restore_schedule,
     run_steps,
     step_seed,
 )
@@ -336,7 +337,7 @@ class Trainer:
                 "resume with the same number, or start a new output_dir"
             )
         self.step = int(state["step"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        restore_schedule(self.optimizer, self.scheduler, state["scheduler"])
         self.dataset.load_state_dict(json.loads(state["dataset"]))
         self._iterator = None
         return True

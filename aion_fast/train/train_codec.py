@@ -118,10 +118,9 @@ def _run_cli(args: argparse.Namespace) -> int:
 
     try:
         overrides = parse_overrides(args.set or [])
-        if args.kind == "scalar":
-            overrides["seed"] = args.seed
-        else:
-            overrides.update({"train.max_steps": args.steps, "train.device": args.device, "train.seed": args.seed})
+        flags = {"seed": args.seed} if args.kind == "scalar" else {
+            "train.max_steps": args.steps, "train.device": args.device, "train.seed": args.seed}  # fmt: skip
+        overrides.update({key: value for key, value in flags.items() if value is not None})
         summary = run_train_codec(args.kind, args.data, args.config, args.output, overrides)
     except ValueError as error:
         if getattr(args, "debug", False):

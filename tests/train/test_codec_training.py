@@ -397,6 +397,16 @@ def test_cli_trains_a_spectrum_codec_from_a_yaml(tmp_path, capsys):
     assert [json.loads(line)["step"] for line in log] == [1, 2]
     codec = CodecManager(repo=tmp_path / "out").codec(m.DESISpectrum)
     assert codec.num_tokens == 1 + 1088 // 8
+    # Re-run with more steps: it resumes from OUTPUT/checkpoints/spectrum-codec/ and appends to the log.
+    assert (tmp_path / "out" / "checkpoints" / "spectrum-codec" / "step_00000002").is_dir()
+    code = _train_codec_cli(["train-codec", "spectrum", "--data", str(SAMPLE["desi"]), "--config", str(config),
+                             "--output", str(tmp_path / "out"), "--set", "train.max_steps=3"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and json.loads(out[out.index("\n{") + 1 :])["steps_run"] == 1
+    log = (tmp_path / "out" / "train-codec-spectrum.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2, 3]
+    # step 3 follows this run's schedule (cosine over 3 steps: 0.5 (1 + cos(2 pi / 3)) = 0.25 of the peak rate)
+    assert json.loads(log[-1])["lr"] == pytest.approx(5e-4 * 0.25, rel=1e-12)
     bad = ["train-codec", "image", "--data", str(SAMPLE["desi"]), "--config", str(config), "--output", str(tmp_path)]
     assert _train_codec_cli(bad) == 2
     assert "missing column(s)" in capsys.readouterr().err
