@@ -29,6 +29,7 @@ __all__ = [
     "Selection",
     "SourceConflictError",
     "Use",
+    "parse_sources",
     "select",
 ]
 
@@ -329,3 +330,23 @@ def select(
                 unusable[group] = (f"{_label(survey, file_survey)} column {have} has no {need} column beside it, so "
                                    f"it cannot be read; add {need} to the file or leave {group} out")  # fmt: skip
     return Selection(tuple(uses), id_column, positions, not_in_model, unusable)
+
+
+def parse_sources(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``--source`` values (``GROUP=SURVEY``, repeatable or comma-separated) -> ``((group, survey), ...)``.
+
+    Raises:
+        ValueError: a value without ``=``, or a group not in :data:`MODALITY_GROUPS`.
+    """
+    pairs = []
+    for value in ",".join(values).split(","):
+        if not value.strip():
+            continue
+        group, sep, survey = value.strip().partition("=")
+        if not sep or not group or not survey:
+            raise ValueError(f"--source {value!r}: give GROUP=SURVEY, e.g. --source photometry=legacysurvey.")
+        if group not in MODALITY_GROUPS:
+            raise ValueError(f"--source {value!r}: {group!r} is not a modality group; choose from "
+                             f"{list(MODALITY_GROUPS)}.")  # fmt: skip
+        pairs.append((group, survey))
+    return tuple(pairs)

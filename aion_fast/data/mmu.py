@@ -1,8 +1,9 @@
-r"""Streaming readers for Multimodal Universe (MMU) HDF5 files, and the one table mapping MMU columns to modalities.
+r"""Multimodal Universe (MMU) rows -> modality batches, by the column table of :mod:`aion_fast.data.columns`.
 
-An MMU file holds one survey's objects as parallel datasets of N rows (or, for cross-matched files, the columns of
-two surveys, optionally prefixed ``<survey>_``). :class:`MMUFile` reads row ranges ``[start, stop)`` only (h5py
-hyperslabs; never the whole file), and :func:`prepare_rows` turns them into modality batches:
+An MMU shard holds one survey's objects as parallel columns of N rows (or, for cross-matched files, the columns of
+two surveys, optionally prefixed ``<survey>_``). A source of :mod:`aion_fast.data.formats` (``open_source``: HDF5,
+Parquet, Arrow, FITS) reads row ranges ``[start, stop)`` only, and :func:`prepare_rows` turns them into modality
+batches:
 
 * **Images** (Legacy Survey ``des-g/r/i/z``, HSC ``hsc-g/r/i/z/y``): ``image_array`` (N, C, H, W) with
   ``image_band`` (N, C) or (C,) lower-case band names and ``image_mask`` (N, H, W) or (N, C, H, W), **True = good
@@ -25,10 +26,8 @@ reported as an :class:`Issue`.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,7 +58,6 @@ __all__ = [
     "crop_window",
     "numpy_crop",
     "Issue",
-    "MMUFile",
     "ObjectBatch",
     "Part",
     "check_columns",
@@ -68,8 +66,6 @@ __all__ = [
     "selection_of",
 ]
 
-_IMAGE_COLUMNS = ("image_array", "image_band")
-_SPECTRUM_COLUMNS = ("spectrum_flux", "spectrum_lambda")
 #: DESI's joined grid (3600 + 0.8 k Å, 7781 pixels); any other first wavelength or length is read as SDSS.
 _DESI_FIRST_LAMBDA, _DESI_PIXELS = 3600.0, 7781
 _SPECTRUM_OF_SURVEY = {"desi": m.DESISpectrum, "sdss": m.SDSSSpectrum}
@@ -94,12 +90,16 @@ class Part:
         preprocessed: images only, from an ``image_pipeline``: (n, 96, 96, 9) float32 image-codec input, equal to
             :func:`aion_fast.ops.image_preprocess` of ``modality.flux``; None otherwise.
         preprocessed_with: the ``(range_compression_factor, mult_factor)`` it was computed with.
+        ivar, good: images read with ``weights=True`` only: (n, C, 96, 96) float32 ``image_ivar`` as stored (None
+            without that column) and bool ``image_mask`` (True = good), cropped and in the part's band order.
     """
 
     modality: m.Modality
     rows: np.ndarray
     preprocessed: torch.Tensor | None = None
     preprocessed_with: tuple[float, float] | None = None
+    ivar: torch.Tensor | None = None
+    good: torch.Tensor | None = None
 
 
 @dataclass
@@ -149,100 +149,6 @@ def _decode(values: np.ndarray) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(-1).tolist()]
 
 
-class MMUFile:
-    """An MMU HDF5 file opened for row-range reads.
-
-    Args:
-        path: the ``.hdf5`` file.
-
-    Attributes:
-        columns: canonical column name -> dataset name in the file (survey prefixes of cross-matched files
-            stripped; an unprefixed column wins over prefixed ones).
-        num_rows: objects in the file.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        import h5py
-
-        self.path = str(path)
-        self._h5 = h5py.File(self.path, "r")
-        # One h5py Dataset object per member, kept: each `file[name]` lookup costs tens of microseconds.
-        self._datasets = {name: obj for name, obj in self._h5.items() if isinstance(obj, h5py.Dataset)}
-        self.columns: dict[str, str] = {}
-        for name in sorted(self._datasets, key=lambda n: n.startswith(SURVEY_PREFIXES)):
-            canonical = name
-            for prefix in SURVEY_PREFIXES:
-                if name.startswith(prefix):
-                    canonical = name[len(prefix) :]
-                    break
-            self.columns.setdefault(canonical, name)
-        shapes = [self._datasets[name].shape for name in self.columns.values()]
-        lengths = {shape[0] for shape in shapes if len(shape) > 0}
-        if len(lengths) != 1:
-            raise ValueError(
-                f"{self.path}: columns have different numbers of rows {sorted(lengths)}; an MMU file holds parallel "
-                f"datasets of one length N (re-export the file, or cross-match it first)."
-            )
-        self.num_rows = lengths.pop()
-
-    def close(self) -> None:
-        self._h5.close()
-
-    def __enter__(self) -> MMUFile:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def has(self, *names: str) -> bool:
-        return all(name in self.columns for name in names)
-
-    def dataset(self, name: str) -> Any:
-        """The h5py Dataset of a canonical column name (no data read)."""
-        return self._datasets[self.columns[name]]
-
-    def read(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` of one column (a hyperslab read)."""
-        return self._datasets[self.columns[name]][start:stop]
-
-    def chunk_rows(self) -> int:
-        """Rows per HDF5 chunk of the widest column (1 if unchunked): reads aligned on it touch each chunk once."""
-        widest = max(self.columns.values(), key=lambda n: int(np.prod(self._datasets[n].shape[1:], dtype=np.int64)))
-        chunks = self._datasets[widest].chunks
-        return int(chunks[0]) if chunks else 1
-
-    def available_groups(self) -> list[str]:
-        """The ``MODALITY_GROUPS`` this file can contribute to."""
-        groups = []
-        if self.has(*_IMAGE_COLUMNS):
-            groups.append("image")
-        if self.has(*_SPECTRUM_COLUMNS):
-            groups.append("spectrum")
-        scalar_groups = {group for column, (_, group) in SCALAR_COLUMNS.items() if column in self.columns}
-        if "coeff" in self.columns:
-            scalar_groups.add("gaia")
-        if self._position_columns():
-            scalar_groups.add("position")
-        return groups + [g for g in MODALITY_GROUPS if g in scalar_groups]
-
-    def _position_columns(self) -> tuple[str, str] | None:
-        for ra, dec in (("ra", "dec"), ("RA", "DEC")):
-            if self.has(ra, dec):
-                return ra, dec
-        return None
-
-    def object_ids(self, start: int, stop: int) -> list[str]:
-        if "object_id" in self.columns:
-            return _decode(self.read("object_id", start, stop))
-        return [f"{Path(self.path).name}:{row}" for row in range(start, stop)]
-
-    def positions(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        columns = self._position_columns()
-        if columns is None:
-            return np.full(stop - start, np.nan), np.full(stop - start, np.nan)
-        return tuple(np.asarray(self.read(c, start, stop), dtype=np.float64).reshape(-1) for c in columns)
-
-
 def crop_window(height: int, width: int, what: str = "image_array") -> tuple[int, int]:
     """Top-left corner of the central ``CROP_SIZE`` window the image codec encodes (``ops``' ``crop_origin``)."""
     return crop_origin(height, width, CROP_SIZE, what)
@@ -256,16 +162,11 @@ def numpy_crop(flux: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 class _Columns:
-    """Reads ``(survey, name)`` column keys from a format source, or from an :class:`MMUFile` (prefixes folded)."""
+    """Reads ``(survey, name)`` column keys from a :mod:`aion_fast.data.formats` source."""
 
     def __init__(self, source: Any):
         self.source = source
-        columns = source.columns
-        self.legacy = bool(columns) and not isinstance(next(iter(columns)), tuple)
-        if self.legacy:
-            self.keys = {(_prefix_survey(raw), canonical): canonical for canonical, raw in columns.items()}
-        else:
-            self.keys = {key: key for key in columns}
+        self.keys = {key: key for key in source.columns}
         located = locate(source.path)
         self.survey = getattr(source, "survey", None) or located[0]
         self.relative_name = getattr(source, "relative_name", None) or located[1]
@@ -275,17 +176,17 @@ class _Columns:
         return np.asarray(self.source.read(self.keys[key], start, stop))
 
     def row_shape(self, key: ColumnKey) -> tuple[int, ...]:
-        if self.legacy:
-            return tuple(self.source.dataset(self.keys[key]).shape[1:])
         return tuple(self.source.row_shape(key))
 
 
-def _prefix_survey(raw: str) -> str | None:
-    return next((p[:-1] for p in SURVEY_PREFIXES if raw.startswith(p)), None)
-
-
 def _image_parts(
-    source: _Columns, use: Use, start: int, stop: int, issues: list[Issue], image_pipeline: Callable | None = None
+    source: _Columns,
+    use: Use,
+    start: int,
+    stop: int,
+    issues: list[Issue],
+    image_pipeline: Callable | None = None,
+    weights: bool = False,
 ) -> list[Part]:
     """Images of rows [start, stop): central crop, channels in codec order, one part per survey."""
     flux = np.array(source.read(use.columns["flux"], start, stop), dtype=np.float32)  # our buffer: cleaned in place
@@ -352,7 +253,14 @@ def _image_parts(
         rows = np.array([row for row, _, _ in entries], dtype=np.int64)
         if image_pipeline is None:
             stack = torch.from_numpy(np.stack([values for _, _, values in entries]))
-            parts.append(Part(cls(flux=stack, bands=list(part_bands)), rows))
+            part = Part(cls(flux=stack, bands=list(part_bands)), rows)
+            if weights:
+                shape = flux_window.shape[1:]
+                good_rows = [np.broadcast_to(good_window[r], shape)[o] for r, o, _ in entries]
+                part.good = torch.from_numpy(np.stack(good_rows))
+                if ivar is not None:
+                    part.ivar = torch.from_numpy(np.stack([ivar[r][o] for r, o, _ in entries]).astype(np.float32))
+            parts.append(part)
             continue
         stamps = [flux[row] if (order == np.arange(len(order))).all() else np.ascontiguousarray(flux[row][order])
                   for row, order, _ in entries]  # fmt: skip
@@ -622,7 +530,7 @@ def _positions(source: _Columns, selection: Selection, start: int, stop: int) ->
 
 
 def selection_of(source: Any, groups: Sequence[str] | None = None, **options: Any) -> Selection:
-    """:func:`~aion_fast.data.columns.select` for an open source (MMUFile or a format source)."""
+    """:func:`~aion_fast.data.columns.select` for an open source of :mod:`aion_fast.data.formats`."""
     columns = _Columns(source)
     return select(columns.keys, file_survey=columns.survey, groups=groups, shared=columns.shared, what=source.path,
                   **options)  # fmt: skip
@@ -634,11 +542,12 @@ def prepare_rows(
     stop: int,
     groups: Sequence[str] | Selection | None = None,
     image_pipeline: Callable | None = None,
+    weights: bool = False,
 ) -> ObjectBatch:
     """Reads rows ``[start, stop)`` of ``source`` and builds the modality batches it contributes.
 
     Args:
-        source: an open MMU file (:class:`MMUFile`) or a source of :mod:`aion_fast.data.formats`.
+        source: a source of :mod:`aion_fast.data.formats` (:func:`~aion_fast.data.formats.open_source`).
         start, stop: row range, ``0 <= start < stop <= source.num_rows``.
         groups: a :class:`~aion_fast.data.columns.Selection` (the job computes one per file), names from
             :data:`MODALITY_GROUPS` (exactly those groups; groups the file lacks are ignored), or None (each
@@ -647,6 +556,8 @@ def prepare_rows(
             ``(stamps: list of (C, H, W) float32 in codec band order, bands) -> (cropped (n, C, 96, 96),
             preprocessed (n, 96, 96, 9))`` with a ``factors`` attribute (``(range_compression_factor,
             mult_factor)``), such as :class:`aion_fast.jobs.dali.DaliImagePipeline`.
+        weights: images also carry their ``image_ivar`` and ``image_mask`` (:attr:`Part.ivar`, :attr:`Part.good`),
+            as codec training scores pixels with them (not with ``image_pipeline``).
 
     Returns:
         An :class:`ObjectBatch`; objects left with no usable modality get an ``Issue(row, "*", ...)``.
@@ -662,7 +573,7 @@ def prepare_rows(
     batch = ObjectBatch(source.path, start, _object_ids(columns, selection, start, stop, issues), ra, dec, [], issues)
     for use in selection.uses:
         if use.kind == "image":
-            batch.parts += _image_parts(columns, use, start, stop, batch.issues, image_pipeline)
+            batch.parts += _image_parts(columns, use, start, stop, batch.issues, image_pipeline, weights)
         elif use.kind == "spectrum":
             batch.parts += _spectrum_parts(columns, use, start, stop, batch.issues, selection.spectrum_grid)
         elif use.kind == "xp":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from aion_fast.data.columns import MODALITY_GROUPS, SURVEY_DEFAULT_GROUPS
+from aion_fast.data.columns import MODALITY_GROUPS, SURVEY_DEFAULT_GROUPS, parse_sources
 from aion_fast.precision import PRECISIONS
 
 __all__ = ["register"]
@@ -15,18 +15,6 @@ _DEFAULTS_TEXT = ", ".join(f"{survey}={'+'.join(groups)}" for survey, groups in 
 
 def _groups(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(g.strip() for g in text.split(",") if g.strip())
-
-
-def _sources(values: list[str]) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for value in ",".join(values).split(","):
-        if not value.strip():
-            continue
-        group, sep, survey = value.strip().partition("=")
-        if not sep:
-            raise ValueError(f"--source {value!r}: give GROUP=SURVEY, e.g. --source photometry=legacysurvey.")
-        pairs.append((group, survey))
-    return tuple(pairs)
 
 
 def _list_columns(paths: list[str]) -> int:
@@ -67,7 +55,7 @@ def _run_encode(args: argparse.Namespace) -> int:
     options = EncodeOptions(
         model=args.model,
         modalities=_groups(args.modalities),
-        sources=_sources(args.source),
+        sources=parse_sources(args.source),
         batch_size=args.batch_size,
         device=args.device,
         loader=args.loader,

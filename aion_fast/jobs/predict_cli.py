@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from aion_fast.data.columns import MODALITY_GROUPS
-from aion_fast.jobs.cli import _groups, _sources
+from aion_fast.data.columns import MODALITY_GROUPS, parse_sources
+from aion_fast.jobs.cli import _groups
 
 __all__ = ["register"]
 
@@ -28,7 +28,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         target=args.target,
         model=args.model,
         inputs=_groups(args.inputs),
-        sources=_sources(args.source),
+        sources=parse_sources(args.source),
         num_samples=args.num_samples,
         pdf=args.pdf,
         decay=args.decay,

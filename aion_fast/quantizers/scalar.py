@@ -3,8 +3,9 @@
 A reservoir quantizer keeps a uniform random sample of the values seen so far (Vitter's Algorithm R) and places its
 ``K`` codebook values at the ``K`` evenly spaced quantiles of that sample, so each code is used about equally often.
 A value's index is the number of codebook values strictly below it (codebook values ``0..K-2`` act as bin edges),
-and the index decodes to its codebook value. Variants apply a transform first: natural log with a floor
-(``ScalarLogReservoirQuantizer``), or a chain of torch functions such as ``arcsinh`` (compressed variants).
+and the index decodes to its codebook value. A fit streams values through ``fit`` and ends with ``finalize``.
+Variants apply a transform first: natural log with a floor (``ScalarLogReservoirQuantizer``), or a chain of torch
+functions such as ``arcsinh`` (compressed variants).
 """
 
 from __future__ import annotations
@@ -126,9 +127,14 @@ class ScalarReservoirQuantizer(Quantizer):
         values = np.interp(code_quantiles.astype(np.float64), reservoir_quantiles.astype(np.float64), ordered)
         self._index_to_val.copy_(torch.from_numpy(values).to(self._index_to_val.dtype))
 
+    @property
+    def num_samples(self) -> int:
+        """Values streamed so far by :meth:`fit` / :meth:`update`."""
+        return self._n_total_samples
+
     @torch.no_grad()
-    def update(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """Streams a batch of raw values into the reservoir (Algorithm R) and refits the codebook.
+    def fit(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Streams a batch of raw values into the reservoir (Algorithm R); the codebook waits for :meth:`finalize`.
 
         The ``t``-th value seen overall (0-based) fills slot ``t`` while the reservoir is not full; afterwards it
         replaces slot ``j ~ U{0..t}`` when ``j < reservoir_size``. Later values win ties, as in the sequential
@@ -156,6 +162,26 @@ class ScalarReservoirQuantizer(Quantizer):
             reservoir[hit] = values[last[hit]]
         self._reservoir.copy_(reservoir)
         self._n_total_samples += n
+
+    @torch.no_grad()
+    def finalize(self) -> None:
+        """Ends a :meth:`fit`: places the codebook at the reservoir's quantiles.
+
+        When fewer values than slots were streamed, the slots are first filled with those values' own evenly
+        spaced quantiles, so the unfilled slots' ``reservoir_default`` does not distort the CDF (the reference's
+        ``update`` leaves them in).
+        """
+        seen, size = self._n_total_samples, self._reservoir_size
+        if 0 < seen < size:
+            values = self._reservoir[:seen].double().cpu().numpy()
+            filled = np.quantile(values, np.linspace(0.0, 1.0, size))
+            self._reservoir.copy_(torch.from_numpy(filled).to(self._reservoir.dtype))
+        self._refresh_codebook()
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """:meth:`fit` then refit the codebook on the reservoir as it is (the reference's streaming update)."""
+        self.fit(z, generator=generator)
         self._refresh_codebook()
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
@@ -297,9 +323,26 @@ class MultiScalarCompressedReservoirQuantizer(Quantizer):
         values = torch.gather(table, 1, codes.long().T).T
         return self.quantizers[0].inverse_transform(values)
 
+    @property
+    def num_samples(self) -> int:
+        """Rows streamed so far."""
+        return self.quantizers[0].num_samples
+
+    @torch.no_grad()
+    def fit(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Streams a (B, C) batch into the per-column reservoirs (see :meth:`ScalarReservoirQuantizer.fit`)."""
+        self._check_columns(z)
+        for column, quantizer in enumerate(self.quantizers):
+            quantizer.fit(z[:, column], generator=generator)
+
+    def finalize(self) -> None:
+        """Places every column's codebook (see :meth:`ScalarReservoirQuantizer.finalize`)."""
+        for quantizer in self.quantizers:
+            quantizer.finalize()
+
     @torch.no_grad()
     def update(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """Streams a (B, C) batch into the per-column reservoirs."""
+        """Streams a (B, C) batch into the per-column reservoirs and refits their codebooks."""
         self._check_columns(z)
         for column, quantizer in enumerate(self.quantizers):
             quantizer.update(z[:, column], generator=generator)

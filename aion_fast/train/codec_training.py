@@ -18,17 +18,21 @@ Losses (AION-1 paper §4.1.3, §4.2.3):
   output channel (``decoder_dims[-1] == 2``), and the lookup-free quantizer's commitment (weight 0.25) and entropy
   terms (:meth:`aion_fast.quantizers.LookupFreeQuantizer.losses`).
 * **Scalar codecs**: no loss. Each codec's reservoir quantizer streams every finite value of its column through
-  Algorithm R (:meth:`aion_fast.quantizers.ScalarReservoirQuantizer.update`), reading the files in HDF5-chunk-aligned
-  row ranges. With a reservoir of ``k`` uniform draws, the Dvoretzky-Kiefer-Wolfowitz inequality bounds the error of
-  every fitted quantile in probability: :math:`P(\sup_x |F_k(x) - F(x)| > \varepsilon) \le 2 e^{-2 k \varepsilon^2}`
-  (:func:`reservoir_quantile_error`). When fewer values than ``k`` exist, the reservoir is filled with the values'
-  own quantiles instead of keeping its default slots, so the fitted CDF is the data's (the reference leaves the
-  default values in, which piles codes on ``reservoir_default``).
+  Algorithm R (:meth:`aion_fast.quantizers.ScalarReservoirQuantizer.fit`, then ``finalize``), reading the files in
+  chunk-aligned row ranges. With a reservoir of ``k`` uniform draws, the Dvoretzky-Kiefer-Wolfowitz inequality
+  bounds the error of every fitted quantile in probability:
+  :math:`P(\sup_x |F_k(x) - F(x)| > \varepsilon) \le 2 e^{-2 k \varepsilon^2}` (:func:`reservoir_quantile_error`).
+  When fewer values than ``k`` exist, ``finalize`` fills the reservoir with the values' own quantiles instead of
+  keeping its default slots, so the fitted CDF is the data's (the reference leaves the default values in, which piles
+  codes on ``reservoir_default``).
 
-Optimisation: AdamW (no weight decay on biases and normalisation weights, i.e. parameters with fewer than 2 dims),
-linear warm-up then cosine decay (or a constant rate), optional gradient clipping and bf16 autocast. Runs are
-deterministic given the seed (weights initialised after ``torch.manual_seed(seed)``, data order from a generator of
-that seed). Checkpoint/resume of codec training is not implemented: a run trains from scratch for ``steps`` steps.
+Optimisation, checkpoints and metrics are the transformer trainer's (:mod:`aion_fast.train.engine`, settings
+:class:`~aion_fast.train.config.CodecTrainConfig`): AdamW without decay on biases and norm weights, linear warm-up
+then cosine decay (or a constant rate), clipping, optional bf16 autocast; checkpoints of the codec, optimizer,
+schedule and data position (:class:`CodecTrainer`), from which a run resumes with the losses an uninterrupted run
+gives (weights initialised after ``torch.manual_seed(seed)``, data order and per-step draws seeded by the seed).
+Inputs are read with :func:`aion_fast.data.formats.open_source` and :func:`aion_fast.data.mmu.prepare_rows` (every
+format the encoding job reads, one column table).
 
 Outputs are written in the hub layout (``codecs/<modality name>/config.json`` + ``model.safetensors``) through a
 temporary folder renamed into place, so :class:`~aion_fast.codecs.CodecManager` and ``AION`` checkpoints load them.
@@ -48,21 +52,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from aion_fast import modalities as m
 from aion_fast.codecs.base import Codec
-from aion_fast.codecs.preprocessing import CROP_SIZE, clamp_bounds, survey_bands
-from aion_fast.data.mmu import MMUFile, crop_window, prepare_rows, row_ranges
+from aion_fast.codecs.preprocessing import clamp_bounds
+from aion_fast.data.columns import MODALITY_GROUPS, SCALAR_COLUMNS, Selection
+from aion_fast.data.formats import discover, open_source
+from aion_fast.data.mmu import prepare_rows, row_ranges, selection_of
+from aion_fast.train.config import CodecTrainConfig, ScalarFitConfig
+from aion_fast.train.distributed import latest_checkpoint, load_checkpoint, resolve_device, save_checkpoint
+from aion_fast.train.engine import (
+    MetricsLog,
+    apply_gradients,
+    build_optimizer,
+    restore_schedule,
+    run_steps,
+    step_seed,
+)
 
 __all__ = [
     "IMAGE_COLUMNS",
     "SPECTRUM_COLUMNS",
+    "CodecTrainConfig",
+    "CodecTrainer",
     "ImageBatch",
-    "TrainingConfig",
     "fit_scalar_codecs",
     "gaussian_nll",
     "image_codec_losses",
@@ -75,18 +91,26 @@ __all__ = [
     "spectrum_codec_losses",
     "demo_codec_configs",
     "demo_scalar_specs",
-    "learning_rate_factor",
     "sample_files",
-    "train_codec",
     "train_demo_codecs",
     "train_image_codec",
     "train_spectrum_codec",
 ]
 
+#: Columns (by role of :mod:`aion_fast.data.columns`) a codec's loss needs.
+_TRAINING_COLUMNS = {
+    "image": {"flux": "image_array", "ivar": "image_ivar", "mask": "image_mask"},
+    "spectrum": {
+        "flux": "spectrum_flux",
+        "ivar": "spectrum_ivar",
+        "lambda": "spectrum_lambda",
+        "mask": "spectrum_mask",
+    },
+}
 #: Columns an MMU file must have to train the image codec (``image_mask``: True = good pixel).
-IMAGE_COLUMNS = ("image_array", "image_band", "image_ivar", "image_mask")
+IMAGE_COLUMNS = tuple(_TRAINING_COLUMNS["image"].values())
 #: Columns an MMU file must have to train the spectrum codec (``spectrum_mask``: True = bad pixel).
-SPECTRUM_COLUMNS = ("spectrum_flux", "spectrum_ivar", "spectrum_lambda", "spectrum_mask")
+SPECTRUM_COLUMNS = tuple(_TRAINING_COLUMNS["spectrum"].values())
 
 _IMAGE_CLASSES: dict[str, type[m.Image]] = {"DES": m.LegacySurveyImage, "HSC": m.HSCImage}
 
@@ -188,71 +212,66 @@ class ImageBatch:
         return ImageBatch(self.flux.to(device), self.ivar.to(device), self.good.to(device), self.bands)
 
 
-def _require_columns(source: MMUFile, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if not source.has(c)]
+def _input_files(files: Sequence[str | os.PathLike], what: str) -> list[str]:
+    """``--data`` entries (files, globs, directories) -> the shards they name, in any format of ``data.formats``."""
+    files = [str(f) for f in files]
+    if not files:
+        raise ValueError(f"no input files: pass the MMU files to train the {what} codec on (--data).")
+    try:
+        return discover(files)
+    except FileNotFoundError as error:
+        raise ValueError(f"--data {error}") from None
+
+
+def _check_training_columns(source: Any, selection: Selection, kind: str) -> None:
+    """The columns a codec's loss needs are present (images: flux, ivar, mask; spectra: flux, lambda, ivar, mask)."""
+    needed = _TRAINING_COLUMNS[kind]
+    uses = [use for use in selection.uses if use.kind == kind]
+    if uses:
+        missing = sorted({column for use in uses for role, column in needed.items() if role not in use.columns})
+    else:
+        missing = [column for column in needed.values() if not source.keys(column)] or list(needed.values())
     if missing:
+        reason = f" ({selection.unusable[kind]})" if kind in selection.unusable else ""
         raise ValueError(
-            f"{source.path}: missing column(s) {missing} needed to train the {what} codec (it needs {list(columns)}); "
-            f"pass MMU {what} files (e.g. legacysurvey/ or hsc/ for images, desi/ or sdss/ for spectra)."
+            f"{source.path}: missing column(s) {missing} needed to train the {kind} codec (it needs "
+            f"{list(needed.values())}){reason}; pass MMU {kind} files (e.g. legacysurvey/ or hsc/ for images, desi/ "
+            f"or sdss/ for spectra)."
         )
 
 
-def _read_image_records(source: MMUFile, start: int, stop: int) -> list[tuple]:
-    """Rows [start, stop) -> (survey, flux, ivar, good) per usable object, each (C, 96, 96) in codec band order."""
-    flux = np.asarray(source.read("image_array", start, stop), dtype=np.float32)
-    if flux.ndim != 4:
-        raise ValueError(f"{source.path}: image_array must be (N, C, H, W), got shape {flux.shape}.")
-    ivar = np.asarray(source.read("image_ivar", start, stop), dtype=np.float32)
-    if ivar.shape != flux.shape:
-        raise ValueError(
-            f"{source.path}: image_ivar has shape {ivar.shape} but image_array {flux.shape}; one inverse variance per "
-            f"pixel and band is needed."
-        )
-    good = np.asarray(source.read("image_mask", start, stop), dtype=bool)
-    good = good[:, None] if good.ndim == 3 else good
-    if good.ndim != 4 or good.shape[2:] != flux.shape[2:] or good.shape[1] not in (1, flux.shape[1]):
-        raise ValueError(
-            f"{source.path}: image_mask must be (N, H, W) or (N, C, H, W) like image_array {flux.shape}, got "
-            f"{good.shape}."
-        )
-    n = stop - start
-    band_column = source.dataset("image_band")
-    bands = np.asarray(band_column[start:stop] if band_column.ndim == 2
-                       else np.broadcast_to(band_column[()], (n, flux.shape[1])))  # fmt: skip
-    top, left = crop_window(*flux.shape[2:], what=f"{source.path}: image_array")
-    window = (slice(None), slice(None), slice(top, top + CROP_SIZE), slice(left, left + CROP_SIZE))
-    flux, ivar = flux[window], ivar[window]
-    good = np.broadcast_to(good[window], flux.shape)
-    records = []
-    for row in range(n):
-        names = [(b.decode() if isinstance(b, bytes) else str(b)).upper() for b in bands[row].reshape(-1)]
-        survey = names[0].split("-")[0] if names else ""
-        expected = survey_bands(survey) if survey in _IMAGE_CLASSES else None
-        if expected is None or sorted(names) != sorted(expected):
+def _read_image_records(source: Any, selection: Selection, start: int, stop: int) -> list[tuple]:
+    """Rows [start, stop) -> (bands, flux, ivar, good) per usable object, each (C, 96, 96) in codec band order.
+
+    Uses :func:`aion_fast.data.mmu.prepare_rows` (crop, band order, cleaning as for encoding) with the pixel weights;
+    a pixel enters the loss where ``image_mask`` is good and ``image_ivar`` is finite and >= 0.
+    """
+    batch = prepare_rows(source, start, stop, selection, weights=True)
+    for issue in batch.issues:
+        if issue.modality == "image" and issue.reason.startswith("image_band"):
             raise ValueError(
-                f"{source.path} row {start + row}: image_band {names} is not one survey's band set; the image codec "
-                f"trains on DES-G/R/I/Z (Legacy Survey) or HSC-G/R/I/Z/Y images, each band once. Fix the file's "
-                f"image_band column or leave this file out."
+                f"{source.path} row {start + issue.row}: {issue.reason}; the image codec trains on DES-G/R/I/Z "
+                f"(Legacy Survey) or HSC-G/R/I/Z/Y images. Fix the file's image_band column or leave this file out."
             )
-        order = [names.index(b) for b in expected]
-        row_flux, row_ivar = flux[row][order], ivar[row][order]
-        row_good = good[row][order] & np.isfinite(row_flux) & np.isfinite(row_ivar) & (row_ivar >= 0)
-        if not row_good.any():
-            continue  # nothing to learn from this object
-        row_flux = np.where(np.isfinite(row_flux), row_flux, 0.0).astype(np.float32)
-        row_ivar = np.where(row_good, row_ivar, 0.0).astype(np.float32)
-        records.append((survey, row_flux, row_ivar, np.ascontiguousarray(row_good)))
+    records = []
+    for part in batch.parts:
+        good = part.good & torch.isfinite(part.ivar) & (part.ivar >= 0)
+        ivar = torch.where(good, part.ivar, 0.0)
+        bands = tuple(part.modality.bands)
+        for i in range(len(part.rows)):
+            if bool(good[i].any()):  # else nothing to learn from this object
+                records.append((bands, part.modality.flux[i], ivar[i], good[i]))
     return records
 
 
-def _read_spectrum_records(source: MMUFile, start: int, stop: int) -> list[tuple]:
+def _read_spectrum_records(source: Any, selection: Selection, start: int, stop: int) -> list[tuple]:
     """Rows [start, stop) -> (class, flux, ivar, mask, wavelength) per usable spectrum (padding cut, 1-D tensors).
 
     Uses :func:`aion_fast.data.mmu.prepare_rows`, so spectra are cleaned exactly as for encoding; rows it refuses
     (every pixel masked, non-increasing wavelengths, NaN at good pixels) are skipped.
     """
     records = []
-    for part in prepare_rows(source, start, stop, ["spectrum"]).parts:
+    for part in prepare_rows(source, start, stop, selection).parts:
         s = part.modality
         for i in range(s.batch_size):
             records.append((type(s), s.flux[i], s.ivar[i], s.mask[i], s.wavelength[i]))
@@ -260,33 +279,36 @@ def _read_spectrum_records(source: MMUFile, start: int, stop: int) -> list[tuple
 
 
 class _RecordStream:
-    """Endless, seeded, shuffled stream of per-object records read from MMU files in HDF5-chunk-aligned row ranges.
+    """Endless, seeded, shuffled, resumable stream of per-object records of one modality kind.
 
-    Each epoch visits the row ranges in a random order; records are shuffled within a buffer of about
-    ``shuffle_rows`` objects (a full shuffle when the data fit in the buffer).
+    Inputs are read through :func:`aion_fast.data.formats.open_source` (every supported format) in chunk-aligned row
+    ranges. Epoch ``e`` visits the ranges in the order of a generator seeded by ``(seed, e)``; records are shuffled
+    within buffers of about ``shuffle_rows`` objects, buffer ``b`` by a generator seeded by ``(seed, e, b)``. So the
+    position ``(epoch, buffer, first range of the buffer, records taken from it)`` is the whole state: resuming
+    re-reads one buffer at most.
     """
 
     def __init__(
         self,
         files: Sequence[str | os.PathLike],
-        columns: Sequence[str],
-        reader: Callable[[MMUFile, int, int], list[tuple]],
-        what: str,
+        kind: str,
+        reader: Callable[[Any, Selection, int, int], list[tuple]],
         read_rows: int = 256,
+        shuffle_rows: int = 4096,
+        seed: int = 0,
     ):
-        files = [str(f) for f in files]
-        if not files:
-            raise ValueError(f"no input files: pass the MMU .hdf5 files to train the {what} codec on (--data).")
-        for path in files:
-            if not Path(path).is_file():
-                raise ValueError(f"--data {path}: no such file.")
-        self.files, self.what, self.reader = files, what, reader
-        self.sources: list[MMUFile] = []
+        paths = _input_files(files, kind)
+        self.files, self.kind, self.reader = paths, kind, reader
+        self.shuffle_rows, self.seed = shuffle_rows, seed
+        self.sources: list[Any] = []
+        self.selections: list[Selection] = []
         try:
-            for path in files:
-                source = MMUFile(path)
+            for path in paths:
+                source = open_source(path)
                 self.sources.append(source)
-                _require_columns(source, columns, what)
+                selection = selection_of(source, [kind])
+                _check_training_columns(source, selection, kind)
+                self.selections.append(selection)
         except BaseException:
             self.close()
             raise
@@ -297,43 +319,66 @@ class _RecordStream:
         ]
         if not self.ranges:
             self.close()
-            raise ValueError(f"the {what} files {files} hold no rows; nothing to train on.")
+            raise ValueError(f"the {kind} files {paths} hold no rows; nothing to train on.")
+        self.position = {"epoch": 0, "buffer": 0, "range": 0, "taken": 0}
+        self._records: Iterator[tuple] | None = None
 
     def close(self) -> None:
         for source in self.sources:
             source.close()
 
-    def records(self, generator: torch.Generator, shuffle_rows: int) -> Iterator[tuple]:
-        def shuffled(buffer: list[tuple]) -> list[tuple]:
-            return [buffer[i] for i in torch.randperm(len(buffer), generator=generator).tolist()]
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.position)
 
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = {key: int(state[key]) for key in ("epoch", "buffer", "range", "taken")}
+        self._records = None
+
+    def __iter__(self) -> _RecordStream:
+        return self
+
+    def __next__(self) -> tuple:
+        if self._records is None:
+            self._records = self._generate()
+        return next(self._records)
+
+    def _permutation(self, n: int, *key: Any) -> list[int]:
+        generator = torch.Generator().manual_seed(step_seed(self.seed, key[0], key[1], "codec-data"))
+        return torch.randperm(n, generator=generator).tolist()
+
+    def _generate(self) -> Iterator[tuple]:
+        p = self.position
         while True:
-            produced, buffer = 0, []
-            for index in torch.randperm(len(self.ranges), generator=generator).tolist():
-                i, start, stop = self.ranges[index]
-                buffer.extend(self.reader(self.sources[i], start, stop))
-                if len(buffer) >= shuffle_rows:
-                    produced += len(buffer)
-                    yield from shuffled(buffer)
-                    buffer = []
-            produced += len(buffer)
-            yield from shuffled(buffer)
-            if produced == 0:
+            order = self._permutation(len(self.ranges), p["epoch"], -1)
+            whole_epoch, produced = p["range"] == 0 and p["taken"] == 0, 0
+            while p["range"] < len(order):
+                buffer, r = [], p["range"]
+                while r < len(order) and len(buffer) < self.shuffle_rows:
+                    i, start, stop = self.ranges[order[r]]
+                    buffer.extend(self.reader(self.sources[i], self.selections[i], start, stop))
+                    r += 1
+                for index in self._permutation(len(buffer), p["epoch"], p["buffer"])[p["taken"] :]:
+                    p["taken"] += 1
+                    produced += 1
+                    yield buffer[index]
+                p.update(buffer=p["buffer"] + 1, range=r, taken=0)
+            if whole_epoch and produced == 0:
                 raise ValueError(
-                    f"no usable {self.what} in {self.files}: every object was skipped (all pixels masked, or "
+                    f"no usable {self.kind} in {self.files}: every object was skipped (all pixels masked, or "
                     f"non-finite values everywhere); check the masks' convention (image_mask True = good, "
                     f"spectrum_mask True = bad)."
                 )
+            p.update(epoch=p["epoch"] + 1, buffer=0, range=0, taken=0)
 
 
 def _collate_images(records: Sequence[tuple]) -> list[ImageBatch]:
-    """Records -> one :class:`ImageBatch` per survey, in order of first appearance."""
-    by_survey: dict[str, list[tuple]] = {}
+    """Records -> one :class:`ImageBatch` per band set, in order of first appearance."""
+    by_bands: dict[tuple[str, ...], list[tuple]] = {}
     for record in records:
-        by_survey.setdefault(record[0], []).append(record)
+        by_bands.setdefault(record[0], []).append(record)
     return [
-        ImageBatch(*(torch.from_numpy(np.stack([r[k] for r in group])) for k in (1, 2, 3)), bands=survey_bands(survey))
-        for survey, group in by_survey.items()
+        ImageBatch(*(torch.stack([r[k] for r in group]) for k in (1, 2, 3)), bands=list(bands))
+        for bands, group in by_bands.items()
     ]
 
 
@@ -464,164 +509,115 @@ def spectrum_codec_losses(
 # --------------------------------------------------------------------------------------------------------- training
 
 
-@dataclass
-class TrainingConfig:
-    """Optimisation settings of an image or spectrum codec run (the ``training:`` section of the YAML).
+class CodecTrainer:
+    """Trains one codec with the transformer trainer's machinery (:mod:`aion_fast.train.engine`).
 
-    Attributes:
-        steps: optimizer steps.
-        batch_size: objects per step (all surveys together).
-        learning_rate: peak learning rate.
-        weight_decay: AdamW decay of weight matrices/kernels (biases and norm weights are not decayed).
-        betas: AdamW betas.
-        warmup_steps: linear warm-up steps from ``learning_rate / warmup_steps``.
-        schedule: ``"cosine"`` (decay to ``min_lr_ratio * learning_rate`` at ``steps``) or ``"constant"``.
-        min_lr_ratio: final learning rate of the cosine, relative to the peak.
-        grad_clip: global gradient-norm clip, or None.
-        bf16: run the networks under bfloat16 autocast (quantizers and losses stay float32).
-        seed: seeds the weights and the data order.
-        shuffle_rows: objects per shuffle buffer.
-        read_rows: rows per read (rounded up to the files' HDF5 chunks).
-        log_every: steps between log records.
-        device: torch device.
-        mask_loss_weight: spectrum codec: weight of the mask BCE.
-        quantizer_loss_weight: spectrum codec: weight of the LFQ commitment + entropy loss.
-    """
-
-    steps: int = 1000
-    batch_size: int = 32
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    bf16: bool = False
-    seed: int = 0
-    shuffle_rows: int = 4096
-    read_rows: int = 256
-    log_every: int = 10
-    device: str = "cpu"
-    mask_loss_weight: float = 1.0
-    quantizer_loss_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(float(b) for b in self.betas)
-        problems = []
-        for name in ("steps", "batch_size", "shuffle_rows", "read_rows", "log_every"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                problems.append(f"{name}={getattr(self, name)!r} must be an integer >= 1")
-        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
-            problems.append(f"warmup_steps={self.warmup_steps!r} must be an integer >= 0")
-        if not float(self.learning_rate) > 0:
-            problems.append(f"learning_rate={self.learning_rate!r} must be > 0")
-        if float(self.weight_decay) < 0:
-            problems.append(f"weight_decay={self.weight_decay!r} must be >= 0")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            problems.append(f"betas={self.betas!r} must be two numbers in [0, 1)")
-        if self.schedule not in ("cosine", "constant"):
-            problems.append(f"schedule={self.schedule!r} must be 'cosine' or 'constant'")
-        if not 0 <= float(self.min_lr_ratio) <= 1:
-            problems.append(f"min_lr_ratio={self.min_lr_ratio!r} must lie in [0, 1]")
-        if self.grad_clip is not None and not float(self.grad_clip) > 0:
-            problems.append(f"grad_clip={self.grad_clip!r} must be > 0 or null")
-        if problems:
-            raise ValueError("invalid training configuration:\n  - " + "\n  - ".join(problems))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> TrainingConfig:
-        """Builds the config from a mapping (the YAML ``training:`` section); unknown keys raise ``ValueError``."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; valid settings are {sorted(known)}.")
-        return cls(**values)
-
-
-def learning_rate_factor(step: int, config: TrainingConfig) -> float:
-    """Multiplier of the peak learning rate for the update of 0-based ``step``: linear warm-up, then cosine/constant."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    if config.schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for parameter in module.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def train_codec(
-    codec: Codec,
-    batches: Iterator[list],
-    loss_fn: Callable[[Codec, list], dict[str, Tensor]],
-    config: TrainingConfig,
-    log: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Optimises ``codec`` for ``config.steps`` steps with AdamW and the warm-up + cosine schedule.
+    AdamW over :func:`~aion_fast.train.engine.parameter_groups`, warm-up then cosine (or constant) schedule, global
+    norm clipping, optional bf16 autocast (``train.precision``), checkpoints of the codec, optimizer, schedule and
+    data position through :func:`~aion_fast.train.distributed.save_checkpoint` (atomic; resumed by
+    :meth:`resume`), and the metrics log. Each step reseeds torch from ``(seed, step)``, so a resumed run computes
+    the uninterrupted run's losses.
 
     Args:
-        codec: the codec to train (moved to ``config.device``, left in eval mode at the end).
-        batches: yields the next step's list of sub-batches (already on the device).
+        codec: the codec (moved to ``train.device`` and trained in place).
+        stream: the record stream (:class:`_RecordStream`, or anything with ``__next__`` and ``state_dict`` /
+            ``load_state_dict``).
+        collate: records -> list of sub-batches. move: ``(sub_batch, device) -> sub_batch``.
         loss_fn: ``(codec, sub_batches) -> dict`` with a differentiable ``loss`` and float diagnostics.
-        config: the optimisation settings.
-        log: called with the record of every ``log_every``-th step and of the last one.
-
-    Returns:
-        One record per step: ``step``, ``lr``, ``grad_norm``, ``elapsed_s`` and every entry of the loss dict.
-
-    Raises:
-        FloatingPointError: the loss became NaN/inf (the step is named).
+        config: the run's settings.
+        checkpoint_dir: where checkpoints go (None: none are written, nothing is resumed).
+        metrics_path: the ``.jsonl`` metrics log (None: none). tags: keys added to every metrics line.
+        log: also called with each logged record (e.g. to print progress).
     """
-    device = torch.device(config.device)
-    codec.to(device).train()
-    optimizer = torch.optim.AdamW(
-        _parameter_groups(codec, float(config.weight_decay)), lr=float(config.learning_rate), betas=config.betas
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, config))
-    parameters = [p for p in codec.parameters() if p.requires_grad]
-    history: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    for step in range(config.steps):
-        batch = next(batches)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            terms = loss_fn(codec, batch)
+
+    def __init__(
+        self,
+        codec: Codec,
+        stream: Any,
+        collate: Callable[[Sequence[tuple]], list],
+        move: Callable[[Any, torch.device], Any],
+        loss_fn: Callable[[Codec, list], dict[str, Tensor]],
+        config: CodecTrainConfig,
+        *,
+        checkpoint_dir: str | os.PathLike | None = None,
+        metrics_path: str | os.PathLike | None = None,
+        tags: dict[str, Any] | None = None,
+        log: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.config = config
+        self.device = resolve_device(config.train.device)
+        self.codec = codec.to(self.device).train()
+        self.stream, self.collate, self.move, self.loss_fn = stream, collate, move, loss_fn
+        self.optimizer, self.scheduler, _ = build_optimizer(self.codec, config.optim, config.train.max_steps)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.metrics_log = None if metrics_path is None else MetricsLog(metrics_path, tags=tags)
+        self.log = log
+        self._start = time.perf_counter()
+        if self.checkpoint_dir is not None and config.checkpoint.resume:
+            self.resume()
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step on the next ``data.batch_size`` records; returns its record."""
+        cfg = self.config
+        torch.manual_seed(step_seed(cfg.train.seed, self.step, 0, "model"))
+        batch = [
+            self.move(b, self.device) for b in self.collate([next(self.stream) for _ in range(cfg.data.batch_size)])
+        ]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+            terms = self.loss_fn(self.codec, batch)
         loss = terms["loss"]
         if not bool(torch.isfinite(loss)):
             raise FloatingPointError(
-                f"codec training step {step + 1}: the loss is {float(loss)}; lower training.learning_rate, set "
-                f"training.grad_clip, or check the inputs' inverse variances."
+                f"codec training step {self.step + 1}: the loss is {float(loss)}; lower optim.lr, set "
+                f"optim.grad_clip, or check the inputs' inverse variances."
             )
-        learning_rate = optimizer.param_groups[0]["lr"]
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = float(config.grad_clip) if config.grad_clip is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-        optimizer.step()
-        scheduler.step()
-        record = {"step": step + 1, "lr": learning_rate, "grad_norm": float(grad_norm)}
+        applied = apply_gradients(self.codec.parameters(), self.optimizer, self.scheduler, cfg.optim.grad_clip)
+        self.step += 1
+        record = {"step": self.step, "lr": applied["lr"], "grad_norm": applied["grad_norm"]}
         record.update({name: float(value.detach()) for name, value in terms.items()})
-        record["elapsed_s"] = round(time.perf_counter() - start, 3)
-        history.append(record)
-        if log is not None and (step % config.log_every == 0 or step == config.steps - 1):
-            log(record)
-    codec.eval()
-    return history
+        record["elapsed_s"] = round(time.perf_counter() - self._start, 3)
+        self.history.append(record)
+        return record
 
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.metrics_log is not None:
+            self.metrics_log.write(record)
+        if self.log is not None:
+            self.log(record)
 
-def _batches(stream: _RecordStream, collate: Callable, move: Callable, config: TrainingConfig) -> Iterator[list]:
-    generator = torch.Generator().manual_seed(config.seed)
-    records = stream.records(generator, config.shuffle_rows)
-    device = torch.device(config.device)
-    while True:
-        yield [move(b, device) for b in collate([next(records) for _ in range(config.batch_size)])]
+    def train(self) -> list[dict[str, Any]]:
+        """Trains to ``train.max_steps`` (or SIGTERM); returns the records of the steps this call ran."""
+        cfg = self.config
+        save = self.save if self.checkpoint_dir is not None else (lambda: None)
+        run, _ = run_steps(self.train_step, lambda: self.step, cfg.train.max_steps, log=self._write,
+                           log_every=cfg.train.log_every, save=save, every_steps=cfg.checkpoint.every_steps,
+                           device=self.device)  # fmt: skip
+        self.codec.eval()
+        return run
+
+    def save(self) -> Path:
+        """Checkpoints codec, optimizer, schedule, step and data position (atomically, see ``save_checkpoint``)."""
+        if self.checkpoint_dir is None:
+            raise ValueError("this CodecTrainer has no checkpoint_dir; pass one to save checkpoints.")
+        state = {"step": self.step, "scheduler": self.scheduler.state_dict(),
+                 "data": json.dumps(self.stream.state_dict()), "world_size": 1}  # fmt: skip
+        return save_checkpoint(self.checkpoint_dir, self.step, self.codec, self.optimizer, state,
+                               keep_last=self.config.checkpoint.keep_last)  # fmt: skip
+
+    def resume(self, path: str | os.PathLike | None = None) -> bool:
+        """Loads the newest checkpoint of ``checkpoint_dir`` (or ``path``); returns whether one was loaded."""
+        path = latest_checkpoint(self.checkpoint_dir) if path is None and self.checkpoint_dir else path
+        if path is None:
+            return False
+        state = load_checkpoint(path, self.codec, self.optimizer)
+        self.step = int(state["step"])
+        restore_schedule(self.optimizer, self.scheduler, state["scheduler"])
+        self.stream.load_state_dict(json.loads(state["data"]))
+        return True
 
 
 def _build_codec(codec_class: type[Codec], codec_config: dict[str, Any], seed: int) -> Codec:
@@ -632,68 +628,90 @@ def _build_codec(codec_class: type[Codec], codec_config: dict[str, Any], seed: i
         raise ValueError(f"the codec: section does not fit {codec_class.__name__}: {error}") from error
 
 
-def train_image_codec(
+def _train(
+    kind: str,
+    codec_class: type[Codec],
     files: Sequence[str | os.PathLike],
     codec_config: dict[str, Any],
-    config: TrainingConfig,
-    log: Callable[[dict[str, Any]], None] | None = None,
+    config: CodecTrainConfig,
+    **options: Any,
 ) -> tuple[Codec, list[dict[str, Any]]]:
-    """Trains an :class:`~aion_fast.codecs.image.ImageCodec` from scratch on MMU Legacy Survey/HSC files.
-
-    Args:
-        files: MMU files with ``image_array``, ``image_band``, ``image_ivar`` and ``image_mask`` (True = good).
-        codec_config: ``ImageCodec`` constructor arguments (written to ``codecs/image/config.json``).
-        config: optimisation settings.
-        log: progress callback (see :func:`train_codec`).
-
-    Returns:
-        (the trained codec in eval mode, the per-step history).
-    """
-    from aion_fast.codecs.image import ImageCodec
-
-    stream = _RecordStream(files, IMAGE_COLUMNS, _read_image_records, "image", config.read_rows)
+    reader, collate, move, losses = {
+        "image": (_read_image_records, _collate_images, ImageBatch.to, image_codec_losses),
+        "spectrum": (_read_spectrum_records, _collate_spectra, _spectrum_to, _spectrum_losses(config)),
+    }[kind]
+    d = config.data
+    stream = _RecordStream(files, kind, reader, d.read_rows, d.shuffle_rows, config.train.seed)
     try:
-        codec = _build_codec(ImageCodec, codec_config, config.seed)
-        batches = _batches(stream, _collate_images, ImageBatch.to, config)
-        history = train_codec(codec, batches, image_codec_losses, config, log)
+        codec = _build_codec(codec_class, codec_config, config.train.seed)
+        trainer = CodecTrainer(codec, stream, collate, move, losses, config, **options)
+        history = trainer.train()
     finally:
         stream.close()
     return codec, history
+
+
+def _spectrum_losses(config: CodecTrainConfig) -> Callable[[Codec, list], dict[str, Tensor]]:
+    def losses(codec: Codec, batch: list) -> dict[str, Tensor]:
+        return spectrum_codec_losses(codec, batch, config.loss.mask_weight, config.loss.quantizer_weight)
+
+    return losses
+
+
+def train_image_codec(
+    files: Sequence[str | os.PathLike],
+    codec_config: dict[str, Any],
+    config: CodecTrainConfig,
+    log: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    metrics_path: str | os.PathLike | None = None,
+) -> tuple[Codec, list[dict[str, Any]]]:
+    """Trains an :class:`~aion_fast.codecs.image.ImageCodec` on MMU Legacy Survey/HSC shards (any format).
+
+    Args:
+        files: shards, globs or directories with ``image_array``, ``image_ivar`` and ``image_mask`` (True = good)
+            and ``image_band`` (or a survey whose bands are known).
+        codec_config: ``ImageCodec`` constructor arguments (written to ``codecs/image/config.json``).
+        config: optimisation settings (``codec`` is not read here).
+        log: progress callback, called with each logged record.
+        checkpoint_dir: checkpoints go (and are resumed from) here; None: none.
+        metrics_path: the ``.jsonl`` metrics log; None: none.
+
+    Returns:
+        (the trained codec in eval mode, the records of the steps run).
+    """
+    from aion_fast.codecs.image import ImageCodec
+
+    return _train("image", ImageCodec, files, codec_config, config, log=log, checkpoint_dir=checkpoint_dir,
+                  metrics_path=metrics_path)  # fmt: skip
 
 
 def train_spectrum_codec(
     files: Sequence[str | os.PathLike],
     codec_config: dict[str, Any],
-    config: TrainingConfig,
+    config: CodecTrainConfig,
     log: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    metrics_path: str | os.PathLike | None = None,
 ) -> tuple[Codec, list[dict[str, Any]]]:
-    """Trains a :class:`~aion_fast.codecs.spectrum.SpectrumCodec` from scratch on MMU DESI/SDSS files.
+    """Trains a :class:`~aion_fast.codecs.spectrum.SpectrumCodec` on MMU DESI/SDSS shards (any format).
 
     Args:
-        files: MMU files with ``spectrum_flux``, ``spectrum_ivar``, ``spectrum_lambda`` and ``spectrum_mask``
+        files: shards with ``spectrum_flux``, ``spectrum_ivar``, ``spectrum_lambda`` and ``spectrum_mask``
             (True = bad).
         codec_config: ``SpectrumCodec`` constructor arguments; ``decoder_dims[-1] = 2`` adds the mask head that the
             BCE trains (with 1, only flux is reconstructed and the BCE term is 0).
-        config: optimisation settings.
-        log: progress callback (see :func:`train_codec`).
+        config, log, checkpoint_dir, metrics_path: as :func:`train_image_codec`.
 
     Returns:
-        (the trained codec in eval mode, the per-step history).
+        (the trained codec in eval mode, the records of the steps run).
     """
     from aion_fast.codecs.spectrum import SpectrumCodec
 
-    stream = _RecordStream(files, SPECTRUM_COLUMNS, _read_spectrum_records, "spectrum", config.read_rows)
-    try:
-        codec = _build_codec(SpectrumCodec, codec_config, config.seed)
-
-        def losses(codec: Codec, batch: list) -> dict[str, Tensor]:
-            return spectrum_codec_losses(codec, batch, config.mask_loss_weight, config.quantizer_loss_weight)
-
-        batches = _batches(stream, _collate_spectra, _spectrum_to, config)
-        history = train_codec(codec, batches, losses, config, log)
-    finally:
-        stream.close()
-    return codec, history
+    return _train("spectrum", SpectrumCodec, files, codec_config, config, log=log, checkpoint_dir=checkpoint_dir,
+                  metrics_path=metrics_path)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------- scalars
@@ -708,33 +726,14 @@ def _scalar_modality(key: str) -> type[m.Scalar]:
     return modality
 
 
-def _reservoir_quantizers(quantizer: torch.nn.Module) -> list[torch.nn.Module]:
-    if hasattr(quantizer, "quantizers"):
-        return list(quantizer.quantizers)
-    return [quantizer] if hasattr(quantizer, "_reservoir") else []
-
-
-def _fill_short_reservoir(quantizer: torch.nn.Module) -> None:
-    """When fewer values than slots were streamed, fills the reservoir with the values' own quantiles.
-
-    Reaches into the reservoir quantizer's state (``_reservoir``, ``_n_total_samples``): the quantizer has no public
-    hook for this. Without it, the unfilled slots keep ``reservoir_default`` and distort the CDF.
-    """
-    seen, size = quantizer._n_total_samples, quantizer._reservoir_size
-    if 0 < seen < size:
-        values = quantizer._reservoir[:seen].double().cpu().numpy()
-        filled = np.quantile(values, np.linspace(0.0, 1.0, size))
-        quantizer._reservoir.copy_(torch.from_numpy(filled).to(quantizer._reservoir.dtype))
-        quantizer._refresh_codebook()
+def _fits(quantizer: torch.nn.Module) -> bool:
+    """Whether a quantizer is fitted from data (the reservoir quantizers: ``fit`` then ``finalize``)."""
+    return callable(getattr(quantizer, "fit", None)) and callable(getattr(quantizer, "finalize", None))
 
 
 def _column_of(modality: type[m.Scalar]) -> str:
-    from aion_fast.data.mmu import SCALAR_COLUMNS
-
-    for column, (cls, _) in SCALAR_COLUMNS.items():
-        if cls is modality:
-            return column
-    return {m.GaiaXpBp: "coeff[:, :55]", m.GaiaXpRp: "coeff[:, 55:]", m.Ra: "ra/RA", m.Dec: "dec/DEC"}[modality]
+    """The MMU column of a scalar modality (:data:`~aion_fast.data.columns.SCALAR_COLUMNS`), for messages."""
+    return next((column for column, (cls, _) in SCALAR_COLUMNS.items() if cls is modality), modality.name)
 
 
 def fit_scalar_codecs(
@@ -752,7 +751,8 @@ def fit_scalar_codecs(
     (fixed linear bins: nothing to fit, written as configured).
 
     Args:
-        files: MMU files; each is read in row ranges of ``read_rows`` (rounded up to its HDF5 chunks).
+        files: MMU shards (any format of :mod:`aion_fast.data.formats`), globs or directories; each is read in row
+            ranges of ``read_rows`` (rounded up to its chunks).
         codecs: modality (class name such as ``LegacySurveyFluxG`` or MMU name such as ``FLUX_G``) -> constructor
             arguments of its codec (``modality`` is filled in).
         defaults: arguments given to every codec whose constructor takes them (e.g. ``codebook_size``,
@@ -768,11 +768,8 @@ def fit_scalar_codecs(
             value in any file.
     """
     from aion_fast.codecs.registry import codec_class_for
-    from aion_fast.data.mmu import MODALITY_GROUPS
 
-    files = [str(f) for f in files]
-    if not files:
-        raise ValueError("no input files: pass the MMU .hdf5 files to fit the scalar codecs on (--data).")
+    files = _input_files(files, "scalar")
     if not codecs:
         raise ValueError("no scalar codecs configured: list modalities under codecs: (e.g. LegacySurveyFluxG: {}).")
     if not isinstance(read_rows, int) or read_rows < 1:
@@ -791,19 +788,17 @@ def fit_scalar_codecs(
             raise ValueError(
                 f"scalar codec {key}: arguments {kwargs} do not fit {codec_class.__name__}: {error}"
             ) from error
-    to_fit = {mod: codec for mod, codec in fitted.items() if _reservoir_quantizers(codec.quantizer)}
+    to_fit = {mod: codec for mod, codec in fitted.items() if _fits(codec.quantizer)}
     groups = sorted({g for g, members in MODALITY_GROUPS.items() for mod in to_fit if mod in members})
     counts = dict.fromkeys(to_fit, 0)
     generator = torch.Generator().manual_seed(seed)
     for path in files:
-        if not Path(path).is_file():
-            raise ValueError(f"--data {path}: no such file.")
-        with MMUFile(path) as source:
+        with open_source(path) as source:
             for start, stop in row_ranges(source.num_rows, read_rows, align=source.chunk_rows()):
                 for part in prepare_rows(source, start, stop, groups).parts:
                     codec = to_fit.get(type(part.modality))
                     if codec is not None:
-                        codec.quantizer.update(part.modality.value, generator=generator)
+                        codec.quantizer.fit(part.modality.value, generator=generator)
                         counts[type(part.modality)] += part.modality.batch_size
     empty = [f"{mod.__name__} (column {_column_of(mod)})" for mod, count in counts.items() if count == 0]
     if empty:
@@ -811,8 +806,7 @@ def fit_scalar_codecs(
             f"no finite values of {empty} in {files}; remove them from codecs: or pass files that have these columns."
         )
     for codec in to_fit.values():
-        for quantizer in _reservoir_quantizers(codec.quantizer):
-            _fill_short_reservoir(quantizer)
+        codec.quantizer.finalize()
     for codec in fitted.values():
         codec.eval()
     return fitted
@@ -852,38 +846,22 @@ def save_codecs(output: str | os.PathLike, codecs: Sequence[tuple[Codec, type[m.
     return written
 
 
-def load_config(path: str | os.PathLike, kind: str) -> dict[str, Any]:
-    """Reads a codec-training YAML.
+def load_config(
+    path: str | os.PathLike, kind: str, overrides: dict[str, Any] | None = None
+) -> CodecTrainConfig | ScalarFitConfig:
+    """Reads a codec-training YAML with the shared loader (:func:`aion_fast.train.config.load_config`).
 
-    ``image`` / ``spectrum``: ``{"codec": constructor arguments, "training": TrainingConfig}``.
-    ``scalar``: ``{"codecs": {modality: arguments}, "defaults": {...}, "read_rows": int, "seed": int}``.
+    ``image`` / ``spectrum``: a :class:`~aion_fast.train.config.CodecTrainConfig`; ``scalar``: a
+    :class:`~aion_fast.train.config.ScalarFitConfig`. ``overrides``: ``{"section.key": value}``.
 
     Raises:
-        ValueError: missing file, not a mapping, or unknown sections/settings.
+        ValueError: missing file, not a mapping, or unknown sections/settings (named).
     """
-    import yaml
+    from aion_fast.train.config import load_config as load
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--config {path}: no such file (see configs/{kind}-codec*.yaml for examples).")
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a codec-training config is a mapping of sections, got {type(values).__name__}.")
-    sections = {"image": {"codec", "training"}, "spectrum": {"codec", "training"},
-                "scalar": {"codecs", "defaults", "read_rows", "seed"}}[kind]  # fmt: skip
-    unknown = sorted(set(values) - sections)
-    if unknown:
-        raise ValueError(f"{path}: unknown section(s) {unknown} for {kind} codec training; valid: {sorted(sections)}.")
-    if kind == "scalar":
-        return {
-            "codecs": dict(values.get("codecs") or {}),
-            "defaults": dict(values.get("defaults") or {}),
-            "read_rows": values.get("read_rows", 65536),
-            "seed": values.get("seed", 0),
-        }
-    if not isinstance(values.get("codec", {}), dict):
-        raise ValueError(f"{path}: the codec: section must map constructor arguments to values.")
-    return {"codec": dict(values.get("codec") or {}), "training": TrainingConfig.from_dict(values.get("training"))}
+    if kind not in ("image", "spectrum", "scalar"):
+        raise ValueError(f"codec kind {kind!r}: choose 'image', 'spectrum' or 'scalar'.")
+    return load(path, overrides, kind=ScalarFitConfig if kind == "scalar" else CodecTrainConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------- demo
@@ -940,10 +918,13 @@ def train_demo_codecs(
     configs = demo_codec_configs()
     summary: dict[str, Any] = {"output": str(output), "seed": seed}
     written: list[tuple[Codec, type[m.Modality]]] = []
-    image_config = TrainingConfig(steps=image_steps, batch_size=8, learning_rate=2e-3, warmup_steps=20,
-                                  weight_decay=0.0, grad_clip=1.0, seed=seed, log_every=25)  # fmt: skip
-    spectrum_config = TrainingConfig(steps=spectrum_steps, batch_size=3, learning_rate=2e-3, warmup_steps=20,
-                                     weight_decay=0.1, grad_clip=1.0, seed=seed, log_every=25)  # fmt: skip
+    common = {"optim": {"lr": 2e-3, "warmup_steps": 20, "grad_clip": 1.0}, "train": {"seed": seed, "log_every": 25}}
+    image_config = CodecTrainConfig.from_dict(common).replace(
+        data={"batch_size": 8}, train={"max_steps": image_steps}, optim={"weight_decay": 0.0}
+    )
+    spectrum_config = CodecTrainConfig.from_dict(common).replace(
+        data={"batch_size": 3}, train={"max_steps": spectrum_steps}, optim={"weight_decay": 0.1}
+    )
     for kind, trainer, config, modality, loss_key in (
         ("image", train_image_codec, image_config, m.LegacySurveyImage, "nll"),
         ("spectrum", train_spectrum_codec, spectrum_config, m.DESISpectrum, "flux_nll"),

@@ -16,12 +16,16 @@ Layout (every section and key optional except ``model.architecture`` and ``data.
       output_budget: 128                  # B_out
       target_beta: [1.0, 3.0]
     optim: {lr: 2.0e-4, betas: [0.9, 0.95], weight_decay: 0.05, eps: 1.0e-8, warmup_steps: 2000,
-            min_lr_ratio: 0.0, grad_clip: 1.0}
+            min_lr_ratio: 0.0, grad_clip: 1.0, schedule: cosine}
     train: {max_steps: 205000, seed: 0, precision: bf16, activation_checkpointing: true, attention: auto,
             log_every: 10, device: auto}
     distributed: {sharding: zero2, backend: auto, timeout_s: 1800}
     checkpoint: {every_steps: 1000, keep_last: 2, resume: true}
     export: {codecs_from: null}           # checkpoint whose codecs/ folder is copied next to the final weights
+
+Codec training (:class:`CodecTrainConfig`, ``configs/image-codec.yaml``) shares the ``optim``, ``train`` and
+``checkpoint`` sections and the loader; it adds ``codec`` (constructor arguments), ``data`` (batch_size,
+shuffle_rows, read_rows) and ``loss`` (mask_weight, quantizer_weight). Scalar fits: :class:`ScalarFitConfig`.
 
 Relative paths are taken from the current working directory (run from the repository root for the bundled
 configs). Every error names the offending key and the fix.
@@ -31,24 +35,35 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "CheckpointConfig",
+    "CodecDataConfig",
+    "CodecLossConfig",
+    "CodecOptimConfig",
+    "CodecRunConfig",
+    "CodecTrainConfig",
+    "ConfigBase",
     "DataConfig",
     "DistributedConfig",
     "ExportConfig",
     "ModelConfig",
     "OptimConfig",
+    "RunConfig",
+    "ScalarFitConfig",
     "TrainConfig",
     "TrainingConfig",
     "load_config",
+    "parse_overrides",
+    "read_yaml",
 ]
 
 PRECISIONS = ("bf16", "fp32")
+SCHEDULES = ("cosine", "constant")
 SHARDINGS = ("zero2", "full", "none")
 
 
@@ -85,12 +100,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up then cosine decay to ``min_lr_ratio * lr`` at ``train.max_steps``.
+    """AdamW with linear warm-up then cosine decay to ``min_lr_ratio * lr`` at ``train.max_steps`` (or constant).
 
     Attributes:
         lr: peak learning rate. betas, eps: AdamW's. weight_decay: on matrices only (none on norms, biases,
         embeddings). warmup_steps: linear warm-up length. min_lr_ratio: final lr / peak lr. grad_clip: max global
-        gradient norm (0 = no clipping).
+        gradient norm (0 = no clipping). schedule: ``cosine`` or ``constant`` after the warm-up.
     """
 
     lr: float = 2.0e-4
@@ -100,25 +115,65 @@ class OptimConfig:
     warmup_steps: int = 2000
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
+    schedule: str = "cosine"
+
+    def check(self, section: str = "optim") -> None:
+        """Raises ``ValueError`` naming ``section.key`` for an out-of-range value."""
+        if self.lr <= 0:
+            raise ValueError(f"{section}.lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"{section}.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.weight_decay < 0 or self.eps <= 0 or self.grad_clip < 0 or self.warmup_steps < 0:
+            raise ValueError(f"{section}.weight_decay, {section}.grad_clip and {section}.warmup_steps must be >= 0, "
+                             f"{section}.eps > 0")  # fmt: skip
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"{section}.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"{section}.schedule={self.schedule!r}; choose one of {list(SCHEDULES)}")
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """Attributes:
-    max_steps: optimizer steps of the run. seed: every random draw (init, masks, data order, drop-path).
-    precision: ``bf16`` (autocast on one process; FSDP bf16 params with fp32 gradient reduction) or ``fp32``.
-    activation_checkpointing: recompute each block's activations in the backward pass.
-    attention: ``auto`` / ``padded`` / ``packed`` (see :data:`aion_fast.train.objective.ATTENTION_MODES`).
-    log_every: steps between metrics lines. device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+class RunConfig:
+    """The settings every training run has (the ``train:`` section's common part).
+
+    Attributes:
+        max_steps: optimizer steps of the run. seed: every random draw (init, masks, data order, drop-path).
+        precision: ``bf16`` (autocast; under FSDP bf16 params with fp32 gradient reduction) or ``fp32``.
+        log_every: steps between metrics lines. device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
     """
 
     max_steps: int = 1000
     seed: int = 0
     precision: str = "bf16"
-    activation_checkpointing: bool = True
-    attention: str = "auto"
     log_every: int = 10
     device: str = "auto"
+
+    def check(self, section: str = "train") -> None:
+        """Raises ``ValueError`` naming ``section.key`` for an invalid value."""
+        _positive(f"{section}.max_steps", self.max_steps)
+        _positive(f"{section}.log_every", self.log_every)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"{section}.precision={self.precision!r}; choose one of {list(PRECISIONS)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"{section}.device={self.device!r}; choose 'auto', 'cpu' or 'cuda'")
+
+
+@dataclass(frozen=True)
+class TrainingConfig(RunConfig):
+    """The transformer's ``train:`` section: :class:`RunConfig` plus
+
+    Attributes:
+        activation_checkpointing: recompute each block's activations in the backward pass.
+        attention: ``auto`` / ``padded`` / ``packed`` (see :data:`aion_fast.train.objective.ATTENTION_MODES`).
+    """
+
+    activation_checkpointing: bool = True
+    attention: str = "auto"
+
+    def check(self, section: str = "train") -> None:
+        super().check(section)
+        if self.attention not in ("auto", "padded", "packed"):
+            raise ValueError(f"{section}.attention={self.attention!r}; choose one of ['auto', 'padded', 'packed']")
 
 
 @dataclass(frozen=True)
@@ -147,6 +202,10 @@ class CheckpointConfig:
     keep_last: int = 2
     resume: bool = True
 
+    def check(self, section: str = "checkpoint") -> None:
+        if self.every_steps < 0 or self.keep_last < 1:
+            raise ValueError(f"{section}.every_steps must be >= 0 and {section}.keep_last >= 1")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -159,21 +218,14 @@ class ExportConfig:
     directory: str | None = None
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """The whole run: see the module docstring for the YAML layout."""
+class ConfigBase:
+    """YAML-shaped run configs: sections are frozen dataclasses, other fields plain values checked by annotation.
 
-    output_dir: str = "runs/aion"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainingConfig = field(default_factory=TrainingConfig)
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
+    Subclasses are frozen dataclasses and implement :meth:`validate` (cross-field checks).
+    """
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> TrainConfig:
+    def from_dict(cls, values: Mapping[str, Any], base_dir: str | os.PathLike | None = None):
         """Validates a config dict (as read from YAML); relative paths are taken from ``base_dir``.
 
         Raises:
@@ -189,62 +241,23 @@ class TrainConfig:
         for name, spec in sections.items():
             if name == "output_dir":
                 built[name] = _path(values.get(name, spec.default), base_dir, "output_dir")
-                continue
-            section_cls = spec.default_factory().__class__
-            built[name] = _section(section_cls, values.get(name) or {}, name, base_dir)
+            elif spec.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(spec.default_factory):
+                built[name] = _section(spec.default_factory, values.get(name) or {}, name, base_dir)
+            elif values.get(name) is not None:
+                built[name] = _coerce(name, spec.type, values[name], base_dir)
         config = cls(**built)
         config.validate()
         return config
 
     def validate(self) -> None:
         """Checks cross-field constraints; raises ``ValueError`` naming the key."""
-        d, o, t = self.data, self.optim, self.train
-        _positive("data.batch_size", d.batch_size)
-        _positive("data.input_budget", d.input_budget)
-        _positive("data.output_budget", d.output_budget)
-        if len(d.target_beta) != 2 or min(d.target_beta) <= 0:
-            raise ValueError(f"data.target_beta must be two positive numbers [a, b], got {list(d.target_beta)}")
-        if d.weights is not None:
-            unknown = sorted(set(d.weights) - set(d.sources))
-            if unknown:
-                raise ValueError(f"data.weights names {unknown}, which are not in data.sources {sorted(d.sources)}")
-        if o.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {o.lr}")
-        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(o.betas)}")
-        if o.weight_decay < 0 or o.eps <= 0 or o.grad_clip < 0 or o.warmup_steps < 0:
-            raise ValueError("optim.weight_decay, optim.grad_clip and optim.warmup_steps must be >= 0, optim.eps > 0")
-        if not 0 <= o.min_lr_ratio <= 1:
-            raise ValueError(f"optim.min_lr_ratio must lie in [0, 1], got {o.min_lr_ratio}")
-        _positive("train.max_steps", t.max_steps)
-        _positive("train.log_every", t.log_every)
-        if t.precision not in PRECISIONS:
-            raise ValueError(f"train.precision={t.precision!r}; choose one of {list(PRECISIONS)}")
-        if t.attention not in ("auto", "padded", "packed"):
-            raise ValueError(f"train.attention={t.attention!r}; choose one of ['auto', 'padded', 'packed']")
-        if t.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"train.device={t.device!r}; choose 'auto', 'cpu' or 'cuda'")
-        if self.distributed.sharding not in SHARDINGS:
-            raise ValueError(f"distributed.sharding={self.distributed.sharding!r}; choose one of {list(SHARDINGS)}")
-        if self.distributed.backend not in ("auto", "nccl", "gloo"):
-            raise ValueError(f"distributed.backend={self.distributed.backend!r}; choose 'auto', 'nccl' or 'gloo'")
-        if self.distributed.timeout_s <= 0:
-            raise ValueError("distributed.timeout_s must be > 0 seconds")
-        if self.checkpoint.every_steps < 0 or self.checkpoint.keep_last < 1:
-            raise ValueError("checkpoint.every_steps must be >= 0 and checkpoint.keep_last >= 1")
-        from aion_fast.model.config import BASE_ARCHITECTURE
 
-        allowed = set(BASE_ARCHITECTURE) | {"domains_in", "domains_out"}
-        unknown = sorted(set(self.model.architecture) - allowed)
-        if unknown:
-            raise ValueError(f"model.architecture has unknown key(s) {unknown}; known: {sorted(allowed)}")
-
-    def replace(self, **sections: Mapping[str, Any]) -> TrainConfig:
+    def replace(self, **sections: Any):
         """A copy with some keys of some sections changed, e.g. ``replace(train={"max_steps": 10})``."""
         changed = {}
         for name, updates in sections.items():
             current = getattr(self, name)
-            changed[name] = updates if name == "output_dir" else dataclasses.replace(current, **updates)
+            changed[name] = dataclasses.replace(current, **updates) if dataclasses.is_dataclass(current) else updates
         config = dataclasses.replace(self, **changed)
         config.validate()
         return config
@@ -254,15 +267,140 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Reads and validates a YAML training config.
+@dataclass(frozen=True)
+class TrainConfig(ConfigBase):
+    """The transformer run: see the module docstring for the YAML layout."""
 
-    Args:
-        path: the YAML file.
-        overrides: ``{"section.key": value}`` applied on top (e.g. from the command line).
+    output_dir: str = "runs/aion"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainingConfig = field(default_factory=TrainingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self) -> None:
+        """Checks cross-field constraints; raises ``ValueError`` naming the key."""
+        d = self.data
+        _positive("data.batch_size", d.batch_size)
+        _positive("data.input_budget", d.input_budget)
+        _positive("data.output_budget", d.output_budget)
+        if len(d.target_beta) != 2 or min(d.target_beta) <= 0:
+            raise ValueError(f"data.target_beta must be two positive numbers [a, b], got {list(d.target_beta)}")
+        if d.weights is not None:
+            unknown = sorted(set(d.weights) - set(d.sources))
+            if unknown:
+                raise ValueError(f"data.weights names {unknown}, which are not in data.sources {sorted(d.sources)}")
+        self.optim.check("optim")
+        self.train.check("train")
+        if self.distributed.sharding not in SHARDINGS:
+            raise ValueError(f"distributed.sharding={self.distributed.sharding!r}; choose one of {list(SHARDINGS)}")
+        if self.distributed.backend not in ("auto", "nccl", "gloo"):
+            raise ValueError(f"distributed.backend={self.distributed.backend!r}; choose 'auto', 'nccl' or 'gloo'")
+        if self.distributed.timeout_s <= 0:
+            raise ValueError("distributed.timeout_s must be > 0 seconds")
+        self.checkpoint.check("checkpoint")
+        from aion_fast.model.config import BASE_ARCHITECTURE
+
+        allowed = set(BASE_ARCHITECTURE) | {"domains_in", "domains_out"}
+        unknown = sorted(set(self.model.architecture) - allowed)
+        if unknown:
+            raise ValueError(f"model.architecture has unknown key(s) {unknown}; known: {sorted(allowed)}")
+
+
+# ------------------------------------------------------------------------------------------------- codec training
+
+
+@dataclass(frozen=True)
+class CodecDataConfig:
+    """Attributes:
+    batch_size: objects per step (all surveys together). shuffle_rows: objects per shuffle buffer. read_rows: rows
+    per read (rounded up to the files' chunks / row groups).
+    """
+
+    batch_size: int = 32
+    shuffle_rows: int = 4096
+    read_rows: int = 256
+
+
+@dataclass(frozen=True)
+class CodecOptimConfig(OptimConfig):
+    """:class:`OptimConfig` with the codec papers' defaults (Adam: no decay, betas 0.9/0.999, no warm-up)."""
+
+    lr: float = 5.0e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class CodecRunConfig(RunConfig):
+    """:class:`RunConfig` with a codec run's defaults (fp32 on the CPU)."""
+
+    precision: str = "fp32"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class CodecLossConfig:
+    """Attributes (spectrum codec):
+    mask_weight: weight of the mask BCE. quantizer_weight: weight of the LFQ commitment + entropy loss.
+    """
+
+    mask_weight: float = 1.0
+    quantizer_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class CodecTrainConfig(ConfigBase):
+    """An image or spectrum codec run (``configs/image-codec.yaml``): the codec's constructor arguments and the
+    sections the transformer run shares (``optim``, ``train``, ``checkpoint``) plus its own ``data`` and ``loss``."""
+
+    codec: dict[str, Any] = field(default_factory=dict)
+    data: CodecDataConfig = field(default_factory=CodecDataConfig)
+    optim: CodecOptimConfig = field(default_factory=CodecOptimConfig)
+    train: CodecRunConfig = field(default_factory=CodecRunConfig)
+    loss: CodecLossConfig = field(default_factory=CodecLossConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def validate(self) -> None:
+        for name in ("batch_size", "shuffle_rows", "read_rows"):
+            _positive(f"data.{name}", getattr(self.data, name))
+        self.optim.check("optim")
+        self.train.check("train")
+        self.checkpoint.check("checkpoint")
+        if self.loss.mask_weight < 0 or self.loss.quantizer_weight < 0:
+            raise ValueError("loss.mask_weight and loss.quantizer_weight must be >= 0")
+
+
+@dataclass(frozen=True)
+class ScalarFitConfig(ConfigBase):
+    """A scalar codec fit (``configs/scalar-codecs.yaml``).
+
+    Attributes:
+        codecs: modality (class name or MMU name) -> its codec's constructor arguments.
+        defaults: arguments given to every codec whose constructor takes them.
+        read_rows: rows per read. seed: seeds Algorithm R's draws.
+    """
+
+    codecs: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    read_rows: int = 65536
+    seed: int = 0
+
+    def validate(self) -> None:
+        _positive("read_rows", self.read_rows)
+        for name, arguments in self.codecs.items():
+            if arguments is not None and not isinstance(arguments, Mapping):
+                raise ValueError(f"codecs.{name} must map constructor arguments to values, got {arguments!r}")
+
+
+def read_yaml(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Reads a YAML config into a dict and applies ``{"section.key": value}`` (or ``{"key": value}``) overrides.
 
     Raises:
-        ValueError: malformed YAML or invalid settings (the message names the key).
+        ValueError: missing file or malformed YAML (the message names the file and the fix).
     """
     import yaml
 
@@ -273,6 +411,8 @@ def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = N
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config is a mapping of sections, got {type(values).__name__}")
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if not key:
@@ -282,7 +422,34 @@ def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = N
             if not isinstance(values[section], dict):
                 raise ValueError(f"{path}: section {section!r} must be a mapping")
             values[section][key] = value
-    return TrainConfig.from_dict(values)
+    return values
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["train.max_steps=100", ...]`` (``--set``) -> ``{"train.max_steps": 100}`` (values parsed as YAML)."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected section.key=value, e.g. train.max_steps=100")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None, kind: type = TrainConfig):
+    """Reads and validates a YAML training config.
+
+    Args:
+        path: the YAML file.
+        overrides: ``{"section.key": value}`` applied on top (e.g. from the command line).
+        kind: the config class (:class:`TrainConfig`, :class:`CodecTrainConfig` or :class:`ScalarFitConfig`).
+
+    Raises:
+        ValueError: malformed YAML or invalid settings (the message names the key).
+    """
+    return kind.from_dict(read_yaml(path, overrides))
 
 
 # ------------------------------------------------------------------------------------------------------------------

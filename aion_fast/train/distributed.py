@@ -38,6 +38,7 @@ __all__ = [
     "init_distributed",
     "latest_checkpoint",
     "load_checkpoint",
+    "resolve_device",
     "save_checkpoint",
     "shard_model",
 ]
@@ -91,11 +92,7 @@ def init_distributed(device: str = "auto", backend: str = "auto", timeout_s: flo
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    torch_device = torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
+    torch_device = resolve_device(device, local_rank)
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
     initialized_here = False
@@ -107,6 +104,19 @@ def init_distributed(device: str = "auto", backend: str = "auto", timeout_s: flo
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
         initialized_here = True
     return DistributedContext(rank, world_size, local_rank, torch_device, initialized_here)
+
+
+def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda`` (then ``cuda:local_rank``) as a torch device.
+
+    Raises:
+        ValueError: ``cuda`` without a CUDA device.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
 
 
 def barrier() -> None:

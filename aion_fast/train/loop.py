@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -45,10 +43,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from aion_fast.train.config import TrainConfig
+from aion_fast.train.config import TrainConfig, parse_overrides
 from aion_fast.train.distributed import (
     DistributedContext,
-    StopSignal,
     enable_activation_checkpointing,
     init_distributed,
     latest_checkpoint,
@@ -56,57 +53,19 @@ from aion_fast.train.distributed import (
     save_checkpoint,
     shard_model,
 )
+from aion_fast.train.engine import (
+    MetricsLog,
+    apply_gradients,
+    build_optimizer,
+    learning_rate_factor,
+    parameter_groups,
+    restore_schedule,
+    run_steps,
+    step_seed,
+)
 from aion_fast.train.objective import MaskedModelingObjective
 
 __all__ = ["Trainer", "learning_rate_factor", "parameter_groups", "register", "step_seed"]
-
-#: Parameter names (suffixes) that never get weight decay besides norms and biases.
-NO_DECAY_SUFFIXES = ("token_emb.weight", "mod_emb", "mask_token", "register_tokens")
-
-
-def step_seed(seed: int, step: int, rank: int, stream: str = "masks") -> int:
-    """A 63-bit seed for one (run seed, step, rank, purpose): draws do not depend on what ran before."""
-    digest = hashlib.sha256(f"{seed}:{step}:{rank}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def learning_rate_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
-    """Multiplier of the peak learning rate for the update made at ``step`` (0-based).
-
-    Linear warm-up ``(step + 1) / warmup_steps`` for ``step < warmup_steps``, then a cosine from 1 down to
-    ``min_lr_ratio`` reached at ``max_steps``.
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, max_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups: decay on weight matrices; none on norms, biases and embeddings.
-
-    A parameter is decayed when it has 2+ dimensions and is not an embedding (``token_emb``, ``mod_emb``), the mask
-    token or a register token. Norm weights and biases are 1-D. Shared (tied) parameters appear once.
-
-    Returns:
-        ``[{"params": decayed, "weight_decay": weight_decay, "names": [...]}, {"params": other, "weight_decay": 0,
-        "names": [...]}]``.
-    """
-    decay, no_decay, decay_names, no_decay_names = [], [], [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        if parameter.ndim >= 2 and not name.endswith(NO_DECAY_SUFFIXES):
-            decay.append(parameter)
-            decay_names.append(name)
-        else:
-            no_decay.append(parameter)
-            no_decay_names.append(name)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "names": decay_names},
-        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
-    ]
 
 
 def _shard_folders(paths: list[str]) -> list[Path]:
@@ -218,18 +177,8 @@ class Trainer:
                                     target_beta=tuple(cfg.data.target_beta))  # fmt: skip
 
         self.mask_sampler = mask_sampler
-        groups = parameter_groups(self.objective, cfg.optim.weight_decay)
-        self.parameter_names = {id(p): n for g in groups for p, n in zip(g["params"], g["names"])}
-        for group in groups:
-            del group["names"]
-        self.optimizer = torch.optim.AdamW(
-            groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, foreach=True
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: learning_rate_factor(
-                step, cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.min_lr_ratio
-            ),
+        self.optimizer, self.scheduler, self.parameter_names = build_optimizer(
+            self.objective, cfg.optim, cfg.train.max_steps
         )
         self.step = 0
         self.output_dir = Path(cfg.output_dir)
@@ -237,7 +186,7 @@ class Trainer:
         self.metrics_path = self.output_dir / "metrics.jsonl"
         self.history: list[dict[str, Any]] = []
         self._iterator: Iterator | None = None
-        self._tensorboard = None
+        self.metrics_log = MetricsLog(self.metrics_path, self.output_dir / "tensorboard", enabled=ctx.is_main)
         if ctx.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
@@ -305,15 +254,7 @@ class Trainer:
 
     def apply_gradients(self) -> dict[str, float]:
         """Clips the global gradient norm, takes the AdamW step and advances the schedule."""
-        parameters = [p for p in self.objective.parameters() if p.grad is not None]
-        max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=True)
-        if hasattr(norm, "full_tensor"):
-            norm = norm.full_tensor()
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
-        return {"grad_norm": float(norm), "lr": lr}
+        return apply_gradients(self.objective.parameters(), self.optimizer, self.scheduler, self.config.optim.grad_clip)
 
     def train_step(self, batch: Any) -> dict[str, Any]:
         """One optimizer step on this rank's ``batch`` (a TokenBatch); returns its metrics."""
@@ -343,53 +284,25 @@ class Trainer:
         """
         cfg = self.config
         max_steps = cfg.train.max_steps if max_steps is None else max_steps
-        stop = StopSignal()
-        run: list[dict[str, Any]] = []
-        stopped = False
+
+        def timed_step() -> dict[str, Any]:
+            start = time.perf_counter()
+            metrics = self.train_step(self._next_batch())
+            metrics["step_time_s"] = time.perf_counter() - start
+            tokens = metrics["num_inputs"] + metrics["num_targets"]
+            metrics["tokens_per_s"] = tokens / max(metrics["step_time_s"], 1e-9)
+            self.history.append(metrics)
+            return metrics
+
         try:
-            while self.step < max_steps:
-                start = time.perf_counter()
-                metrics = self.train_step(self._next_batch())
-                metrics["step_time_s"] = time.perf_counter() - start
-                tokens = metrics["num_inputs"] + metrics["num_targets"]
-                metrics["tokens_per_s"] = tokens / max(metrics["step_time_s"], 1e-9)
-                run.append(metrics)
-                self.history.append(metrics)
-                if self.step % cfg.train.log_every == 0 or self.step == 1 or self.step == max_steps:
-                    self._log(metrics)
-                every = cfg.checkpoint.every_steps
-                if stop.should_stop(self.device):
-                    stopped = True
-                    self.save()
-                    break
-                if every and self.step % every == 0:
-                    self.save()
-            if not stopped and (not cfg.checkpoint.every_steps or self.step % cfg.checkpoint.every_steps):
-                self.save()
+            run, stopped = run_steps(timed_step, lambda: self.step, max_steps, log=self.metrics_log.write,
+                                     log_every=cfg.train.log_every, save=self.save,
+                                     every_steps=cfg.checkpoint.every_steps, device=self.device)  # fmt: skip
         finally:
-            stop.restore()
-            if self._tensorboard:
-                self._tensorboard.flush()
+            self.metrics_log.flush()
         if not stopped and self.step >= cfg.train.max_steps:
             self.export()
         return run
-
-    def _log(self, metrics: dict[str, Any]) -> None:
-        if not self.context.is_main:
-            return
-        with self.metrics_path.open("a") as handle:
-            handle.write(json.dumps(metrics) + "\n")
-        if self._tensorboard is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self._tensorboard = False
-            else:
-                self._tensorboard = SummaryWriter(str(self.output_dir / "tensorboard"))
-        if self._tensorboard:
-            for name, value in metrics.items():
-                if name != "step" and isinstance(value, int | float):
-                    self._tensorboard.add_scalar(name, value, metrics["step"])
 
     # ------------------------------------------------------------------------------------------------------------
     # Checkpoints and export
@@ -424,7 +337,7 @@ class Trainer:
                 "resume with the same number, or start a new output_dir"
             )
         self.step = int(state["step"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        restore_schedule(self.optimizer, self.scheduler, state["scheduler"])
         self.dataset.load_state_dict(json.loads(state["dataset"]))
         self._iterator = None
         return True
@@ -469,23 +382,11 @@ class Trainer:
 # Command line
 
 
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or "." not in key:
-            raise ValueError(f"--set {item!r}: expected section.key=value, e.g. train.max_steps=100")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     """Runs training from parsed command-line arguments (``--config``, ``--set``)."""
     from aion_fast.train.config import load_config
 
-    config = load_config(args.config, _parse_overrides(args.set or []))
+    config = load_config(args.config, parse_overrides(args.set or []))
     trainer = Trainer(config)
     try:
         metrics = trainer.train()

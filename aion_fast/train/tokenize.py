@@ -23,15 +23,16 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from aion_fast.data.columns import parse_sources
 from aion_fast.data.formats import open_source
-from aion_fast.data.mmu import MODALITY_GROUPS, ObjectBatch, prepare_rows, row_ranges
+from aion_fast.data.mmu import MODALITY_GROUPS, ObjectBatch, prepare_rows, row_ranges, selection_of
 from aion_fast.jobs.manifest import distributed_rank, file_sha256, shards_of_rank
 from aion_fast.jobs.plan import shard_names
 from aion_fast.model.modality_info import MODALITY_INFO
@@ -90,7 +91,7 @@ class _CodecTokenizer:
         return batch_tokens(self.codecs, batch, self.device)
 
 
-def _job(checkpoint: Path, groups: Sequence[str], untrained: bool) -> dict[str, Any]:
+def _job(checkpoint: Path, groups: Sequence[str], untrained: bool, sources: dict[str, str]) -> dict[str, Any]:
     import aion_fast
     from aion_fast.model.checkpoint import checkpoint_digest
 
@@ -99,6 +100,7 @@ def _job(checkpoint: Path, groups: Sequence[str], untrained: bool) -> dict[str, 
         "codecs_sha256_16": checkpoint_digest(checkpoint / "codecs"),
         "untrained_demo_checkpoint": untrained,
         "modalities": list(groups),
+        "sources": dict(sorted(sources.items())),
         "aion_fast_version": aion_fast.__version__,
     }
 
@@ -191,6 +193,7 @@ def tokenize_files(
     codecs: str | os.PathLike | None = None,
     *,
     modalities: Sequence[str] = DEFAULT_TOKENIZE_GROUPS,
+    sources: Mapping[str, str] | Sequence[tuple[str, str]] = (),
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -203,6 +206,8 @@ def tokenize_files(
         codecs: checkpoint directory in the hub layout (``codecs/<modality>/``); None = the untrained demo
             checkpoint.
         modalities: groups of :data:`~aion_fast.data.mmu.MODALITY_GROUPS` to tokenize.
+        sources: group -> survey whose columns give it, where a cross-matched file has two (``--source``, as
+            ``aion-fast encode`` takes it).
         batch_size: objects per codec batch.
         device: where the codecs run.
         progress: print one line per shard to stderr.
@@ -223,6 +228,7 @@ def tokenize_files(
     missing = [str(p) for p in inputs if not Path(p).is_file()]
     if missing:
         raise ValueError(f"input files {missing[:5]} do not exist; pass MMU .hdf5 files.")
+    sources = dict(sources)
     untrained = codecs is None
     checkpoint = Path(ensure_demo_checkpoint() if untrained else codecs)
     if not (checkpoint / "codecs").is_dir():
@@ -230,7 +236,7 @@ def tokenize_files(
             f"--codecs {str(checkpoint)!r} has no codecs/ folder; pass a checkpoint directory laid out like "
             f"polymathic-ai/aion-base (codecs/<modality>/config.json + model.safetensors)."
         )
-    job = _job(checkpoint, modalities, untrained)
+    job = _job(checkpoint, modalities, untrained, sources)
     names = shard_names(inputs)
     rank, world, launcher = distributed_rank()
     out = Path(output)
@@ -253,10 +259,11 @@ def tokenize_files(
         tmp.mkdir()
         shard_start = time.perf_counter()
         with open_source(path) as source:
+            selection = selection_of(source, modalities, sources=sources)
             builder = _ShardBuilder(tmp, source.num_rows)
             chunk = source.chunk_rows()
             for start, stop in row_ranges(source.num_rows, batch_size, chunk if chunk <= batch_size else 1):
-                batch = prepare_rows(source, start, stop, modalities)
+                batch = prepare_rows(source, start, stop, selection)
                 tokens, present = tokenizer.tokens(batch)
                 builder.add(batch, tokens, present)
         meta = builder.finish(
@@ -302,6 +309,7 @@ def _run_cli(args: argparse.Namespace) -> int:
             args.output,
             args.codecs,
             modalities=tuple(g.strip() for g in args.modalities.split(",") if g.strip()),
+            sources=parse_sources(args.source),
             batch_size=args.batch_size,
             device=args.device,
             progress=not args.quiet,
@@ -333,6 +341,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--modalities",
         default=",".join(DEFAULT_TOKENIZE_GROUPS),
         help=f"comma-separated groups from {list(MODALITY_GROUPS)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="GROUP=SURVEY",
+        help="when two surveys of a cross-matched file give one modality, use this survey's (repeatable)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="objects per codec batch (default: 64)")
     parser.add_argument("--device", default="cpu", help="torch device for the codecs (default: cpu)")

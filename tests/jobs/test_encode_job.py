@@ -230,7 +230,8 @@ def test_dali_cpu_loader_equals_default_loader(tmp_path, demo_checkpoint):
     """DALI's CPU mode: same cropped flux, preprocessed input equal to image_preprocess bit for bit (Legacy Survey and
     HSC, with a NaN at a masked pixel and a shuffled band order), same tokens and the same Parquet output."""
     from aion_fast.codecs import CodecManager
-    from aion_fast.data.mmu import MMUFile, prepare_rows
+    from aion_fast.data.formats import open_source
+    from aion_fast.data.mmu import prepare_rows
     from aion_fast.jobs.dali import DaliImagePipeline
     from aion_fast.modalities import BAND_CLAMP_MAX, BAND_TO_INDEX
     from aion_fast.ops.image_preprocess import image_preprocess
@@ -247,7 +248,7 @@ def test_dali_cpu_loader_equals_default_loader(tmp_path, demo_checkpoint):
     }
     codecs = CodecManager(repo=demo_checkpoint)
     for name, columns, n in (("ls", ls, 5), ("hsc", hsc, 3)):
-        with MMUFile(write_mmu(tmp_path / f"{name}.hdf5", columns)) as source:
+        with open_source(write_mmu(tmp_path / f"{name}.hdf5", columns)) as source:
             default = prepare_rows(source, 0, n, ["image"]).parts[0]
             dali = prepare_rows(source, 0, n, ["image"], image_pipeline=DaliImagePipeline(batch_size=2)).parts[0]
         image = default.modality

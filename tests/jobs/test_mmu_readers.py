@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from aion_fast import modalities as m
+from aion_fast.data.columns import SourceConflictError
+from aion_fast.data.formats import open_source
 from aion_fast.data.make_sample import desi_columns, gaia_columns, legacysurvey_columns, write_mmu
-from aion_fast.data.mmu import MMUFile, prepare_rows, row_ranges
+from aion_fast.data.mmu import prepare_rows, row_ranges, selection_of
 
 
 def _parts(batch):
@@ -23,7 +25,7 @@ def test_legacysurvey_fields_crop_band_order_and_mask_polarity(tmp_path):
     columns["image_array"][2, :, 50:60, 50:60] = np.nan  # NaN at pixels marked bad: allowed, replaced by 0
     columns["image_mask"][2, 50:60, 50:60] = False
     path = write_mmu(tmp_path / "ls.hdf5", columns, chunk_rows=2)
-    with MMUFile(path) as source:
+    with open_source(path) as source:
         assert source.num_rows == 5 and source.chunk_rows() == 2
         batch = prepare_rows(source, 0, 5, ["image", "photometry", "position"])
     parts = _parts(batch)
@@ -52,7 +54,7 @@ def test_hsc_per_band_masks_and_five_bands(tmp_path):
         "object_id": np.arange(n), "a_g": np.full(n, 0.1, np.float32), "g_cmodel_mag": np.full(n, 21.0, np.float32),
         "i_sdssshape_shape12": np.full(n, 0.5, np.float32),
     })  # fmt: skip
-    with MMUFile(path) as source:
+    with open_source(path) as source:
         batch = prepare_rows(source, 0, n, ["image", "photometry"])
     parts = _parts(batch)
     assert isinstance(parts["HSCImage"].modality, m.HSCImage) and parts["HSCImage"].rows.tolist() == [0, 2]
@@ -63,7 +65,7 @@ def test_hsc_per_band_masks_and_five_bands(tmp_path):
 def test_desi_spectra_mask_true_is_bad(tmp_path):
     columns = desi_columns()
     path = write_mmu(tmp_path / "desi.hdf5", columns)
-    with MMUFile(path) as source:
+    with open_source(path) as source:
         batch = prepare_rows(source, 0, 3, ["spectrum"])
     spectrum = _parts(batch)["DESISpectrum"].modality
     np.testing.assert_array_equal(spectrum.mask.numpy(), columns["spectrum_mask"])
@@ -87,7 +89,7 @@ def test_sdss_padding_removed_before_interpolation(tmp_path, demo_checkpoint):
     columns = {"spectrum_flux": flux, "spectrum_ivar": ivar, "spectrum_lambda": lam,
                "spectrum_mask": np.zeros((3, width), bool), "object_id": np.arange(3)}  # fmt: skip
     path = write_mmu(tmp_path / "sdss.hdf5", columns)
-    with MMUFile(path) as source:
+    with open_source(path) as source:
         batch = prepare_rows(source, 0, 3, ["spectrum"])
     parts = sorted(batch.parts, key=lambda p: p.rows[0])
     assert [p.rows.tolist() for p in parts] == [[0, 2], [1]]
@@ -121,7 +123,7 @@ def test_sdss_padding_removed_before_interpolation(tmp_path, demo_checkpoint):
 def test_gaia_coeff_split_bp_then_rp(tmp_path):
     columns = gaia_columns(n=7)
     path = write_mmu(tmp_path / "gaia.hdf5", columns, chunk_rows=3)
-    with MMUFile(path) as source:
+    with open_source(path) as source:
         batch = prepare_rows(source, 2, 7, ["gaia"])
     parts = _parts(batch)
     np.testing.assert_array_equal(parts["GaiaXpBp"].modality.value.numpy(), columns["coeff"][2:7, :55])
@@ -134,8 +136,11 @@ def test_crossmatched_prefixed_columns(tmp_path):
     ls, desi = legacysurvey_columns(n=3), desi_columns()
     columns = {f"legacysurvey_{k}": v for k, v in ls.items()} | {f"desi_{k}": v for k, v in desi.items()}
     columns["object_id"] = np.array(["a", "b", "c"])
-    with MMUFile(write_mmu(tmp_path / "x.hdf5", columns)) as source:
-        assert source.available_groups() == ["image", "spectrum", "photometry", "position"]
+    with open_source(write_mmu(tmp_path / "x.hdf5", columns)) as source:
+        offered = {use.group for use in selection_of(source, ["image", "spectrum", "photometry"]).uses}
+        assert offered == {"image", "spectrum", "photometry"}
+        with pytest.raises(SourceConflictError, match="--source position=desi"):  # both surveys have ra/dec
+            selection_of(source, ["position"])
         batch = prepare_rows(source, 0, 3, ["image", "spectrum"])
     assert batch.object_id == ["a", "b", "c"]
     assert {"LegacySurveyImage", "DESISpectrum"} == set(_parts(batch))
@@ -148,7 +153,7 @@ def test_unusable_modalities_become_issues(tmp_path):
     columns["image_band"] = np.array([["des-g", "des-r", "des-i", "des-z"]] * 2 + [["des-g", "des-r", "des-r", "des-z"]]
                                      + [["des-g", "des-r", "des-i", "des-z"]])  # fmt: skip
     columns["image_mask"][3] = False
-    with MMUFile(write_mmu(tmp_path / "bad.hdf5", columns)) as source:
+    with open_source(write_mmu(tmp_path / "bad.hdf5", columns)) as source:
         batch = prepare_rows(source, 0, 4, ["image", "photometry"])
     reasons = {(i.row, i.modality): i.reason for i in batch.issues}
     assert "NaN" in reasons[(0, "LegacySurveyFluxG")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import h5py
@@ -16,8 +17,11 @@ from aion_fast import modalities as m
 from aion_fast.codecs import CodecManager
 from aion_fast.codecs.image import ImageCodec
 from aion_fast.codecs.spectrum import SpectrumCodec
-from aion_fast.data.mmu import MMUFile
+from aion_fast.data.formats import open_source
+from aion_fast.data.mmu import selection_of
 from aion_fast.train import codec_training as ct
+from aion_fast.train.config import CodecTrainConfig
+from aion_fast.train.engine import learning_rate_factor
 
 SAMPLE = ct.sample_files()
 #: A small image codec: 3 FSQ channels of 5 levels (125 codes), 576 tokens, width 16, 8 projection channels.
@@ -29,27 +33,38 @@ TINY_SPECTRUM = {"encoder_depths": [1, 1], "encoder_dims": [8, 16], "decoder_dep
                  "num_pixels": 1088}  # fmt: skip
 
 
+def _config(steps: int = 1000, batch_size: int = 32, **sections) -> CodecTrainConfig:
+    """A codec run's settings: ``train.max_steps``, ``data.batch_size`` and any other sections."""
+    values = {"train": {"max_steps": steps, **sections.pop("train", {})},
+              "data": {"batch_size": batch_size, **sections.pop("data", {})}, **sections}  # fmt: skip
+    return CodecTrainConfig.from_dict(values)
+
+
+def _records(path, kind: str, rows: int | None = None) -> list[tuple]:
+    reader = ct._read_image_records if kind == "image" else ct._read_spectrum_records
+    with open_source(path) as source:
+        return reader(source, selection_of(source, [kind]), 0, rows or source.num_rows)
+
+
 def _image_batch(rows: int = 4) -> ct.ImageBatch:
-    with MMUFile(SAMPLE["legacysurvey"]) as source:
-        (batch,) = ct._collate_images(ct._read_image_records(source, 0, rows))
+    (batch,) = ct._collate_images(_records(SAMPLE["legacysurvey"], "image", rows))
     return batch
 
 
 def _spectrum_batch() -> m.Spectrum:
-    with MMUFile(SAMPLE["desi"]) as source:
-        (batch,) = ct._collate_spectra(ct._read_spectrum_records(source, 0, source.num_rows))
+    (batch,) = ct._collate_spectra(_records(SAMPLE["desi"], "spectrum"))
     return batch
 
 
 @pytest.fixture(scope="module")
 def trained_image():
-    config = ct.TrainingConfig(steps=6, batch_size=2, learning_rate=3e-3, warmup_steps=2)
+    config = _config(6, 2, optim={"lr": 3e-3, "warmup_steps": 2})
     return ct.train_image_codec([SAMPLE["legacysurvey"]], TINY_IMAGE, config)
 
 
 @pytest.fixture(scope="module")
 def trained_spectrum():
-    config = ct.TrainingConfig(steps=15, batch_size=3, learning_rate=3e-3, warmup_steps=2)
+    config = _config(15, 3, optim={"lr": 3e-3, "warmup_steps": 2})
     return ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
 
 
@@ -141,17 +156,20 @@ def test_spectrum_codec_training_decreases_the_loss(trained_spectrum):
 
 
 def test_learning_rate_schedule_warms_up_then_follows_a_cosine():
-    config = ct.TrainingConfig(steps=10, warmup_steps=2, min_lr_ratio=0.1)
-    factors = [ct.learning_rate_factor(step, config) for step in range(10)]
+    """The codec run's schedule is the shared one (aion_fast.train.engine), read from its optim section."""
+    optim = _config(10, optim={"warmup_steps": 2, "min_lr_ratio": 0.1}).optim
+    factors = [
+        learning_rate_factor(step, optim.warmup_steps, 10, optim.min_lr_ratio, optim.schedule) for step in range(10)
+    ]
     assert factors[:2] == [0.5, 1.0]
     assert factors[2] == pytest.approx(1.0)
     assert all(a > b for a, b in zip(factors[2:], factors[3:]))
-    assert ct.learning_rate_factor(10, config) == pytest.approx(0.1)
-    assert ct.learning_rate_factor(5, ct.TrainingConfig(steps=10, schedule="constant")) == 1.0
+    assert learning_rate_factor(10, optim.warmup_steps, 10, optim.min_lr_ratio, optim.schedule) == pytest.approx(0.1)
+    assert learning_rate_factor(5, 0, 10, 0.0, _config(optim={"schedule": "constant"}).optim.schedule) == 1.0
 
 
 def test_training_is_deterministic_given_the_seed():
-    config = ct.TrainingConfig(steps=3, batch_size=2, learning_rate=3e-3, seed=7)
+    config = _config(3, 2, optim={"lr": 3e-3}, train={"seed": 7})
     first, history_a = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
     second, history_b = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
     assert [r["loss"] for r in history_a] == [r["loss"] for r in history_b]
@@ -160,7 +178,7 @@ def test_training_is_deterministic_given_the_seed():
 
 
 def test_bf16_autocast_step_runs():
-    config = ct.TrainingConfig(steps=1, batch_size=3, bf16=True)
+    config = _config(1, 3, train={"precision": "bf16"})
     _, history = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config)
     assert math.isfinite(history[0]["loss"])
 
@@ -180,6 +198,56 @@ def test_written_codecs_load_through_the_registry_and_encode_identically(trained
     # re-writing replaces the folder atomically
     ct.save_codecs(tmp_path, [(image_codec, m.LegacySurveyImage)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codecs"]
+
+
+def test_resumed_run_continues_with_the_uninterrupted_losses_and_weights(tmp_path):
+    """Checkpoints at steps 2 and 4 of a 6-step run (3 spectra read one row at a time, shuffle buffers of 2: step 2
+    stops inside a buffer, step 4 at its end); a run resumed from either computes the uninterrupted run's remaining
+    losses, gradient norms and learning rates, and ends on the same weights, bit for bit (CPU, deterministic)."""
+    config = _config(6, 2, data={"read_rows": 1, "shuffle_rows": 2}, optim={"lr": 3e-3, "warmup_steps": 2},
+                     checkpoint={"every_steps": 2, "keep_last": 3})  # fmt: skip
+    reference, history = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config, checkpoint_dir=tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a").glob("step_*")) == [f"step_{s:08d}" for s in (2, 4, 6)]
+    for step in (2, 4):
+        folder = tmp_path / f"resumed-{step}"
+        shutil.copytree(tmp_path / "a" / f"step_{step:08d}", folder / f"step_{step:08d}")
+        codec, after = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config, checkpoint_dir=folder)
+        assert [r["step"] for r in after] == list(range(step + 1, 7))
+        for key in ("loss", "flux_nll", "mask_bce", "grad_norm", "lr"):
+            assert [r[key] for r in after] == [r[key] for r in history[step:]], (step, key)
+        for (name, a), (_, b) in zip(reference.state_dict().items(), codec.state_dict().items()):
+            assert torch.equal(a, b), (step, name)
+    # A run whose newest checkpoint is the last step has nothing left to do; resume=false starts afresh.
+    _, nothing = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, config, checkpoint_dir=tmp_path / "a")
+    assert nothing == []
+    fresh = config.replace(checkpoint={"resume": False}, train={"max_steps": 2})
+    _, again = ct.train_spectrum_codec([SAMPLE["desi"]], TINY_SPECTRUM, fresh, checkpoint_dir=tmp_path / "a")
+    assert [r["loss"] for r in again] == [r["loss"] for r in history[:2]]
+
+
+def test_codec_training_reads_mmu_parquet_shards_as_it_reads_hdf5(tmp_path):
+    """Legacy Survey images and DESI spectra written as MMU's build scripts (HDF5) and its hub builders (Parquet)
+    give the same training records (crop, band order, weights, masks), and a codec trains from the Parquet shard."""
+    from tests.data_tests.mmu_writers import write_desi, write_hf_parquet, write_legacysurvey
+
+    images = write_legacysurvey(tmp_path / "mmu", n=4)
+    spectra = write_desi(tmp_path / "mmu", n=3)
+    for written, survey, kind in ((images, "legacysurvey", "image"), (spectra, "desi", "spectrum")):
+        parquet = write_hf_parquet(tmp_path / "hub" / survey, survey, written.columns)
+        from_hdf5, from_parquet = _records(written.path, kind), _records(parquet.path, kind)
+        assert len(from_hdf5) == len(from_parquet) == len(written.columns["object_id"])
+        for a, b in zip(from_hdf5, from_parquet):
+            assert a[0] == b[0]
+            for x, y in zip(a[1:], b[1:]):
+                assert torch.equal(x, y), kind
+    parquet_images = write_hf_parquet(tmp_path / "hub2", "legacysurvey", images.columns).path
+    (batch,) = ct._collate_images(_records(parquet_images, "image"))
+    assert batch.bands == ["DES-G", "DES-R", "DES-I", "DES-Z"] and batch.flux.shape == (4, 4, 96, 96)
+    # object 3's star halo (image_mask False from stamp row 76, crop row 68) is not scored; the rest is
+    assert not bool(batch.good[3, :, 68:].any()) and bool(batch.good[3, :, :68].all())
+    assert bool((batch.ivar[3, :, 68:] == 0).all()) and bool((batch.ivar[3, :, :68] > 0).all())
+    codec, history = ct.train_image_codec([parquet_images], TINY_IMAGE, _config(2, 2))
+    assert len(history) == 2 and all(math.isfinite(r["nll"]) for r in history) and not codec.training
 
 
 # --------------------------------------------------------------------------------------------------------- scalars
@@ -212,7 +280,7 @@ def test_scalar_fit_quantiles_match_numpy_within_the_reservoir_error(tmp_path):
                              (m.LegacySurveyEBV, columns["EBV"])):  # fmt: skip
         quantizer = fitted[modality].quantizer
         data = np.sort(values[np.isfinite(values)].astype(np.float64))
-        assert quantizer._n_total_samples == data.size
+        assert quantizer.num_samples == data.size
         codebook = quantizer.codebook.double().numpy()  # in the transformed (log) space for fluxes
         cdf_at_codes = np.searchsorted(data, codebook, side="right") / data.size
         error = np.abs(cdf_at_codes[1:-1] - levels[1:-1]).max()
@@ -258,7 +326,7 @@ def _image_file(path: Path, rows: int = 2, drop: str | None = None, bands: list[
 
 
 def test_missing_field_wrong_bands_and_empty_data_raise_clear_errors(tmp_path):
-    config = ct.TrainingConfig(steps=1, batch_size=2)
+    config = _config(1, 2)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['image_ivar'\]"):
         ct.train_image_codec([_image_file(tmp_path / "noivar.hdf5", drop="image_ivar")], TINY_IMAGE, config)
     with pytest.raises(ValueError, match=r"spectrum_flux.*desi/ or sdss/"):
@@ -274,12 +342,29 @@ def test_missing_field_wrong_bands_and_empty_data_raise_clear_errors(tmp_path):
         ct.fit_scalar_codecs([SAMPLE["desi"]], {"FLUX_G": {"codebook_size": 16, "reservoir_size": 16}})
     with pytest.raises(ValueError, match="'image' is not a scalar modality"):
         ct.fit_scalar_codecs([SAMPLE["desi"]], {"image": {}})
-    with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['stpes'\]"):
-        ct.TrainingConfig.from_dict({"stpes": 3})
-    with pytest.raises(ValueError, match="learning_rate=0 must be > 0"):
-        ct.TrainingConfig(learning_rate=0)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['stpes'\] in section 'train'"):
+        CodecTrainConfig.from_dict({"train": {"stpes": 3}})
+    with pytest.raises(ValueError, match="optim.lr must be > 0"):
+        _config(optim={"lr": 0})
     with pytest.raises(ValueError, match="does not fit ImageCodec"):
         ct.train_image_codec([SAMPLE["legacysurvey"]], {**TINY_IMAGE, "hidden_dim": 8}, config)
+
+
+def test_bundled_codec_configs_load_with_the_shared_loader():
+    root = Path(__file__).resolve().parents[2] / "configs"
+    image = ct.load_config(root / "image-codec.yaml", "image")
+    assert (image.train.max_steps, image.data.batch_size, image.optim.lr, image.optim.warmup_steps) == (
+        400_000, 256, 5e-4, 1000)  # fmt: skip
+    assert image.codec["quantizer_levels"] == [7, 5, 5, 5, 5] and image.checkpoint.resume
+    spectrum = ct.load_config(root / "spectrum-codec.yaml", "spectrum", {"train.max_steps": 7})
+    assert (spectrum.optim.schedule, spectrum.optim.weight_decay, spectrum.train.max_steps) == ("constant", 0.1, 7)
+    assert spectrum.loss.mask_weight == 1.0 and spectrum.codec["decoder_dims"][-1] == 2
+    scalar = ct.load_config(root / "scalar-codecs.yaml", "scalar")
+    assert len(scalar.codecs) == 34 and scalar.defaults == {"codebook_size": 1024, "reservoir_size": 1_000_000}
+    with pytest.raises(ValueError, match=r"unknown config section\(s\) \['training'\]"):
+        CodecTrainConfig.from_dict({"training": {"steps": 3}})  # the old flat layout: refused, known sections named
+    with pytest.raises(ValueError, match="optim.schedule='linear'"):
+        _config(optim={"schedule": "linear"})
 
 
 def _train_codec_cli(argv: list[str]) -> int:
@@ -301,7 +386,7 @@ def test_cli_trains_a_spectrum_codec_from_a_yaml(tmp_path, capsys):
 
     assert "aion_fast.train.train_codec" in COMMAND_MODULES
     config = tmp_path / "spectrum.yaml"
-    config.write_text(yaml.safe_dump({"codec": TINY_SPECTRUM, "training": {"batch_size": 3, "log_every": 1}}))
+    config.write_text(yaml.safe_dump({"codec": TINY_SPECTRUM, "data": {"batch_size": 3}, "train": {"log_every": 1}}))
     code = _train_codec_cli(["train-codec", "spectrum", "--data", str(SAMPLE["desi"]), "--config", str(config),
                              "--output", str(tmp_path / "out"), "--steps", "2"])  # fmt: skip
     assert code == 0
@@ -312,6 +397,16 @@ def test_cli_trains_a_spectrum_codec_from_a_yaml(tmp_path, capsys):
     assert [json.loads(line)["step"] for line in log] == [1, 2]
     codec = CodecManager(repo=tmp_path / "out").codec(m.DESISpectrum)
     assert codec.num_tokens == 1 + 1088 // 8
+    # Re-run with more steps: it resumes from OUTPUT/checkpoints/spectrum-codec/ and appends to the log.
+    assert (tmp_path / "out" / "checkpoints" / "spectrum-codec" / "step_00000002").is_dir()
+    code = _train_codec_cli(["train-codec", "spectrum", "--data", str(SAMPLE["desi"]), "--config", str(config),
+                             "--output", str(tmp_path / "out"), "--set", "train.max_steps=3"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and json.loads(out[out.index("\n{") + 1 :])["steps_run"] == 1
+    log = (tmp_path / "out" / "train-codec-spectrum.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2, 3]
+    # step 3 follows this run's schedule (cosine over 3 steps: 0.5 (1 + cos(2 pi / 3)) = 0.25 of the peak rate)
+    assert json.loads(log[-1])["lr"] == pytest.approx(5e-4 * 0.25, rel=1e-12)
     bad = ["train-codec", "image", "--data", str(SAMPLE["desi"]), "--config", str(config), "--output", str(tmp_path)]
     assert _train_codec_cli(bad) == 2
     assert "missing column(s)" in capsys.readouterr().err

@@ -187,3 +187,31 @@ def test_bad_arguments(tmp_path, checkpoint, capsys):
     assert "--batch-size" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a token shard"):
         TokenShard(tmp_path)
+
+
+def test_source_picks_the_survey_of_a_modality_two_surveys_give(tmp_path, checkpoint, capsys):
+    """A cross-matched LS x DESI file where both surveys carry FLUX_G (DESI's is its targeting photometry): tokenize
+    refuses to guess, and ``--source photometry=SURVEY`` tokenizes that survey's values, as ``encode`` does."""
+    from aion_fast.codecs import CodecManager
+
+    ls, desi = legacysurvey_columns(n=3), desi_columns()
+    desi["FLUX_G"] = (ls["FLUX_G"] * 2.5).astype(np.float32)
+    columns = {f"legacysurvey_{k}": v for k, v in ls.items()} | {f"desi_{k}": v for k, v in desi.items()}
+    path = write_mmu(tmp_path / "in" / "legacysurvey_x_desi.hdf5", columns)
+    assert cli_main(["tokenize", str(path), "--codecs", str(checkpoint), "--output", str(tmp_path / "none"),
+                     "--modalities", "photometry", "--quiet"]) == 2  # fmt: skip
+    assert "--source photometry=" in capsys.readouterr().err
+    codecs = CodecManager(repo=checkpoint, device="cpu")
+    tokens = {}
+    for survey, values in (("legacysurvey", ls["FLUX_G"]), ("desi", desi["FLUX_G"])):
+        out = tmp_path / survey
+        assert cli_main(["tokenize", str(path), "--codecs", str(checkpoint), "--output", str(out), "--modalities",
+                         "photometry", "--source", f"photometry={survey}", "--quiet"]) == 0  # fmt: skip
+        shard = TokenShard(out / shard_name(path))
+        assert shard.meta["job"]["sources"] == {"photometry": survey}
+        tokens[survey] = torch.from_numpy(np.asarray(shard[:].tokens["tok_flux_g"])).long().reshape(3, -1)
+        expected = codecs.encode(m.LegacySurveyFluxG(value=torch.from_numpy(values)))["tok_flux_g"].reshape(3, -1)
+        assert torch.equal(tokens[survey], expected), survey
+    assert not torch.equal(tokens["legacysurvey"], tokens["desi"])
+    assert cli_main(["tokenize", str(path), "--output", str(tmp_path / "bad"), "--source", "photometry"]) == 2
+    assert "GROUP=SURVEY" in capsys.readouterr().err
