@@ -11,6 +11,7 @@ import argparse
 import errno
 import importlib
 import sys
+from typing import Any, Protocol
 
 #: Modules that register a sub-command, in the order ``aion-fast --help`` lists them.
 COMMAND_MODULES: list[str] = [
@@ -28,6 +29,12 @@ COMMAND_MODULES: list[str] = [
 _EXTRAS = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export", "torchao": "export",
            "faiss": "downstream", "matplotlib": "downstream", "yaml": "train", "tensorboard": "train",
            "nvidia": "gpu", "flash_attn": "gpu"}  # fmt: skip
+
+
+class Subcommands(Protocol):
+    """What a command module's ``register`` receives: the result of ``parser.add_subparsers()``."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 class _Parser(argparse.ArgumentParser):

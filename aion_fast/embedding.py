@@ -12,9 +12,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from aion_fast._utils import as_normal_tensor
 from aion_fast.model import AION
 from aion_fast.precision import precision_context, resolve_precision
+from aion_fast.tensor_utils import as_normal_tensor
 
 __all__ = ["embed"]
 

@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 
 
 def _commit() -> str:
@@ -91,10 +91,10 @@ def run_timed(benchmark, fn, device: str, rounds: int = 3, warmup_rounds: int = 
 def impl_env(request, monkeypatch, bench_device):
     """Forces the aion_fast backend of this run; skips the cpp run without the extension or on CUDA."""
     impl = request.param
-    if impl == "cpp" and (bench_device != "cpu" or _backend.load_extension() is None):
+    if impl == "cpp" and (bench_device != "cpu" or dispatch.load_extension() is None):
         pytest.skip("the C++ backend runs CPU tensors with aion_fast._C built")
-    if impl == "triton" and (bench_device != "cuda" or _backend.triton_unavailable_reason() is not None):
+    if impl == "triton" and (bench_device != "cuda" or dispatch.triton_unavailable_reason() is not None):
         pytest.skip("the Triton backend runs CUDA tensors (TRITON_INTERPRET timings mean nothing)")
     if impl not in ("reference", "module"):  # module: the quantizer module as a codec calls it, nothing forced
-        monkeypatch.setenv(_backend.ENV_VAR, impl)
+        monkeypatch.setenv(dispatch.ENV_VAR, impl)
     return impl

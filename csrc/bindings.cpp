@@ -13,7 +13,7 @@ namespace aion_fast {
 void check_cpu_support();
 }
 
-// Bumped whenever a signature below changes; aion_fast/_backend.py refuses a stale build with another number.
+// Bumped whenever a signature below changes; aion_fast/dispatch.py refuses a stale build with another number.
 constexpr int kApiVersion = 7;
 
 PYBIND11_MODULE(_C, m) {

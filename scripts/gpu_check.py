@@ -162,14 +162,14 @@ def step_build(dry: bool) -> dict:
 def step_extension(dry: bool) -> dict:
     import torch
 
-    from aion_fast import _backend
+    from aion_fast import dispatch
 
-    ext = _backend.load_extension()
-    figures = {"extension": "ok" if ext is not None else _backend.extension_error(),
-               "available_backends": _backend.available_backends()}  # fmt: skip
+    ext = dispatch.load_extension()
+    figures = {"extension": "ok" if ext is not None else dispatch.extension_error(),
+               "available_backends": dispatch.available_backends()}  # fmt: skip
     problems = []
     if ext is None:
-        problems.append(f"aion_fast._C does not load: {_backend.extension_error()}")
+        problems.append(f"aion_fast._C does not load: {dispatch.extension_error()}")
     else:
         figures["build_info"] = str(ext.build_info()) if hasattr(ext, "build_info") else "n/a"
         figures["roar_has_cuda"] = bool(ext.roar_has_cuda())
@@ -182,7 +182,7 @@ def step_extension(dry: bool) -> dict:
     except Exception as exc:  # noqa: BLE001
         problems.append(f"aion_fast.kernels does not import: {type(exc).__name__}: {exc}")
     if not dry and "triton" not in figures["available_backends"]:
-        problems.append(f"Triton is not usable: {_backend.triton_unavailable_reason()}")
+        problems.append(f"Triton is not usable: {dispatch.triton_unavailable_reason()}")
     if problems:
         raise RuntimeError("; ".join(problems))
     return figures
@@ -236,7 +236,7 @@ def step_op_probes(dry: bool) -> dict:
         os.environ["TRITON_INTERPRET"] = "1"
     import torch
 
-    from aion_fast import _backend, ops
+    from aion_fast import dispatch, ops
     from aion_fast.codecs.preprocessing import band_indices, clamp_bounds, survey_bands
 
     device = _device(dry)
@@ -283,9 +283,9 @@ def step_op_probes(dry: bool) -> dict:
         copy_gbs = 2 * x.numel() / _time(lambda: y.copy_(x), device, rounds=5) / 1e9
     for name, fn, exact, nbytes in cases:
         try:
-            os.environ[_backend.ENV_VAR] = "torch"
+            os.environ[dispatch.ENV_VAR] = "torch"
             ref = fn()
-            os.environ[_backend.ENV_VAR] = "triton"
+            os.environ[dispatch.ENV_VAR] = "triton"
             ours = fn()
             probe = _probe(name, ours, ref, exact)
             if device == "cuda":
@@ -299,7 +299,7 @@ def step_op_probes(dry: bool) -> dict:
             probes.append({"op": name, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
         finally:
-            os.environ.pop(_backend.ENV_VAR, None)
+            os.environ.pop(dispatch.ENV_VAR, None)
     figures = {"device": device, "batch": b, "copy_gb_per_s": copy_gbs, "probes": probes}
     if failed:
         raise RuntimeError(json.dumps({"failed": failed, **figures}, default=str))

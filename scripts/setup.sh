@@ -56,5 +56,5 @@ run "$PY" -m pip install "${BUILD_REQUIRES[@]}"
 echo "== installing aion_fast$extras (editable; builds aion_fast._C)" >&2
 run "$PY" -m pip install --no-build-isolation -e ".$extras" "$TORCH_PIN"
 
-run "$PY" -c "import aion_fast, aion_fast._backend as b; print('aion_fast', aion_fast.__version__, \
+run "$PY" -c "import aion_fast, aion_fast.dispatch as b; print('aion_fast', aion_fast.__version__, \
 'backends:', ', '.join(b.available_backends()), '| extension:', b.extension_error() or 'ok')"

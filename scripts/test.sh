@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"  # tests never reach the network
 
 if [ "${AION_FAST_NO_EXT:-0}" != "1" ]; then
   echo "+ check that aion_fast._C loads" >&2
-  "$PY" -c "import sys, aion_fast._backend as b; b.load_extension() or sys.exit('aion_fast._C did not build or \
+  "$PY" -c "import sys, aion_fast.dispatch as b; b.load_extension() or sys.exit('aion_fast._C did not build or \
 load: ' + str(b.extension_error()) + ' (set AION_FAST_NO_EXT=1 to test the pure-Python install)')"
 fi
 

@@ -9,33 +9,33 @@ import numpy as np
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.ops import fsq_encode, lfq_encode, torch_fsq_encode
 
 
 @pytest.fixture
 def ext():
-    module = _backend.load_extension()
+    module = dispatch.load_extension()
     if module is None:
-        pytest.skip(f"C++ extension not built: {_backend.extension_error()}")
+        pytest.skip(f"C++ extension not built: {dispatch.extension_error()}")
     return module
 
 
 @pytest.fixture
 def fresh_loader(monkeypatch):
     """Forgets the cached import before and after the test, so monkeypatched loaders take effect and are undone."""
-    _backend._reset_extension_cache()
+    dispatch._reset_extension_cache()
     yield monkeypatch
     monkeypatch.undo()
-    _backend._reset_extension_cache()
+    dispatch._reset_extension_cache()
 
 
 def test_extension_loads_when_built(ext):
-    assert ext.API_VERSION == _backend.EXPECTED_API_VERSION
+    assert ext.API_VERSION == dispatch.EXPECTED_API_VERSION
     info = ext.build_info()
     assert set(info) >= {"compiler", "arch_flags", "openmp", "cuda"}
-    assert "cpp" in _backend.available_backends()
-    assert _backend.available_backends()[-1] == "torch"
+    assert "cpp" in dispatch.available_backends()
+    assert dispatch.available_backends()[-1] == "torch"
 
 
 def test_extension_argument_checks(ext):
@@ -65,7 +65,7 @@ def test_forced_cpp_without_extension_is_clear(fresh_loader, caplog):
     def missing():
         raise ImportError("simulated: no module named 'aion_fast._C'")
 
-    fresh_loader.setattr(_backend, "_import_extension", missing)
+    fresh_loader.setattr(dispatch, "_import_extension", missing)
     z = torch.randn(8, 5)
     with caplog.at_level(logging.WARNING, logger="aion_fast"):
         # unforced: falls back to torch, same indices, one warning however many calls
@@ -77,29 +77,29 @@ def test_forced_cpp_without_extension_is_clear(fresh_loader, caplog):
     warnings = [r for r in caplog.records if "aion_fast._C" in r.getMessage()]
     assert len(warnings) == 1
     assert "PyTorch path" in warnings[0].getMessage() and "simulated" in warnings[0].getMessage()
-    assert _backend.available_backends()[-1:] == ["torch"] and "cpp" not in _backend.available_backends()
+    assert dispatch.available_backends()[-1:] == ["torch"] and "cpp" not in dispatch.available_backends()
 
-    fresh_loader.setenv(_backend.ENV_VAR, "cpp")
-    with pytest.raises(_backend.BackendUnavailableError, match=r"AION_FAST_BACKEND=cpp.*fsq_encode.*simulated"):
+    fresh_loader.setenv(dispatch.ENV_VAR, "cpp")
+    with pytest.raises(dispatch.BackendUnavailableError, match=r"AION_FAST_BACKEND=cpp.*fsq_encode.*simulated"):
         fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False)
-    with pytest.raises(_backend.BackendUnavailableError, match=r"lfq_encode.*extension is not available"):
+    with pytest.raises(dispatch.BackendUnavailableError, match=r"lfq_encode.*extension is not available"):
         lfq_encode(z, channel_first=False)
 
 
 def test_stale_extension_is_refused(fresh_loader):
-    fresh_loader.setattr(_backend, "_import_extension", lambda: types.SimpleNamespace(API_VERSION=0))
-    assert _backend.load_extension() is None
-    assert "stale build" in _backend.extension_error()
+    fresh_loader.setattr(dispatch, "_import_extension", lambda: types.SimpleNamespace(API_VERSION=0))
+    assert dispatch.load_extension() is None
+    assert "stale build" in dispatch.extension_error()
 
 
 def test_forced_backend_values(monkeypatch):
     z = torch.randn(4, 5)
-    monkeypatch.setenv(_backend.ENV_VAR, "cuda")
+    monkeypatch.setenv(dispatch.ENV_VAR, "cuda")
     with pytest.raises(ValueError, match="expected one of triton, cpp, torch"):
         fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False)
-    monkeypatch.setenv(_backend.ENV_VAR, "triton")
+    monkeypatch.setenv(dispatch.ENV_VAR, "triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # with the interpreter on, forced Triton takes CPU tensors
-    with pytest.raises(_backend.BackendUnavailableError, match="tensor not on CUDA"):
+    with pytest.raises(dispatch.BackendUnavailableError, match="tensor not on CUDA"):
         fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False)
-    monkeypatch.setenv(_backend.ENV_VAR, "torch")
+    monkeypatch.setenv(dispatch.ENV_VAR, "torch")
     assert torch.equal(fsq_encode(z, [7, 5, 5, 5, 5], channel_first=False), torch_fsq_encode(z, [7, 5, 5, 5, 5]))

@@ -69,3 +69,88 @@ def test_no_isinstance_on_codec_classes_outside_codecs():
                 if any(name.endswith("Codec") for name in names):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} isinstance(..., {names})")
     assert not offenders, "clients must use the public codec stages, not class switches:\n" + "\n".join(offenders)
+
+
+#: Private names of other libraries read on purpose, with the reason (file, name).
+THIRD_PARTY_PRIVATE = {
+    # oneDNN's fused convolution/linear and weight pre-packing have no public PyTorch API (precision="fast").
+    ("aion_fast/codecs/nn/fast.py", "_reorder_convolution_weight"),
+    ("aion_fast/codecs/nn/fast.py", "_convolution_pointwise"),
+    ("aion_fast/codecs/nn/fast.py", "_reorder_linear_weight"),
+    ("aion_fast/codecs/nn/fast.py", "_linear_pointwise"),
+    # A tensor's in-place version counter: packed weights are redone when a weight changes in place.
+    ("aion_fast/codecs/nn/fast.py", "_version"),
+    # A device-side assertion that does not wait for the GPU (no public equivalent); traced by torch.compile.
+    ("aion_fast/ops/fsq.py", "_assert_async"),
+    ("aion_fast/ops/image_preprocess.py", "_assert_async"),
+}
+
+
+def _owner(path: Path) -> str:
+    """The package owning a source file: ``aion_fast.<sub>`` for subpackages, ``aion_fast`` for top-level modules."""
+    parts = _package(path).split(".")
+    return ".".join(parts[:2])
+
+
+def _defined_names(paths: list[Path]) -> set[str]:
+    """Every name a group of files defines: functions, classes, assigned names and attributes, buffers, arguments."""
+    names: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.arg):
+                names.add(node.arg)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+                names.add(node.value)  # register_buffer("_name", ...), setattr(self, "_name", ...)
+    return names
+
+
+def _private_reads(path: Path, own: set[str]) -> list[str]:
+    found = []
+    package = _package(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("aion_fast"):
+            module = node.module or ""
+            owner = ".".join(module.split(".")[:2]) if module.count(".") else "aion_fast"
+            private_module = any(part.startswith("_") for part in module.split(".")[1:])
+            private_names = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            if owner != _owner(path) and owner != package and (private_module or private_names):
+                found.append(f"{node.lineno}: from {module} import {', '.join(a.name for a in node.names)}")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            base = node.value
+            if isinstance(base, ast.Name) and base.id in ("self", "cls"):
+                continue
+            if isinstance(base, ast.Call) and getattr(base.func, "id", None) == "super":
+                continue
+            rel = str(path.relative_to(ROOT))
+            if node.attr not in own and (rel, node.attr) not in THIRD_PARTY_PRIVATE:
+                found.append(f"{node.lineno}: {ast.unparse(base)}.{node.attr}")
+    return found
+
+
+def test_no_package_reads_another_packages_private_names():
+    """Packages talk through public APIs: an underscore name is read only inside the package that defines it."""
+    sources = _sources("aion_fast", "kernels")
+    by_owner: dict[str, list[Path]] = {}
+    for path in sources:
+        by_owner.setdefault(_owner(path), []).append(path)
+    defined = {owner: _defined_names(paths) for owner, paths in by_owner.items()}
+    offenders = [
+        f"{path.relative_to(ROOT)}:{hit}" for path in sources for hit in _private_reads(path, defined[_owner(path)])
+    ]
+    assert not offenders, "private names read across packages:\n" + "\n".join(offenders)
+
+
+def test_the_private_check_catches_a_foreign_private_read(tmp_path):
+    source = ROOT / "aion_fast" / "train" / "probe_private.py"
+    try:
+        source.write_text("from aion_fast.dispatch import _decide\n\ndef f(codec):\n    return codec._prepare\n")
+        hits = _private_reads(source, _defined_names([source]) - {"_prepare"})
+    finally:
+        source.unlink()
+    assert [hit.split(":")[0] for hit in hits] == ["1", "4"]

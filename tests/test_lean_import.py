@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 LEAN_MODULES = [
     "aion_fast",
-    "aion_fast._backend",
+    "aion_fast.dispatch",
     "aion_fast.settings",
     "aion_fast.precision",
     "aion_fast.ops",
@@ -60,11 +60,11 @@ def test_eager_cpu_ops_stay_lean():
     """The first eager op call bypasses torch.library dispatch, which would import torch._dynamo and Triton."""
     run_probe(
         "import torch\n"
-        "from aion_fast import _backend\n"
+        "from aion_fast import dispatch\n"
         "from aion_fast.ops import fsq_decode, fsq_encode, lfq_decode, lfq_encode\n"
         "idx = fsq_encode(torch.randn(6, 5), [7, 5, 5, 5, 5], channel_first=False)\n"
         "fsq_decode(idx, [7, 5, 5, 5, 5])\n"
         "lfq_decode(lfq_encode(torch.randn(6, 10), channel_first=False), 10)\n"
-        "_backend.available_backends()\n"
+        "dispatch.available_backends()\n"
         "check('eager CPU op calls')"
     )

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from aion_fast import hub
-from aion_fast._utils import as_normal_tensor
 from aion_fast.codecs.registry import codec_class_for
 from aion_fast.modalities import Modality
 from aion_fast.quantizers import Quantizer
+from aion_fast.tensor_utils import as_normal_tensor
 
 #: ``torch.nn.init`` functions that only randomise weights (every one returns its tensor unchanged when skipped).
 _RANDOM_INIT_FUNCTIONS = (

@@ -38,7 +38,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from aion_fast._utils import as_normal_tensor
 from aion_fast.codecs.base import Codec
 from aion_fast.codecs.nn.magvit import MagVitAE
 from aion_fast.codecs.preprocessing import (
@@ -51,6 +50,7 @@ from aion_fast.modalities import BAND_CLAMP_MAX, BAND_TO_INDEX, HSCImage, Image,
 from aion_fast.ops.image_postprocess import image_postprocess, torch_image_postprocess
 from aion_fast.ops.image_preprocess import image_preprocess, torch_image_preprocess
 from aion_fast.quantizers import FiniteScalarQuantizer
+from aion_fast.tensor_utils import as_normal_tensor
 
 __all__ = ["ImageCodec", "ImageEncoderNetwork", "NUM_BANDS", "PreprocessedImage", "SubsampledLinear"]
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from aion_fast._utils import as_normal_tensor
 from aion_fast.codecs.base import Codec
 from aion_fast.codecs.registry import codec_class_for
 from aion_fast.hub import DEFAULT_REPO_ID
 from aion_fast.modalities import Modality
 from aion_fast.precision import precision_context, resolve_precision
+from aion_fast.tensor_utils import as_normal_tensor
 
 
 class ModalityTypeError(TypeError):

@@ -48,7 +48,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from aion_fast._utils import as_normal_tensor
 from aion_fast.codecs.base import Codec
 from aion_fast.codecs.nn.convnext import ConvNeXtDecoder1d, ConvNeXtEncoder1d
 from aion_fast.codecs.spectral_grid import LatentSpectralGrid, rows_without_overlap
@@ -56,6 +55,7 @@ from aion_fast.modalities import DESISpectrum, Spectrum
 from aion_fast.ops.spectrum_to_latent import spectrum_to_latent, torch_spectrum_to_latent
 from aion_fast.ops.spectrum_to_observed import spectrum_to_observed, torch_spectrum_to_observed
 from aion_fast.quantizers import LookupFreeQuantizer, Quantizer, ScalarLinearQuantizer
+from aion_fast.tensor_utils import as_normal_tensor
 
 __all__ = ["SpectrumCodec", "SpectrumEncoderNetwork", "SpectrumInput", "SpectrumLatents", "SpectrumOutput"]
 

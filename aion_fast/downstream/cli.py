@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aion_fast.downstream.parquet import id_array, id_key
+
+if TYPE_CHECKING:
+    from aion_fast.cli import Subcommands
 
 
 def _read_labels(path: str, id_column: str, target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +128,7 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subcommands) -> None:
     """Adds ``search`` (neighbours of objects by id) and ``probe`` (fit and score a head on labelled embeddings)."""
     search = commands.add_parser("search", help="nearest neighbours (cosine) of objects in embedding Parquet files")
     search.add_argument("embeddings", help="Parquet file or directory (e.g. the output of `aion-fast encode`)")

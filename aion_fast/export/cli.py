@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aion_fast.cli import Subcommands
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -41,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subcommands) -> None:
     """Adds ``export``."""
     parser = commands.add_parser(
         "export",

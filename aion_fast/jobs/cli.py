@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from aion_fast.data.columns import MODALITY_GROUPS, SURVEY_DEFAULT_GROUPS, parse_sources
 from aion_fast.precision import PRECISIONS
+
+if TYPE_CHECKING:
+    from aion_fast.cli import Subcommands
 
 __all__ = ["register"]
 
@@ -97,7 +101,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subcommands) -> None:
     """Adds ``encode`` and ``merge-manifest``."""
     from aion_fast.jobs.encode import ROW_GROUP_ROWS
 

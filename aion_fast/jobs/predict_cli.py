@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from aion_fast.data.columns import MODALITY_GROUPS, parse_sources
 from aion_fast.jobs.cli import _groups
+
+if TYPE_CHECKING:
+    from aion_fast.cli import Subcommands
 
 __all__ = ["register"]
 
@@ -76,7 +80,7 @@ def _run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subcommands) -> None:
     """Adds ``predict`` and ``predict-check``."""
     from aion_fast.jobs.predict import ROW_GROUP_ROWS, TARGET_ALIASES
 

@@ -1,4 +1,4 @@
-"""Attention for the transformer blocks: prepared masks, and the backends chosen by :mod:`aion_fast._backend`.
+"""Attention for the transformer blocks: prepared masks, and the backends chosen by :mod:`aion_fast.dispatch`.
 
 Masks follow the reference convention (True = the key is hidden) until they reach SDPA, where
 :class:`AttentionMask` inverts them once per forward. The reference fills hidden scores with ``-finfo.max``, so a
@@ -6,7 +6,7 @@ query whose keys are *all* hidden gets the mean of the values: :class:`Attention
 them unmasked and their output is replaced by the value mean (:meth:`AION.forward`'s decoder self-attention is
 always such a mask). Training averages over a row's *selected* queries only (``AttentionMask.uniform_keys``).
 
-Three attention paths, each a family ``attention`` choice of :func:`aion_fast._backend.select`:
+Three attention paths, each a family ``attention`` choice of :func:`aion_fast.dispatch.select`:
 
 * dense: :func:`torch.nn.functional.scaled_dot_product_attention`, with no mask when nothing is hidden;
 * key padding (:class:`KeyPadding`, inference groups whose objects lack some tokens, present tokens first): flash-attn
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aion_fast import settings
-from aion_fast._backend import Backend, no_reasons, select
+from aion_fast.dispatch import Backend, no_reasons, select
 
 __all__ = [
     "AttentionMask",

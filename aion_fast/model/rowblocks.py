@@ -1,4 +1,4 @@
-"""CPU inference of an encoder block in row blocks (family ``blocks`` of :mod:`aion_fast._backend`: ``rows``).
+"""CPU inference of an encoder block in row blocks (family ``blocks`` of :mod:`aion_fast.dispatch`: ``rows``).
 
 Without autograd on a CPU, the position-wise parts of :class:`~aion_fast.model.blocks.EncoderBlock` (norms, ``qkv``,
 ``proj``, MLP, residuals) run over blocks of ``AION_FAST_CPU_ROW_BLOCK`` rows (default 2,048) of the flattened
@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from aion_fast import settings
-from aion_fast._backend import Backend, no_reasons, select
-from aion_fast._utils import linear_into
+from aion_fast.dispatch import Backend, no_reasons, select
 from aion_fast.model.attention import AttentionMask
+from aion_fast.tensor_utils import linear_into
 
 __all__ = ["BLOCK_BACKENDS", "forward_row_blocks", "use_row_blocks"]
 

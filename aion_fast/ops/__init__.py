@@ -3,7 +3,7 @@
 Each module ``aion_fast.ops.<op>`` holds, in this order: the fp32 PyTorch reference ``torch_<op>`` (the tests'
 oracle and the fallback), the compiled paths registered as ``torch.library`` custom ops in the ``aion_fast``
 namespace (so ``torch.compile`` traces them), and the public dispatching functions. Backends are chosen per call by
-:func:`aion_fast._backend.select` (``AION_FAST_BACKEND`` forces one).
+:func:`aion_fast.dispatch.select` (``AION_FAST_BACKEND`` forces one).
 
 * :mod:`aion_fast.ops.fsq`: :func:`fsq_encode`, :func:`fsq_decode` (finite scalar quantisation).
 * :mod:`aion_fast.ops.lfq`: :func:`lfq_encode`, :func:`lfq_decode` (lookup-free quantisation).

@@ -65,8 +65,8 @@ from typing import Any
 
 import torch
 
-from aion_fast import _backend
-from aion_fast._backend import Backend
+from aion_fast import dispatch
+from aion_fast.dispatch import Backend
 
 __all__ = [
     "fsq_decode",
@@ -244,9 +244,9 @@ def fused_tanh_unavailable_reason() -> str | None:
     """
     if _tanh_status:
         return _tanh_status[0]
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     if ext is None:
-        return f"the C++ extension is not available ({_backend.extension_error()})"
+        return f"the C++ extension is not available ({dispatch.extension_error()})"
     import os
 
     library = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
@@ -373,7 +373,7 @@ def _encode_by_thresholds(
 
 def _fsq_encode_cpp_impl(z: torch.Tensor, levels: list[int], eps: float, channel_first: bool) -> torch.Tensor:
     """Non-empty float32 CPU latents in either layout -> int32 indices via aion_fast._C; ValueError on NaN."""
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     thresholds = decision_thresholds(tuple(levels), eps)
     if isinstance(thresholds, _Thresholds):
         return _encode_by_thresholds(ext, z, thresholds, channel_first)
@@ -451,7 +451,7 @@ def _(z: torch.Tensor, levels: list[int], eps: float, channel_first: bool) -> to
 
 def _fsq_decode_cpp_impl(indices: torch.Tensor, levels: list[int]) -> torch.Tensor:
     """(...) int32 CPU indices -> (..., D) float32 codes via aion_fast._C; raises ValueError when out of range."""
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     c = _constants(tuple(levels), 0.0)
     flat = indices.reshape(-1).contiguous()
     out = torch.empty((flat.shape[0], len(levels)), dtype=torch.float32)
@@ -524,22 +524,22 @@ def _exact_packing_reasons(levels: tuple[int, ...], eps: float) -> list[str]:
 
 
 def _cpp_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> list[str]:
-    return _backend.cpp_reasons(z) + _exact_packing_reasons(levels, eps)
+    return dispatch.cpp_reasons(z) + _exact_packing_reasons(levels, eps)
 
 
 def _triton_encode_reasons(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> list[str]:
-    return _backend.triton_reasons(z) + _exact_packing_reasons(levels, eps)
+    return dispatch.triton_reasons(z) + _exact_packing_reasons(levels, eps)
 
 
 def _cpp_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[str]:
-    reasons = _backend.cpp_reasons(indices)
+    reasons = dispatch.cpp_reasons(indices)
     if math.prod(levels) > 2**31 - 1:
         reasons.append("prod(levels) does not fit in int32")
     return reasons
 
 
 def _triton_decode_reasons(indices: torch.Tensor, levels: tuple[int, ...]) -> list[str]:
-    reasons = _backend.triton_reasons(indices)
+    reasons = dispatch.triton_reasons(indices)
     if math.prod(levels) > 2**31 - 1:
         reasons.append("prod(levels) does not fit in int32")
     return reasons
@@ -566,13 +566,13 @@ def _run_cpp_decode(indices: torch.Tensor, levels: tuple[int, ...]) -> torch.Ten
 _ENCODE_BACKENDS = (
     Backend("triton", _triton_encode_reasons, _run_triton_encode),
     Backend("cpp", _cpp_encode_reasons, _run_cpp_encode),
-    Backend("torch", _backend.no_reasons, _run_torch_encode),
+    Backend("torch", dispatch.no_reasons, _run_torch_encode),
 )
 
 _DECODE_BACKENDS = (
     Backend("triton", _triton_decode_reasons, _run_triton_decode),
     Backend("cpp", _cpp_decode_reasons, _run_cpp_decode),
-    Backend("torch", _backend.no_reasons, torch_fsq_decode),
+    Backend("torch", dispatch.no_reasons, torch_fsq_decode),
 )
 
 
@@ -611,7 +611,7 @@ def fsq_encode(
     if not wide and dtype is not torch.int32:
         raise ValueError(f"fsq_encode: dtype must be torch.int32 or torch.int64, got {dtype}")
     if type(z) is torch.Tensor and z.dtype is torch.float32 and z.is_cpu and not torch.compiler.is_compiling():
-        ext = _backend.direct_extension()
+        ext = dispatch.direct_extension()
         if ext is not None:
             indices = _fsq_encode_direct(ext, z, levels, eps, channel_first, wide)
             if indices is not None:
@@ -632,9 +632,9 @@ def fsq_encode(
     channel_first = bool(channel_first)
     if z.numel() == 0:
         return torch.empty(_index_shape(z, channel_first), dtype=dtype, device=z.device)
-    with _backend.no_autocast(z.device):
+    with dispatch.no_autocast(z.device):
         z = z.detach().to(torch.float32)
-        backend = _backend.select("fsq_encode", _ENCODE_BACKENDS, z, lv, eps, channel_first, key=(lv, eps))
+        backend = dispatch.select("fsq_encode", _ENCODE_BACKENDS, z, lv, eps, channel_first, key=(lv, eps))
         return backend.run(z, lv, eps, channel_first).to(dtype)
 
 
@@ -657,7 +657,7 @@ def fsq_decode(indices: torch.Tensor, levels: LevelsLike) -> torch.Tensor:
     if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
         raise TypeError(f"fsq_decode: indices must be an integer tensor, got {indices.dtype}")
     codebook = math.prod(lv)
-    backend = _backend.select("fsq_decode", _DECODE_BACKENDS, indices, lv, key=(lv,))
+    backend = dispatch.select("fsq_decode", _DECODE_BACKENDS, indices, lv, key=(lv,))
     if backend.name != "cpp" or indices.dtype != torch.int32:  # the C++ op checks int32 indices itself
         if indices.numel():
             lo, hi = torch.aminmax(indices)

@@ -42,8 +42,8 @@ from collections.abc import Sequence
 
 import torch
 
-from aion_fast import _backend
-from aion_fast._backend import Backend
+from aion_fast import dispatch
+from aion_fast.dispatch import Backend
 
 __all__ = ["image_postprocess", "torch_image_postprocess"]
 
@@ -107,7 +107,7 @@ def _image_postprocess_cpp_impl(
     mult_factor: float,
 ) -> torch.Tensor:
     """(B, D, H, W) float32 CPU decoder output -> (B, C, H, W) float32 via torch.matmul + aion_fast._C."""
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     projected = _project(h, weight).contiguous()
     batch, height, width, _ = projected.shape
     out = torch.empty((batch, len(channels), height, width), dtype=torch.float32)
@@ -157,8 +157,8 @@ def _run_cpp(*args) -> torch.Tensor:
 
 
 def _cpp_reasons(h: torch.Tensor, *_) -> list[str]:
-    reasons = _backend.cpp_reasons(h)
-    ext = _backend.load_extension()
+    reasons = dispatch.cpp_reasons(h)
+    ext = dispatch.load_extension()
     if ext is not None and not hasattr(ext, "image_postprocess"):
         reasons.append("aion_fast._C was built without image_postprocess (stale build: rebuild it)")
     return reasons
@@ -181,9 +181,9 @@ def _run_triton(h: torch.Tensor, weight: torch.Tensor, *args) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------------
 
 _BACKENDS = (
-    Backend("triton", lambda h, *_: _backend.triton_reasons(h), _run_triton),
+    Backend("triton", lambda h, *_: dispatch.triton_reasons(h), _run_triton),
     Backend("cpp", _cpp_reasons, _run_cpp),
-    Backend("torch", _backend.no_reasons, torch_image_postprocess),
+    Backend("torch", dispatch.no_reasons, torch_image_postprocess),
 )
 
 
@@ -239,5 +239,5 @@ def image_postprocess(
         )
     tensors = [t.detach().to(torch.float32) for t in (h, weight, bias)]
     args = (*tensors, channels, float(zeropoint_scale), float(range_compression_factor), float(mult_factor))
-    with _backend.no_autocast(h.device):
-        return _backend.select("image_postprocess", _BACKENDS, *args).run(*args)
+    with dispatch.no_autocast(h.device):
+        return dispatch.select("image_postprocess", _BACKENDS, *args).run(*args)

@@ -45,8 +45,8 @@ from collections.abc import Sequence
 
 import torch
 
-from aion_fast import _backend
-from aion_fast._backend import Backend
+from aion_fast import dispatch
+from aion_fast.dispatch import Backend
 
 __all__ = [
     "center_crop",
@@ -165,7 +165,7 @@ def _image_preprocess_cpp_impl(
     what: str,
 ) -> torch.Tensor:
     """(B, C, H, W) float32 CPU images -> (B, S, S, num_bands) float32 via aion_fast._C; ValueError on NaN/inf."""
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     batch, _, height, width = flux.shape
     top, left = crop_origin(height, width, crop_size)
     if not flux.is_contiguous():  # copy only the window
@@ -244,8 +244,8 @@ def _run_triton(flux: torch.Tensor, *args) -> torch.Tensor:
 
 
 def _triton_reasons(flux: torch.Tensor, *_) -> list[str]:
-    reasons = _backend.triton_reasons(flux)
-    if _backend.forced_backend() != "triton":
+    reasons = dispatch.triton_reasons(flux)
+    if dispatch.forced_backend() != "triton":
         reasons.append("Triton arcsinh not yet validated bit for bit on a GPU (force it with AION_FAST_BACKEND=triton)")
     return reasons
 
@@ -256,8 +256,8 @@ def _triton_reasons(flux: torch.Tensor, *_) -> list[str]:
 
 
 def _cpp_reasons(flux: torch.Tensor, *_) -> list[str]:
-    reasons = _backend.cpp_reasons(flux)
-    ext = _backend.load_extension()
+    reasons = dispatch.cpp_reasons(flux)
+    ext = dispatch.load_extension()
     if ext is not None and not hasattr(ext, "image_preprocess"):
         reasons.append("aion_fast._C was built without image_preprocess (stale build: rebuild it)")
     return reasons
@@ -271,7 +271,7 @@ def _run_cpp(flux: torch.Tensor, *args) -> torch.Tensor:
 _BACKENDS = (
     Backend("triton", _triton_reasons, _run_triton),
     Backend("cpp", _cpp_reasons, _run_cpp),
-    Backend("torch", _backend.no_reasons, torch_image_preprocess),
+    Backend("torch", dispatch.no_reasons, torch_image_preprocess),
 )
 
 
@@ -349,6 +349,6 @@ def image_preprocess(
         int(num_bands),
         what,
     )
-    with _backend.no_autocast(flux.device):
-        backend = _backend.select("image_preprocess", _BACKENDS, flux, *args)
+    with dispatch.no_autocast(flux.device):
+        backend = dispatch.select("image_preprocess", _BACKENDS, flux, *args)
         return backend.run(flux, *args)

@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from aion_fast import _backend
-from aion_fast._backend import Backend
+from aion_fast import dispatch
+from aion_fast.dispatch import Backend
 from aion_fast.ops.fsq import _as_odi
 
 __all__ = ["lfq_decode", "lfq_encode", "torch_lfq_decode", "torch_lfq_encode"]
@@ -105,7 +105,7 @@ def _index_shape(z: torch.Tensor, channel_first: bool) -> tuple[int, ...]:
 def _lfq_encode_cpp_impl(z: torch.Tensor, channel_first: bool, ext: Any = None, wide: bool = False) -> torch.Tensor:
     """Non-empty float32 CPU latents in either layout -> int32 (``wide``: int64) indices via aion_fast._C (read in
     place; the extension allocates the indices, wrapped without a copy)."""
-    ext = ext if ext is not None else _backend.load_extension()
+    ext = ext if ext is not None else dispatch.load_extension()
     if channel_first and z.ndim == 3:  # (B, D, T): already the kernel's (O, D, I) view, indices (B, T)
         return torch.from_numpy(ext.lfq_encode_new(z.numpy(), wide=wide))
     indices = torch.from_numpy(ext.lfq_encode_new(_as_odi(z, channel_first).numpy(), wide=wide))
@@ -140,7 +140,7 @@ def _(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
 
 def _lfq_decode_cpp_impl(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
     """(...) int32 CPU indices -> (..., dim) float32 codes via aion_fast._C; ValueError when out of range."""
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     flat = indices.reshape(-1).contiguous()
     out = torch.empty((flat.shape[0], dim), dtype=torch.float32)
     n_bad = ext.lfq_decode(flat.numpy(), scale, out.numpy())
@@ -165,15 +165,15 @@ def _(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
 
 
 def _cpp_decode_reasons(indices: torch.Tensor, dim: int, scale: float) -> list[str]:
-    return _backend.cpp_reasons(indices)
+    return dispatch.cpp_reasons(indices)
 
 
 def _cpp_encode_reasons(z: torch.Tensor, channel_first: bool) -> list[str]:
-    return _backend.cpp_reasons(z)
+    return dispatch.cpp_reasons(z)
 
 
 def _triton_reasons(x: torch.Tensor, *_) -> list[str]:
-    return _backend.triton_reasons(x)
+    return dispatch.triton_reasons(x)
 
 
 def _run_torch_encode(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
@@ -207,13 +207,13 @@ def _run_triton_decode(indices: torch.Tensor, dim: int, scale: float) -> torch.T
 _ENCODE_BACKENDS = (
     Backend("triton", _triton_reasons, _run_triton_encode),
     Backend("cpp", _cpp_encode_reasons, _run_cpp_encode),
-    Backend("torch", _backend.no_reasons, _run_torch_encode),
+    Backend("torch", dispatch.no_reasons, _run_torch_encode),
 )
 
 _DECODE_BACKENDS = (
     Backend("triton", _triton_reasons, _run_triton_decode),
     Backend("cpp", _cpp_decode_reasons, _run_cpp_decode),
-    Backend("torch", _backend.no_reasons, torch_lfq_decode),
+    Backend("torch", dispatch.no_reasons, torch_lfq_decode),
 )
 
 
@@ -242,7 +242,7 @@ def lfq_encode(z: torch.Tensor, channel_first: bool = True, *, dtype: torch.dtyp
     if not wide and dtype is not torch.int32:
         raise ValueError(f"lfq_encode: dtype must be torch.int32 or torch.int64, got {dtype}")
     if type(z) is torch.Tensor and z.dtype is torch.float32 and z.is_cpu and not torch.compiler.is_compiling():
-        ext = _backend.direct_extension()
+        ext = dispatch.direct_extension()
         if ext is not None:
             indices = _lfq_encode_direct(ext, z, channel_first, wide)
             if indices is not None:
@@ -257,9 +257,9 @@ def lfq_encode(z: torch.Tensor, channel_first: bool = True, *, dtype: torch.dtyp
     channel_first = bool(channel_first)
     if z.numel() == 0:
         return torch.empty(_index_shape(z, channel_first), dtype=dtype, device=z.device)
-    with _backend.no_autocast(z.device):
+    with dispatch.no_autocast(z.device):
         z = z.detach().to(torch.float32)
-        return _backend.select("lfq_encode", _ENCODE_BACKENDS, z, channel_first).run(z, channel_first).to(dtype)
+        return dispatch.select("lfq_encode", _ENCODE_BACKENDS, z, channel_first).run(z, channel_first).to(dtype)
 
 
 def lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> torch.Tensor:
@@ -285,7 +285,7 @@ def lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> torch.Ten
         raise ValueError(f"lfq_decode: scale must be finite, got {scale}")
     if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
         raise TypeError(f"lfq_decode: indices must be an integer tensor, got {indices.dtype}")
-    backend = _backend.select("lfq_decode", _DECODE_BACKENDS, indices, dim, scale)
+    backend = dispatch.select("lfq_decode", _DECODE_BACKENDS, indices, dim, scale)
     if backend.name != "cpp" or indices.dtype != torch.int32:  # the C++ op checks int32 indices itself
         if indices.numel():
             lo, hi = torch.aminmax(indices)

@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import torch
 
-from aion_fast import _backend
-from aion_fast._backend import Backend
+from aion_fast import dispatch
+from aion_fast.dispatch import Backend
 
 __all__ = ["philox4x32_10", "roar_step", "torch_roar_sample", "torch_roar_select", "torch_roar_step"]
 
@@ -223,7 +223,7 @@ def torch_roar_step(
 
 def _cpp_roar_step(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, step,
                    next_step, next_count, temperature, top_k, top_p) -> torch.Tensor:  # fmt: skip
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     rows = positions.shape[0]
     if logits.shape[0] != rows:  # logits shared by groups of consecutive chains: the kernel reads one row per chain
         logits = logits.repeat_interleave(rows // logits.shape[0], dim=0)
@@ -260,7 +260,7 @@ def cuda_scratch_plan(
 
 def _cuda_roar_step(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, step,
                     next_step, next_count, temperature, top_k, top_p) -> torch.Tensor:  # fmt: skip
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     device = tokens.device
     rows = positions.shape[0]
     if logits.shape[0] != rows:
@@ -291,9 +291,9 @@ def _cpp_reasons(logits: torch.Tensor, *_: object) -> list[str]:
     """Why ``aion_fast._C`` cannot run this step: CPU tensors need the extension, CUDA tensors its CUDA kernel."""
     if logits.device.type not in ("cpu", "cuda"):
         return [f"tensor on {logits.device.type}; the extension has CPU and CUDA kernels only"]
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     if ext is None:
-        return [f"the C++ extension is not available ({_backend.extension_error()})"]
+        return [f"the C++ extension is not available ({dispatch.extension_error()})"]
     if not hasattr(ext, "roar_step"):
         return ["aion_fast._C was built before the ROAR op existed; rebuild it"]
     if logits.device.type == "cuda" and not ext.roar_has_cuda():
@@ -351,9 +351,9 @@ def _run_cpp(logits: torch.Tensor, *args: object) -> torch.Tensor:
 
 
 _STEP_BACKENDS = (
-    Backend("triton", _backend.triton_kernel_missing, _backend.no_kernel),
+    Backend("triton", dispatch.triton_kernel_missing, dispatch.no_kernel),
     Backend("cpp", _cpp_reasons, _run_cpp),
-    Backend("torch", _backend.no_reasons, torch_roar_step),
+    Backend("torch", dispatch.no_reasons, torch_roar_step),
 )
 
 
@@ -460,7 +460,7 @@ def roar_step(
                 f"roar_step: next_count={next_count} must lie in [0, {unknown_after}] (positions still unknown after "
                 "this step)"
             )
-    backend = _backend.select("roar_step", _STEP_BACKENDS, logits)
+    backend = dispatch.select("roar_step", _STEP_BACKENDS, logits)
     return backend.run(
         logits.detach(), positions, tokens, input_mask, target_mask, object_ids, sample_ids, int(seed), step,
         next_step, next_count, float(temperature), top_k, float(top_p),

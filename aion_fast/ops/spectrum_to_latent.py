@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import torch
 
-from aion_fast import _backend
-from aion_fast._backend import Backend
+from aion_fast import dispatch
+from aion_fast.dispatch import Backend
 
 __all__ = [
     "interp_to_grid",
@@ -200,7 +200,7 @@ def _spectrum_to_latent_cpp_impl(
     clip_ivar: float | None,
 ) -> torch.Tensor:
     """(B, L) float32 CPU spectra -> (B, 2, G) float32 via aion_fast._C (the square root taken by PyTorch)."""
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     out = torch.empty((flux.shape[0], 2, grid.shape[0]), dtype=torch.float32)
     ext.spectrum_to_latent(
         flux.contiguous().numpy(),
@@ -250,8 +250,8 @@ def _(
 
 
 def _cpp_reasons(flux: torch.Tensor, *_) -> list[str]:
-    reasons = _backend.cpp_reasons(flux)
-    ext = _backend.load_extension()
+    reasons = dispatch.cpp_reasons(flux)
+    ext = dispatch.load_extension()
     if ext is not None and not hasattr(ext, "spectrum_to_latent"):
         reasons.append("aion_fast._C was built without spectrum_to_latent (stale build: rebuild it)")
     return reasons
@@ -263,8 +263,8 @@ def _run_cpp(*args) -> torch.Tensor:
 
 
 def _triton_reasons(flux: torch.Tensor, *_) -> list[str]:
-    reasons = _backend.triton_reasons(flux)
-    if _backend.forced_backend() != "triton":
+    reasons = dispatch.triton_reasons(flux)
+    if dispatch.forced_backend() != "triton":
         reasons.append("Triton arcsinh not yet validated bit for bit on a GPU (force it with AION_FAST_BACKEND=triton)")
     return reasons
 
@@ -279,7 +279,7 @@ def _run_triton(flux, ivar, wavelength, scale, grid, input_scaling, clip_flux, c
 _BACKENDS = (
     Backend("triton", _triton_reasons, _run_triton),
     Backend("cpp", _cpp_reasons, _run_cpp),
-    Backend("torch", _backend.no_reasons, torch_spectrum_to_latent),
+    Backend("torch", dispatch.no_reasons, torch_spectrum_to_latent),
 )
 
 
@@ -350,5 +350,5 @@ def spectrum_to_latent(
         _require_increasing(tensors[4][None], "grid", "grid")
     args = (*tensors, float(input_scaling), None if clip_flux is None else float(clip_flux))
     args = (*args, None if clip_ivar is None else float(clip_ivar))
-    with _backend.no_autocast(tensors[0].device):
-        return _backend.select("spectrum_to_latent", _BACKENDS, *args).run(*args)
+    with dispatch.no_autocast(tensors[0].device):
+        return dispatch.select("spectrum_to_latent", _BACKENDS, *args).run(*args)

@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import torch
 
-from aion_fast import _backend
-from aion_fast._backend import Backend
+from aion_fast import dispatch
+from aion_fast.dispatch import Backend
 from aion_fast.ops.spectrum_to_latent import interpolate
 
 __all__ = ["interp_from_grid", "spectrum_to_observed", "torch_spectrum_to_observed"]
@@ -121,7 +121,7 @@ def _spectrum_to_observed_cpp_impl(
     values: torch.Tensor, grid: torch.Tensor, wavelength: torch.Tensor | None, scale: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, K, G) float32 CPU values -> flux (B, M) float32, mask (B, M) bool via aion_fast._C."""
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     values, grid = values.contiguous(), grid.contiguous()
     wavelength = None if wavelength is None else wavelength.contiguous()
     points = grid.shape[0] if wavelength is None else wavelength.shape[1]
@@ -162,8 +162,8 @@ def _run_cpp(*args) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _cpp_reasons(values: torch.Tensor, *_) -> list[str]:
-    reasons = _backend.cpp_reasons(values)
-    ext = _backend.load_extension()
+    reasons = dispatch.cpp_reasons(values)
+    ext = dispatch.load_extension()
     if ext is not None and not hasattr(ext, "spectrum_to_observed"):
         reasons.append("aion_fast._C was built without spectrum_to_observed (stale build: rebuild it)")
     return reasons
@@ -191,9 +191,9 @@ def _run_triton(values, grid, wavelength, scale) -> tuple[torch.Tensor, torch.Te
 # ---------------------------------------------------------------------------------------------------------------------
 
 _BACKENDS = (
-    Backend("triton", lambda values, *_: _backend.triton_reasons(values), _run_triton),
+    Backend("triton", lambda values, *_: dispatch.triton_reasons(values), _run_triton),
     Backend("cpp", _cpp_reasons, _run_cpp),
-    Backend("torch", _backend.no_reasons, torch_spectrum_to_observed),
+    Backend("torch", dispatch.no_reasons, torch_spectrum_to_observed),
 )
 
 
@@ -255,5 +255,5 @@ def spectrum_to_observed(
     wavelength = None if wavelength is None else wavelength.detach().to(torch.float32)
     scale = None if scale is None else scale.detach().to(torch.float32)
     args = (values, grid, wavelength, scale)
-    with _backend.no_autocast(values.device):
-        return _backend.select("spectrum_to_observed", _BACKENDS, *args).run(*args)
+    with dispatch.no_autocast(values.device):
+        return dispatch.select("spectrum_to_observed", _BACKENDS, *args).run(*args)

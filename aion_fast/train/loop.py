@@ -37,7 +37,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -64,6 +64,9 @@ from aion_fast.train.engine import (
     step_seed,
 )
 from aion_fast.train.objective import MaskedModelingObjective
+
+if TYPE_CHECKING:
+    from aion_fast.cli import Subcommands
 
 __all__ = ["Trainer", "learning_rate_factor", "parameter_groups", "register", "step_seed"]
 
@@ -405,7 +408,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subcommands) -> None:
     """Adds ``train``: masked multimodal training of the transformer (also under ``torchrun``)."""
     parser = commands.add_parser("train", help="train the transformer on token shards (torchrun for several GPUs)")
     add_arguments(parser)

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from aion_fast.jobs.manifest import distributed_rank, file_sha256, shards_of_ran
 from aion_fast.jobs.plan import shard_names
 from aion_fast.model.modality_info import MODALITY_INFO
 from aion_fast.train.tokens import SHARD_FORMAT
+
+if TYPE_CHECKING:
+    from aion_fast.cli import Subcommands
 
 __all__ = ["DEFAULT_TOKENIZE_GROUPS", "register", "tokenize_files"]
 
@@ -326,7 +329,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subcommands) -> None:
     """Adds ``tokenize``."""
     parser = commands.add_parser(
         "tokenize",

@@ -19,7 +19,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aion_fast.cli import Subcommands
 
 __all__ = ["register", "run_train_codec"]
 
@@ -131,7 +134,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Subcommands) -> None:
     """Adds ``train-codec``."""
     parser = commands.add_parser(
         "train-codec",

@@ -302,13 +302,13 @@ def test_base_size_tokens_and_decode_match_reference(tmp_path):
 @pytest.mark.parametrize("survey", ["DES", "HSC"])
 def test_decode_backends_agree(image_codec_small, image_des_tokens, monkeypatch, survey):
     """The decode epilogue (aion_fast.ops.image_postprocess) gives the same images on the torch and C++ paths."""
-    from aion_fast import _backend
+    from aion_fast import dispatch
 
-    if _backend.load_extension() is None:
-        pytest.skip(f"C++ extension not built: {_backend.extension_error()}")
+    if dispatch.load_extension() is None:
+        pytest.skip(f"C++ extension not built: {dispatch.extension_error()}")
     modality = m.LegacySurveyImage if survey == "DES" else m.HSCImage
     images = {}
     for name in ("torch", "cpp"):
-        monkeypatch.setenv(_backend.ENV_VAR, name)
+        monkeypatch.setenv(dispatch.ENV_VAR, name)
         images[name] = image_codec_small.decode(image_des_tokens, modality=modality).flux
     assert_close_rel(images["cpp"], images["torch"], rtol=1e-6)

@@ -402,16 +402,16 @@ def test_base_size_tokens_and_decode_match_reference(tmp_path, spectrum_desi_edr
 @pytest.mark.parametrize("observed", [False, True])
 def test_decode_backends_agree_exactly(spectrum_codecs, spectrum_desi_edr, monkeypatch, observed):
     """The decode epilogue (aion_fast.ops.spectrum_to_observed) is bit-identical on the torch and C++ paths."""
-    from aion_fast import _backend
+    from aion_fast import dispatch
 
-    if _backend.load_extension() is None:
-        pytest.skip(f"C++ extension not built: {_backend.extension_error()}")
+    if dispatch.load_extension() is None:
+        pytest.skip(f"C++ extension not built: {dispatch.extension_error()}")
     _, ours = spectrum_codecs
     tokens = ours.encode(spectrum_desi_edr)
     wavelength = spectrum_desi_edr.wavelength if observed else None
     decoded = {}
     for name in ("torch", "cpp"):
-        monkeypatch.setenv(_backend.ENV_VAR, name)
+        monkeypatch.setenv(dispatch.ENV_VAR, name)
         decoded[name] = ours.decode(tokens, wavelength=wavelength)
     assert torch.equal(decoded["cpp"].flux, decoded["torch"].flux)
     assert torch.equal(decoded["cpp"].mask, decoded["torch"].mask)

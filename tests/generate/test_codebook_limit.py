@@ -14,7 +14,7 @@ from aion import codecs as ref_codecs
 from aion import modalities as ref_m
 
 import aion_fast
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast import modalities as m
 from aion_fast.codecs import CodecManager
 from aion_fast.generate import roar_generate
@@ -34,9 +34,9 @@ SAMPLERS = [
 
 @pytest.fixture(params=["torch", "cpp"])
 def backend(request, monkeypatch) -> str:
-    if request.param == "cpp" and _backend.load_extension() is None:
-        pytest.skip(f"C++ extension not built: {_backend.extension_error()}")
-    monkeypatch.setenv(_backend.ENV_VAR, request.param)
+    if request.param == "cpp" and dispatch.load_extension() is None:
+        pytest.skip(f"C++ extension not built: {dispatch.extension_error()}")
+    monkeypatch.setenv(dispatch.ENV_VAR, request.param)
     return request.param
 
 

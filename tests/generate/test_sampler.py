@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.ops import roar
 from aion_fast.ops.roar import philox4x32_10, roar_step, torch_roar_sample, torch_roar_step
 
@@ -15,7 +15,7 @@ def chisquare(*args):
     return pytest.importorskip("scipy.stats", reason="the distribution tests need scipy").chisquare(*args)
 
 
-NO_CPP_ROAR = _backend.load_extension() is None or not hasattr(_backend.load_extension(), "roar_step")
+NO_CPP_ROAR = dispatch.load_extension() is None or not hasattr(dispatch.load_extension(), "roar_step")
 BACKENDS = [
     "torch",
     pytest.param("cpp", marks=pytest.mark.skipif(NO_CPP_ROAR, reason="aion_fast._C lacks the ROAR op")),
@@ -33,7 +33,7 @@ PHILOX_KAT = [
 @pytest.mark.parametrize(("counter", "key", "expected"), PHILOX_KAT)
 def test_philox_known_answers(counter, key, expected):
     assert tuple(philox4x32_10(torch.tensor(counter), key).tolist()) == expected
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     if ext is not None and hasattr(ext, "philox4x32_10"):
         assert tuple(ext.philox4x32_10(*counter, *key)) == expected
 
@@ -198,7 +198,7 @@ def test_invalid_arguments_are_rejected(backend, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 def test_cuda_matches_cpu_bit_for_bit():
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     if ext is None or not ext.roar_has_cuda():
         pytest.skip("aion_fast._C was built without CUDA sources")
     for temperature, top_k, top_p in [(1.0, 0, 0.0), (0.8, 7, 0.9), (0.0, 0, 0.0)]:
@@ -252,7 +252,7 @@ def test_cuda_scratch_plan_is_bounded_for_any_vocabulary():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 def test_cuda_chunked_scratch_matches_cpu(monkeypatch):
     """A scratch budget of a few samples forces many launches per step: same tokens as the CPU kernel."""
-    ext = _backend.load_extension()
+    ext = dispatch.load_extension()
     if ext is None or not ext.roar_has_cuda():
         pytest.skip("aion_fast._C was built without CUDA sources")
     monkeypatch.setattr(roar, "CUDA_SCRATCH_BYTES", 3 * 20 * 1025)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.quantizers import FiniteScalarQuantizer
 
 pytest.importorskip("triton")
@@ -15,7 +15,7 @@ aion_quantizers = pytest.importorskip("aion.codecs.quantizers")
 
 @pytest.mark.parametrize("levels,active", [([7, 1, 5, 5, 5], [0, 2, 3, 4]), ([1, 8, 1, 5], [1, 3])])
 def test_triton_fsq_with_one_level_channels(device, monkeypatch, levels, active):
-    monkeypatch.setenv(_backend.ENV_VAR, "triton")
+    monkeypatch.setenv(dispatch.ENV_VAR, "triton")
     z = torch.randn(2, len(levels), 131, generator=torch.Generator().manual_seed(3)) * 2.5
     reference = aion_quantizers.FiniteScalarQuantizer([levels[d] for d in active])
     expected = reference.encode(z[:, active]).long()

@@ -116,21 +116,21 @@ def test_tanh_from_exp_is_close_but_not_bit_exact(device):
 
 @pytest.fixture
 def forced_triton(device, monkeypatch):
-    from aion_fast import _backend
+    from aion_fast import dispatch
 
-    monkeypatch.setenv(_backend.ENV_VAR, "triton")
+    monkeypatch.setenv(dispatch.ENV_VAR, "triton")
     return device
 
 
 @pytest.mark.parametrize("levels", LEVELS)
 @pytest.mark.parametrize("batch", [1, 3, 7])
 def test_dispatcher_fsq_triton(forced_triton, levels, batch):
-    from aion_fast import _backend
+    from aion_fast import dispatch
     from aion_fast.ops import fsq as fsq_ops
     from tests.ops.test_fsq import channel_first_latents
 
     z = channel_first_latents(levels, batch, 96, seed=batch)
-    assert _backend.select("fsq_encode", fsq_ops._ENCODE_BACKENDS, z, levels, EPS, True).name == "triton"
+    assert dispatch.select("fsq_encode", fsq_ops._ENCODE_BACKENDS, z, levels, EPS, True).name == "triton"
     zd = z.to(forced_triton)
     ref = torch_fsq_encode(zd.movedim(1, -1), levels, EPS).cpu()  # same-device oracle
     assert_indices_equal(fsq_ops.fsq_encode(zd, levels, EPS, channel_first=True).cpu(), ref)
@@ -163,11 +163,11 @@ def test_dispatcher_lfq_triton(forced_triton, batch):
 
 
 def test_triton_is_never_chosen_unforced_for_cpu_tensors(device):
-    from aion_fast import _backend
+    from aion_fast import dispatch
     from aion_fast.ops import lfq as lfq_ops
 
     z = torch.randn(4, 10)
-    assert _backend.select("lfq_encode", lfq_ops._ENCODE_BACKENDS, z, False).name != "triton"
+    assert dispatch.select("lfq_encode", lfq_ops._ENCODE_BACKENDS, z, False).name != "triton"
     reasons = lfq_ops._ENCODE_BACKENDS[0].not_supported_reasons(z, False)
     assert reasons == ["tensor not on CUDA"] or device == "cuda"
 

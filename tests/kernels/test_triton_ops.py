@@ -82,11 +82,11 @@ def test_spectrum_ops_equal_their_eager_launchers(device):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (see the module docstring)")
 def test_compiled_ops_trace_the_triton_registrations(monkeypatch):
     """fullgraph=True: the registered ops (not the eager launchers, which torch.compile cannot see) are traced."""
-    from aion_fast import _backend
+    from aion_fast import dispatch
     from aion_fast.ops import image_postprocess, image_preprocess, spectrum_to_latent, spectrum_to_observed
 
     monkeypatch.setenv("AION_FAST_BACKEND", "triton")
-    _backend.clear_choices()
+    dispatch.clear_choices()
     torch._dynamo.reset()
     forced = "cuda"
     args = survey_args("DES")
@@ -106,6 +106,6 @@ def test_compiled_ops_trace_the_triton_registrations(monkeypatch):
     eager = run(flux, h, s["flux"], s["ivar"], s["wavelength"], s["scale"])
     compiled = torch.compile(run, fullgraph=True)(flux, h, s["flux"], s["ivar"], s["wavelength"],
                                                                    s["scale"])  # fmt: skip
-    _backend.clear_choices()
+    dispatch.clear_choices()
     for got, want in zip(compiled, eager, strict=True):
         assert _equal(got, want)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.model import attention
 from aion_fast.model.attention import AttentionMask, attend
 from tests.utils import assert_close_rel
@@ -56,7 +56,7 @@ def test_varlen_backend_is_chosen_by_the_dispatcher(monkeypatch):
     name, reasons = attention.varlen_backend(q)
     assert name == "sdpa" and any("tensor on cpu" in r for r in reasons) and any("dtype float32" in r for r in reasons)
     monkeypatch.setenv("AION_FAST_BACKEND", "torch,flash")
-    with pytest.raises(_backend.BackendUnavailableError, match="flash backend cannot run varlen_attention"):
+    with pytest.raises(dispatch.BackendUnavailableError, match="flash backend cannot run varlen_attention"):
         attention.varlen_backend(q)
     monkeypatch.setenv("AION_FAST_BACKEND", "flash,sdpa")
     with pytest.raises(ValueError, match="two attention backends"):
@@ -112,5 +112,5 @@ def test_key_padding_backend_is_chosen_by_the_dispatcher(monkeypatch):
     monkeypatch.setenv("AION_FAST_BACKEND", "sdpa")
     assert attention.key_padding_backend(q, many) == "sdpa"
     monkeypatch.setenv("AION_FAST_BACKEND", "flash")
-    with pytest.raises(_backend.BackendUnavailableError, match="flash backend cannot run key_padding_attention"):
+    with pytest.raises(dispatch.BackendUnavailableError, match="flash backend cannot run key_padding_attention"):
         attention.key_padding_backend(q, many)

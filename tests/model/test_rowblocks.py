@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.model import blocks, rowblocks
 from aion_fast.model.attention import AttentionMask
 
@@ -59,9 +59,9 @@ def test_block_path_is_chosen_by_the_dispatcher(monkeypatch):
         monkeypatch.setenv("AION_FAST_BACKEND", "rows")
         assert rowblocks.use_row_blocks(block, x, mask)
         monkeypatch.setenv("AION_FAST_CPU_ROW_BLOCK", "0")
-        with pytest.raises(_backend.BackendUnavailableError, match="fewer rows than AION_FAST_CPU_ROW_BLOCK"):
+        with pytest.raises(dispatch.BackendUnavailableError, match="fewer rows than AION_FAST_CPU_ROW_BLOCK"):
             rowblocks.use_row_blocks(block, x, mask)
-    with pytest.raises(_backend.BackendUnavailableError, match="autograd is on"):
+    with pytest.raises(dispatch.BackendUnavailableError, match="autograd is on"):
         rowblocks.use_row_blocks(block, x, mask)
     monkeypatch.setenv("AION_FAST_CPU_ROW_BLOCK", "-3")
     with pytest.raises(ValueError, match="non-negative integer"):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.ops.image_preprocess import image_preprocess, torch_image_preprocess
 from aion_fast.ops.spectrum_to_latent import spectrum_to_latent, torch_spectrum_to_latent
 from tests.ops.test_image_preprocess import realistic_images, survey_args
@@ -131,7 +131,7 @@ def test_fallback_hook_keeps_kernels_exact(libm_forced, monkeypatch):
     ext = libm_forced
     active, reason = ext.asinhf_vector_verified()
     assert not active and "forced" in reason
-    monkeypatch.setenv(_backend.ENV_VAR, "cpp")
+    monkeypatch.setenv(dispatch.ENV_VAR, "cpp")
     args = survey_args("HSC")
     flux = realistic_images(2, len(args["channels"]), 100, 100, seed=5)
     assert torch.equal(image_preprocess(flux, **args), torch_image_preprocess(flux, **args))
@@ -144,7 +144,7 @@ def test_fallback_hook_keeps_kernels_exact(libm_forced, monkeypatch):
 
 def test_vector_path_keeps_kernels_exact(ext, monkeypatch):
     """The same kernels on the vector replica (when verified here) equal the reference bit for bit."""
-    monkeypatch.setenv(_backend.ENV_VAR, "cpp")
+    monkeypatch.setenv(dispatch.ENV_VAR, "cpp")
     args = survey_args("DES")
     flux = realistic_images(3, len(args["channels"]), 160, 160, seed=11)
     assert torch.equal(image_preprocess(flux, **args), torch_image_preprocess(flux, **args))
@@ -156,7 +156,7 @@ def test_vector_path_keeps_kernels_exact(ext, monkeypatch):
 def test_environment_variable_forces_libm(ext):
     """AION_FAST_ASINHF_LIBM=1 at start-up makes the self-check choose libm (fresh process)."""
     code = (
-        "from aion_fast import _backend; ext = _backend.load_extension(); "
+        "from aion_fast import dispatch; ext = dispatch.load_extension(); "
         "import numpy as np; x = np.linspace(-9, 9, 77, dtype=np.float32); o = np.empty_like(x); "
         "ext.asinhf_f32(x, o, 'auto'); l = np.empty_like(x); ext.asinhf_f32(x, l, 'libm'); "
         "print(ext.asinhf_vector_verified(), bool((o.view(np.uint32) == l.view(np.uint32)).all()))"

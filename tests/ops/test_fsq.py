@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.ops import fsq as fsq_ops
 from aion_fast.ops.fsq import (
     fsq_decode,
@@ -230,11 +230,11 @@ def test_float32_digits_exact_up_to_cpp_max_level():
 def test_cpp_guard_routes_large_levels_to_torch(monkeypatch):
     levels = (22, 5)
     z = torch.randn(50, 2)
-    assert _backend.select("fsq_encode", fsq_ops._ENCODE_BACKENDS, z, levels, EPS, False).name != "cpp"
+    assert dispatch.select("fsq_encode", fsq_ops._ENCODE_BACKENDS, z, levels, EPS, False).name != "cpp"
     assert_indices_equal(fsq_encode(z, levels, channel_first=False), torch_fsq_encode(z, levels))
-    if _backend.load_extension() is not None:
-        monkeypatch.setenv(_backend.ENV_VAR, "cpp")
-        with pytest.raises(_backend.BackendUnavailableError, match="levels above 21"):
+    if dispatch.load_extension() is not None:
+        monkeypatch.setenv(dispatch.ENV_VAR, "cpp")
+        with pytest.raises(dispatch.BackendUnavailableError, match="levels above 21"):
             fsq_encode(z, levels, channel_first=False)
 
 
@@ -389,15 +389,15 @@ def test_encode_fast_path_inputs(ext, monkeypatch):
     assert_indices_equal(fsq_encode(z.detach()[..., None], levels, EPS, channel_first=True), ref[..., None])
     with torch.inference_mode():
         assert_indices_equal(fsq_encode(z.detach(), levels, EPS, channel_first=True), ref)
-    assert _backend.direct_extension() is ext
+    assert dispatch.direct_extension() is ext
     for value in ("torch", "triton", "nonsense"):
-        monkeypatch.setenv(_backend.ENV_VAR, value)
-        assert _backend.direct_extension() is None  # the dispatcher decides (and raises for "nonsense")
+        monkeypatch.setenv(dispatch.ENV_VAR, value)
+        assert dispatch.direct_extension() is None  # the dispatcher decides (and raises for "nonsense")
     with pytest.raises(ValueError, match="expected one of"):
         fsq_encode(z, levels, EPS, channel_first=True)
     for value in ("cpp", " CPP ", ""):
-        monkeypatch.setenv(_backend.ENV_VAR, value)
-        assert _backend.direct_extension() is ext
+        monkeypatch.setenv(dispatch.ENV_VAR, value)
+        assert dispatch.direct_extension() is ext
         assert_indices_equal(fsq_encode(z, levels, EPS, channel_first=True), ref)
 
 
@@ -444,7 +444,7 @@ def test_cpp_fallback_paths_are_exact(ext, monkeypatch, path):
         monkeypatch.setattr(fsq_ops, "_tanh_status", ["disabled by the test"])
     elif fsq_ops.fused_tanh_unavailable_reason() is not None:
         pytest.skip(fsq_ops.fused_tanh_unavailable_reason())
-    monkeypatch.setenv(_backend.ENV_VAR, "cpp")
+    monkeypatch.setenv(dispatch.ENV_VAR, "cpp")
     for levels in LEVELS:
         z = channel_first_latents(levels, 3, 100)
         ref = torch_fsq_encode(z.movedim(1, -1), levels, EPS)

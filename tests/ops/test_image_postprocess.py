@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.codecs.preprocessing import band_indices, survey_bands, zeropoint_scale
 from aion_fast.ops.image_postprocess import image_postprocess, torch_image_postprocess
 
@@ -115,8 +115,8 @@ def test_compiles_with_torch_compile(backend):
 
 
 def test_triton_backend_refuses_cpu_tensors(monkeypatch):
-    monkeypatch.setenv(_backend.ENV_VAR, "triton")
+    monkeypatch.setenv(dispatch.ENV_VAR, "triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # with the interpreter on, forced Triton takes CPU tensors
     weight, bias = projection()
-    with pytest.raises(_backend.BackendUnavailableError, match="not on CUDA"):
+    with pytest.raises(dispatch.BackendUnavailableError, match="not on CUDA"):
         image_postprocess(torch.zeros(1, 54, 2, 2), weight, bias, [0])

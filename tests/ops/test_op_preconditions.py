@@ -7,16 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.ops.image_preprocess import image_preprocess
 from aion_fast.ops.spectrum_to_latent import spectrum_to_latent
 
-BACKENDS = [b for b in ("torch", "cpp") if b in _backend.available_backends()]
+BACKENDS = [b for b in ("torch", "cpp") if b in dispatch.available_backends()]
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
-    monkeypatch.setenv(_backend.ENV_VAR, request.param)
+    monkeypatch.setenv(dispatch.ENV_VAR, request.param)
     return request.param
 
 
@@ -55,7 +55,7 @@ def test_valid_spectra_still_agree_between_backends(monkeypatch):
     flux, ivar, wavelength, scale, grid = _spectra()
     results = []
     for name in BACKENDS:
-        monkeypatch.setenv(_backend.ENV_VAR, name)
+        monkeypatch.setenv(dispatch.ENV_VAR, name)
         results.append(spectrum_to_latent(flux, ivar, wavelength, scale, grid))
     for result in results[1:]:
         torch.testing.assert_close(result, results[0], rtol=1e-5, atol=1e-6)

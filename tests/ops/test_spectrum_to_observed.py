@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.ops.spectrum_to_latent import latent_wavelength
 from aion_fast.ops.spectrum_to_observed import interp_from_grid, spectrum_to_observed, torch_spectrum_to_observed
 
@@ -141,9 +141,9 @@ def test_compiles_with_torch_compile(backend):
 
 
 def test_triton_backend_refuses_cpu_tensors(monkeypatch):
-    monkeypatch.setenv(_backend.ENV_VAR, "triton")
+    monkeypatch.setenv(dispatch.ENV_VAR, "triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # with the interpreter on, forced Triton takes CPU tensors
-    with pytest.raises(_backend.BackendUnavailableError, match="not on CUDA"):
+    with pytest.raises(dispatch.BackendUnavailableError, match="not on CUDA"):
         spectrum_to_observed(decoded(1, 2), GRID)
 
 

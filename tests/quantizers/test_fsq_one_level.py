@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aion_fast import _backend
+from aion_fast import dispatch
 from aion_fast.codecs import ImageCodec
 from aion_fast.modalities import LegacySurveyImage
 from aion_fast.quantizers import FiniteScalarQuantizer
@@ -23,9 +23,9 @@ CASES = [([7, 1, 5, 5, 5], [0, 2, 3, 4]), ([1, 8, 1, 5], [1, 3]), ([2, 1], [0]),
 
 @pytest.fixture(params=["torch", "cpp"])
 def backend(request, monkeypatch) -> str:
-    if request.param == "cpp" and _backend.load_extension() is None:
-        pytest.skip(f"C++ extension not built: {_backend.extension_error()}")
-    monkeypatch.setenv(_backend.ENV_VAR, request.param)
+    if request.param == "cpp" and dispatch.load_extension() is None:
+        pytest.skip(f"C++ extension not built: {dispatch.extension_error()}")
+    monkeypatch.setenv(dispatch.ENV_VAR, request.param)
     return request.param
 
 

@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aion_fast._utils import linear_into
 from aion_fast.codecs.nn import fast
+from aion_fast.tensor_utils import linear_into
 
 __all__ = ["LayerNorm1d", "ConvNeXtBlock1d", "ConvNeXtDecoder1d", "ConvNeXtEncoder1d", "GlobalResponseNorm"]
 
