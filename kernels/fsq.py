@@ -7,10 +7,9 @@ level ranges the dispatcher admits (every partial sum an integer below :math:`2^
 
 Why the tanh is not in the kernel: PyTorch's tanh (SLEEF on CPU, CUDA's ``tanhf`` on GPU) and any formula written
 from ``exp`` (the only option under ``TRITON_INTERPRET=1``, where libdevice is missing) differ in the last bits on a
-fraction of inputs; :func:`aion_fast.kernels._math.tanh_f32` (series + exp) measured against torch's CPU tanh
-differs on ~46% of N(0, 4) inputs by up to 5 ulps (tests/kernels), and one ulp can flip the rounding of a value at
-a half-integer. So, as the C++ path
-does, PyTorch computes :math:`\tanh(z + s)` and the kernel does everything else: exact by construction.
+fraction of inputs (:func:`aion_fast.kernels._math.tanh_f32`, series + exp, differs from torch's CPU tanh by a few
+ulps on many inputs, tests/kernels), and one ulp can flip the rounding of a value at a half-integer. So, as the C++
+path does, PyTorch computes :math:`\tanh(z + s)` and the kernel does everything else: exact by construction.
 
 One program per block of rows; each loads a (BLOCK_M, D_PAD) tile (rows contiguous, D_PAD = next power of two).
 """

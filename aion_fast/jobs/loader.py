@@ -20,7 +20,7 @@ from aion_fast.data.mmu import ObjectBatch, prepare_rows
 __all__ = ["AUTO_WORKERS_MIN_BATCHES", "Task", "auto_workers", "batches", "open_input"]
 
 #: ``workers=None`` reads in the main process when the job has at most this many batches: forking a DataLoader
-#: worker (~0.1 s) costs more than it can overlap.
+#: worker costs more than it can overlap.
 AUTO_WORKERS_MIN_BATCHES = 3
 
 #: ``(input path, first row, stop row)``.

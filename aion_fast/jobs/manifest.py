@@ -129,7 +129,7 @@ def _digest_cache_file() -> Path:
 def cached_checkpoint_digest(directory: str | os.PathLike) -> str:
     """:func:`aion_fast.model.checkpoint.checkpoint_digest` of a local checkpoint, remembered across runs.
 
-    The digest reads every tensor (~0.1 s for the demo checkpoint, seconds for aion-base), so it is kept in
+    The digest reads every tensor (seconds for aion-base), so it is kept in
     ``~/.cache/aion_fast/checkpoint_digests.json`` (``$AION_FAST_CACHE_DIR`` overrides the folder) under the
     checkpoint's resolved path, valid while every ``*.safetensors`` file below it has the same relative path, size
     and modification time (the rule ``make`` and ``git status`` use). A changed or added weight file recomputes it;

@@ -29,7 +29,7 @@ evaluates it; the index is truncated to int32. Backends must reproduce the refer
   own: PyTorch's CPU ``tanh`` on float32 is MKL VML's ``vsTanh`` (mode ``VML_HA``;
   ATen/cpu/vml.h, when torch is built with MKL), so the extension binds that very function (``VMSTANH_64_``) from
   the already-loaded ``libtorch_cpu`` and calls it with the same flags. Other float32 tanh implementations differ
-  in the last bit on a large fraction of inputs (numpy's: 32% of N(0, 9) draws), which flips the rounding of values
+  in the last bit on a large fraction of inputs (numpy's among them), which flips the rounding of values
   within an ulp of a half-integer. Before first use the bound tanh is checked bit for bit against ``torch.tanh``
   (:func:`fused_tanh_unavailable_reason`); where it is missing or differs (a torch without MKL), PyTorch computes
   :math:`\tanh(z + s)` and C++ does the rest (the unfused path). Either way, everything after the tanh replays the
@@ -300,7 +300,7 @@ def decision_thresholds(levels: tuple[int, ...], eps: float) -> _Thresholds | st
     The reference's level :math:`q_d(x) = \\operatorname{round}(\\tanh(x)\\, a_d - o_d)` (torch's float32 ops, this
     process's CPU ``torch.tanh``) is a non-decreasing step function of the float32 input :math:`x = z_d + s_d`.
     For each step k + 1/2 between :math:`q_d(-\\infty)` and :math:`q_d(+\\infty)`, a bisection over the ordered
-    float32 values (all steps at once, ~33 rounds, a few ms) finds the smallest x with :math:`q_d(x) > k`, evaluating
+    float32 values (all steps at once, ~33 rounds) finds the smallest x with :math:`q_d(x) > k`, evaluating
     the reference's own ops; then the 2 * 4096 float32 values around it are evaluated to check one clean step there,
     and -0.0 / +0.0 must agree.
     The index is then ``base + sum_d basis_d * #{thresholds_d <= x_d}``: a few vector compares per value, no tanh.
@@ -351,7 +351,7 @@ def decision_thresholds(levels: tuple[int, ...], eps: float) -> _Thresholds | st
 
 
 # Eager calls go straight to the ``*_impl`` functions: the first call of any torch.library custom op imports
-# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatchers call the registered ops instead.
+# torch._dynamo and Triton, which is slow. Under torch.compile the dispatchers call the registered ops instead.
 
 
 def _nan_error(n_nan: int, vectors: int) -> ValueError:

@@ -23,12 +23,12 @@ Backends:
 
 * ``torch``: :func:`torch_image_postprocess`, the codec's PyTorch code (oracle and fallback).
 * ``cpp``: ``aion_fast._C``, CPU float32. One OpenMP task per (image, band, block of pixels); sinh is evaluated in
-  double precision and rounded once (a vectorised loop; libm's ``sinhf`` costs ~25 ns a call here).
+  double precision and rounded once (a vectorised loop, unlike per-element libm ``sinhf`` calls).
 * ``triton``: :mod:`aion_fast.kernels.image_postprocess` for CUDA tensors (libdevice ``sinh`` on a GPU, an exp
   formula under ``TRITON_INTERPRET=1``).
 
 Exactness: PyTorch's own CPU sinh is not one function (its vectorised loop is within an ulp of the exact value, its
-scalar tail calls glibc's ``sinhf``, and the two disagree in the last bit for ~0.5% of inputs), so no backend can be
+scalar tail calls glibc's ``sinhf``, and the two disagree in the last bit on some inputs), so no backend can be
 bit-identical to it. Every backend is within 1e-6 relative of :func:`torch_image_postprocess` (tested; the C++ sinh
 is within one float32 ulp of the exact value, checked on 3e6 inputs). bf16 inputs are upcast to float32 exactly and
 give the same values as float32 inputs holding the same numbers. Non-finite values propagate (NaN stays NaN; |sinh
@@ -94,7 +94,7 @@ def torch_image_postprocess(
 # ---------------------------------------------------------------------------------------------------------------------
 
 # Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
-# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatcher calls the registered op instead.
+# torch._dynamo and Triton, which is slow. Under torch.compile the dispatcher calls the registered op instead.
 
 
 def _image_postprocess_cpp_impl(

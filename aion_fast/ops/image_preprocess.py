@@ -1,42 +1,24 @@
 r"""Fused image preprocessing of the image codec: crop, clip, rescale, arcsinh and band placement in one pass.
 
-For a batch of one survey's images (B, C, H, W) whose band :math:`i` goes to channel :math:`c_i` of the
-``num_bands``-channel multi-survey layout (AION-1 paper §4.1.1), every pixel of the central ``S`` x ``S`` window
-(top-left corner at ``((H - S) // 2, (W - S) // 2)``) becomes
+Band :math:`i` of a (B, C, H, W) survey batch goes to channel :math:`c_i` of the ``num_bands`` layout (AION-1 paper
+§4.1.1); each pixel of the central S x S window becomes, one float32 op at a time in this order (the order that
+reproduces the reference's tokens),
 
 .. math::
 
     v = \min(\max(x, -m_i), m_i) / s, \qquad
     \text{out}[b, y, x, c_i] = \kappa\,\bigl(\alpha \operatorname{arcsinh}(v / \alpha)\bigr)
 
-with the per-band clip :math:`m_i`, the zero-point divisor :math:`s` (:math:`10^{1.8}` for HSC, 1 otherwise), the
-range compression factor :math:`\alpha` and multiplier :math:`\kappa`; absent channels are 0. Each step is one
-float32 operation in exactly this order (clip, divide by :math:`s`, divide by :math:`\alpha`, arcsinh, multiply by
-:math:`\alpha`, multiply by :math:`\kappa`), the order that reproduces the reference codec's tokens. The output is
-channels-last, (B, S, S, num_bands), the layout the codec's 9 -> 54 projection multiplies.
+(clip :math:`m_i`, zero-point divisor :math:`s`, range compression :math:`\alpha`, multiplier :math:`\kappa`;
+absent channels 0). Output (B, S, S, num_bands), channels-last for the codec's projection, which stays a
+``torch.matmul``: the tokens depend on its BLAS float32 sums.
 
-The projection itself is NOT fused: the reference's tokens depend on the float32 sums of its BLAS matrix product
-(the codec docstring records that even dropping the zero columns changes roundings), which a hand-written kernel
-does not reproduce, so it stays a ``torch.matmul`` on this op's output.
-
-Backends (every one returns the reference's values bit for bit where stated):
-
-* ``torch``: :func:`torch_image_preprocess`, the codec's PyTorch code (oracle and fallback).
-* ``cpp``: ``aion_fast._C``, CPU float32 images. One OpenMP task per output row (one thread below 32768 pixels)
-  reads the window once and writes the output once. arcsinh must return the bits of libm's ``asinhf``, the function
-  PyTorch's CPU ``asinh`` calls per element; glibc's ``asinhf`` is not correctly rounded (~15% of float32 results
-  differ from the correctly rounded value), so the kernel runs an AVX2 replica of glibc 2.36's algorithm
-  (csrc/asinhf/, checked equal to libm on all 2^32 inputs), ~4x faster than the libm call. It is used only after a
-  one-time self-check against the libm actually loaded; on any difference (glibc >= 2.41's correctly rounded
-  ``asinhf``, musl, a build without AVX2/FMA) or with ``AION_FAST_ASINHF_LIBM=1`` the kernel calls libm's
-  ``asinhf`` per element instead. ``aion_fast._C.asinhf_vector_verified()`` (and ``build_info()``) says which.
-  Either way the values are bit-identical to the reference (tested).
-* ``triton``: :mod:`aion_fast.kernels.image_preprocess` for CUDA tensors. It is used only when forced with
-  ``AION_FAST_BACKEND=triton``: its arcsinh (libdevice on a GPU, a log/sqrt formula under ``TRITON_INTERPRET=1``)
-  has not been compared bit for bit with PyTorch's CUDA ``asinh`` on a device, and these values decide tokens.
-
-NaN/inf policy: a window holding NaN or inf raises ``ValueError`` naming the batch rows (the tokens of such an image
-would be meaningless), on every backend.
+Backends: ``torch`` (:func:`torch_image_preprocess`, oracle and fallback); ``cpp`` (CPU float32, bit-identical:
+arcsinh must equal libm's ``asinhf``, which glibc does not round correctly, so csrc/asinhf/ replicates glibc 2.36's
+algorithm in AVX2 after a one-time self-check, else calls libm per element; ``AION_FAST_ASINHF_LIBM=1`` forces libm,
+``aion_fast._C.asinhf_vector_verified()`` says which); ``triton`` (CUDA, only when forced with
+``AION_FAST_BACKEND=triton``: its arcsinh is not checked bit for bit against CUDA's and decides tokens).
+A window holding NaN or inf raises ``ValueError`` naming the batch rows.
 """
 
 from __future__ import annotations
@@ -113,18 +95,7 @@ def torch_image_preprocess(
     num_bands: int = 9,
     what: str = "flux",
 ) -> torch.Tensor:
-    """Reference fused preprocessing (maths in the module docstring), the image codec's PyTorch code.
-
-    Args:
-        flux: (B, C, H, W) floating images, H, W >= ``crop_size``; computed in float32; never modified.
-        channels: the C target channels in ``[0, num_bands)``, distinct.
-        clamp_max: the C per-band clip bounds :math:`m_i`.
-        zeropoint_scale: the divisor :math:`s`.
-        range_compression_factor: :math:`\\alpha`.
-        mult_factor: :math:`\\kappa`.
-        crop_size: side ``S`` of the central window.
-        num_bands: channels of the output layout.
-        what: name of ``flux`` in error messages.
+    """Reference (maths in the module docstring): arguments as :func:`image_preprocess`, computed in float32.
 
     Returns:
         (B, S, S, num_bands) float32, contiguous, absent channels 0.
@@ -150,7 +121,7 @@ def torch_image_preprocess(
 # ---------------------------------------------------------------------------------------------------------------------
 
 # Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
-# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatcher calls the registered op instead.
+# torch._dynamo and Triton, which is slow. Under torch.compile the dispatcher calls the registered op instead.
 
 
 def _image_preprocess_cpp_impl(

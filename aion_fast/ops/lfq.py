@@ -95,7 +95,7 @@ def torch_lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> tor
 
 
 # Eager calls go straight to the ``*_impl`` functions: the first call of any torch.library custom op imports
-# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatchers call the registered ops instead.
+# torch._dynamo and Triton, which is slow. Under torch.compile the dispatchers call the registered ops instead.
 
 
 def _index_shape(z: torch.Tensor, channel_first: bool) -> tuple[int, ...]:

@@ -309,7 +309,7 @@ def _run_ext_impl(logits, positions, tokens, input_mask, target_mask, object_ids
 
 
 # Registered so torch.compile can trace a generation step; eager calls skip the registration (its first call imports
-# torch._dynamo, ~2 s), as in aion_fast/ops/fsq.py. The schema's ints are int64: seeds >= 2^63 travel as their
+# torch._dynamo, which is slow), as in aion_fast/ops/fsq.py. The schema's ints are int64: seeds >= 2^63 travel as their
 # two's-complement value and are taken modulo 2^64 again inside.
 @torch.library.custom_op(
     "aion_fast::roar_step_ext", mutates_args=("tokens", "input_mask", "target_mask"), device_types=("cpu", "cuda")

@@ -179,14 +179,14 @@ def torch_spectrum_to_latent(
 def _istd(ivar: torch.Tensor, clip_ivar: float | None) -> torch.Tensor:
     """(B, L) contiguous sqrt of the cleaned, clipped ivar, by PyTorch on a tensor of the reference's shape.
 
-    PyTorch's CPU float32 sqrt is not the correctly rounded one (measured on the 2.13 CPU wheel: ~17% of results an
-    ulp away from ``sqrtf``, and its scalar and vectorised paths disagree), so the compiled kernels take its values.
+    PyTorch's CPU float32 sqrt is not the correctly rounded one (on the 2.13 CPU wheel many results are an ulp away
+    from ``sqrtf``, and its scalar and vectorised paths disagree), so the compiled kernels take its values.
     """
     return torch.clamp(torch.nan_to_num(ivar), min=0.0, max=clip_ivar).sqrt_().contiguous()
 
 
 # Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
-# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatcher calls the registered op instead.
+# torch._dynamo and Triton, which is slow. Under torch.compile the dispatcher calls the registered op instead.
 
 
 def _spectrum_to_latent_cpp_impl(

@@ -114,7 +114,7 @@ def _recompute_mask(values: torch.Tensor, grid: torch.Tensor, wavelength: torch.
 # ---------------------------------------------------------------------------------------------------------------------
 
 # Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
-# torch._dynamo (and with it Triton), ~2 s. Under torch.compile the dispatcher calls the registered op instead.
+# torch._dynamo and Triton, which is slow. Under torch.compile the dispatcher calls the registered op instead.
 
 
 def _spectrum_to_observed_cpp_impl(

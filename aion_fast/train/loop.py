@@ -147,8 +147,8 @@ class Trainer:
         ctx = self.context
         self.device = ctx.device
         if self.device.type == "cpu":
-            # AdamW's second moments of tiny gradients turn subnormal; x86 arithmetic on subnormals is ~10-100x
-            # slower (measured here: 11 s -> 1.1 s per tiny-model step). Flush them to zero (process-wide setting).
+            # AdamW's second moments of tiny gradients turn subnormal, and x86 arithmetic on subnormals is very slow
+            # (a tiny-model step was about ten times slower). Flush them to zero (process-wide setting).
             torch.set_flush_denormal(True)
         if ctx.world_size > 1 and cfg.distributed.sharding == "none":
             raise ValueError("distributed.sharding is 'none' but WORLD_SIZE > 1; use 'zero2' or 'full' with torchrun")

@@ -11,7 +11,7 @@
 //   out[b, y, x, ch_i] = v               channels-last, absent channels 0
 //
 // asinhf must return the bits of libm's asinhf, the function PyTorch's CPU asinh calls per element. glibc's is not
-// correctly rounded (~15% of its float32 results differ from the correctly rounded value), so only its own
+// correctly rounded (many of its float32 results differ from the correctly rounded value), so only its own
 // algorithm reproduces it: asinhf_array (csrc/asinhf/, asinhf_glibc.h) is an AVX2 replica of glibc 2.36's asinhf,
 // used after a one-time self-check against the loaded libm, else (another libm, a build without AVX2/FMA,
 // AION_FAST_ASINHF_LIBM=1) the libm call per element; `_C.asinhf_vector_verified()` says which. Per row and pass the

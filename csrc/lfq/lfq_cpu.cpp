@@ -9,8 +9,7 @@
 // weights tiled to the same length, so gcc vectorises them (compare -> mask -> and; and -> select).
 // Positions contiguous (s_i == 1, e.g. the spectrum codec's channel-first (B, D, T) latents): with AVX2, 32 positions
 // at a time are kept in four registers over all D channels, acc = 2 acc - (z > 0 ? -1 : 0), one pass over z and one
-// store per position; this is memory-bound (the (64, 10, 272) benchmark reads 0.7 MB from L3), so above
-// kEncodeParallelMinElements both cores share the rows.
+// store per position; this is memory-bound, so above kEncodeParallelMinElements both cores share the rows.
 // Constraints of this file: see cpu_kernels.h (no pybind11, no std templates, no heap, no exceptions).
 #include <cstdint>
 
@@ -25,9 +24,8 @@ namespace cpu {
 namespace {
 
 constexpr std::int64_t kParallelMinElements = 1 << 16;
-// Encode does ~1 instruction per element and is bound by the read of z: two cores read it twice as fast once the
-// work (~4 us at this size) dwarfs the fork/join of a parallel region (well under 1 us with libgomp's spinning
-// threads; measured on the 2-core EPYC of the benchmarks: 14 -> 6.5 us for the (64, 10, 272) latents).
+// Encode does ~1 instruction per element and is bound by the read of z: two cores read it about twice as fast once
+// the work dwarfs the fork/join of a parallel region (cheap with libgomp's spinning threads).
 constexpr std::int64_t kEncodeParallelMinElements = 1 << 16;
 // Positions per parallel work item of the unit-stride encode.
 constexpr std::int64_t kEncodeTile = 1024;

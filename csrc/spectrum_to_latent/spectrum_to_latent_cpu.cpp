@@ -18,9 +18,9 @@
 // asinhf has the bits of libm's asinhf, the function PyTorch's CPU asinh calls per element: asinhf_array
 // (asinhf_glibc.h) runs the verified AVX2 replica of glibc's asinhf, else libm per element, over each finished
 // (2, G) output row in place (asinhf(+0) = +0 keeps the zeros outside the spectrum). The square root
-// stays in PyTorch: its CPU sqrt is not the correctly rounded sqrtf (on the 2.13 CPU wheel ~17% of float32 results
-// differ from sqrtf by an ulp, and its scalar and vectorised paths disagree), so, as FSQ does with tanh, PyTorch
-// computes it on the same (B, L) tensor as the reference and this kernel replays everything else.
+// stays in PyTorch: its CPU sqrt is not the correctly rounded sqrtf (on the 2.13 CPU wheel many float32
+// results differ from sqrtf by an ulp, and its scalar and vectorised paths disagree), so, as FSQ does with tanh,
+// PyTorch computes it on the same (B, L) tensor as the reference and this kernel replays everything else.
 // Constraints of this file: see cpu_kernels.h (no pybind11, no std templates, no heap, no exceptions).
 #include <cstdint>
 
