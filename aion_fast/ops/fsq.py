@@ -1,8 +1,7 @@
-r"""Finite scalar quantisation (FSQ) index ops: encode latents to indices, decode indices to codes.
+r"""Finite scalar quantisation (FSQ) index ops: encode latents (..., D) to indices, decode indices to codes.
 
-FSQ (Mentzer et al. 2023, https://arxiv.org/abs/2309.15505) squashes each of the D channels of a latent
-vector to a fixed number of levels :math:`L_d` and packs the levels into one integer. With :math:`h_d =
-\lfloor L_d / 2 \rfloor` and a small :math:`\epsilon` (default ``1e-3``) that makes the outer levels reachable:
+FSQ (Mentzer et al. 2023, https://arxiv.org/abs/2309.15505), with :math:`h_d = \lfloor L_d / 2 \rfloor` and a small
+:math:`\epsilon` (default ``1e-3``) that makes the outer levels reachable:
 
 .. math::
 
@@ -10,48 +9,27 @@ vector to a fixed number of levels :math:`L_d` and packs the levels into one int
     o_d = \begin{cases} 0.5 & L_d \text{ even} \\ 0 & L_d \text{ odd} \end{cases}, \qquad
     s_d = \operatorname{atanh}(o_d / a_d)
 
-    b_d = \tanh(z_d + s_d)\, a_d - o_d, \qquad
-    q_d = \operatorname{round}(b_d) \text{ (half to even)}, \qquad
-    \hat z_d = q_d / h_d \in [-1, 1]
+    q_d = \operatorname{round}(\tanh(z_d + s_d)\, a_d - o_d), \qquad
+    \hat z_d = q_d / h_d, \qquad
+    \text{index} = \sum_d (\hat z_d h_d + h_d)\, \beta_d, \quad \beta = (1, L_0, L_0 L_1, \dots)
 
-    \text{index} = \sum_d (\hat z_d h_d + h_d)\, \beta_d, \qquad \beta = (1, L_0, L_0 L_1, \dots)
-
-and decoding inverts the mixed-radix packing: digit :math:`c_d = \lfloor \text{index} / \beta_d \rfloor \bmod L_d`,
-code :math:`\hat z_d = (c_d - h_d) / h_d`.
-
-Every step is float32, one rounding per operation, in the order above, exactly as the reference AION-1 quantiser
-evaluates it; the index is truncated to int32. Backends must reproduce the reference indices bit for bit:
+Decoding inverts the mixed-radix packing. Every step is one float32 rounding in the reference's order; the index is
+int32. All backends give the reference's indices bit for bit:
 
 * ``torch``: :func:`torch_fsq_encode` / :func:`torch_fsq_decode`, the reference itself.
-* ``cpp``: ``aion_fast._C``, reading the latents in place in either layout. First choice: no tanh at run time;
-  the kernel compares :math:`x = z + s` with the reference's exact decision thresholds (:func:`decision_thresholds`,
-  derived once per levels list). Second choice, one fused pass (add shift, tanh, round, pack) whose tanh is torch's
-  own: PyTorch's CPU ``tanh`` on float32 is MKL VML's ``vsTanh`` (mode ``VML_HA``;
-  ATen/cpu/vml.h, when torch is built with MKL), so the extension binds that very function (``VMSTANH_64_``) from
-  the already-loaded ``libtorch_cpu`` and calls it with the same flags. Other float32 tanh implementations differ
-  in the last bit on a large fraction of inputs (numpy's among them), which flips the rounding of values
-  within an ulp of a half-integer. Before first use the bound tanh is checked bit for bit against ``torch.tanh``
-  (:func:`fused_tanh_unavailable_reason`); where it is missing or differs (a torch without MKL), PyTorch computes
-  :math:`\tanh(z + s)` and C++ does the rest (the unfused path). Either way, everything after the tanh replays the
-  reference operation by operation (compiled without FMA contraction). The per-position sum is order-independent
-  only while every digit is an exact integer and every partial sum is below :math:`2^{24}`, so the C++ path takes
-  levels in [2, 21] (:math:`(q / h) h = q` holds exactly in float32 for those, not for e.g. L = 22) and
-  :math:`-1 < \epsilon \le 1`; anything else runs on ``torch``.
-* ``triton``: :mod:`aion_fast.kernels.fsq` for CUDA tensors (and CPU tensors under ``TRITON_INTERPRET=1`` when forced
-  with ``AION_FAST_BACKEND=triton``, for the tests). PyTorch computes the tanh on the same device (``tanhf`` on CUDA,
-  which is what the reference runs there) and the kernel does the rest, so indices equal the reference's on that
-  device.
+* ``cpp``: no tanh at run time: compares :math:`z + s` with exact decision thresholds (:func:`decision_thresholds`).
+  Fallback, one fused pass whose tanh is torch's own MKL ``vsTanh`` (``VML_HA``) bound from ``libtorch_cpu``:
+  other float32 tanh implementations differ in the last bit on many inputs, which flips roundings near
+  half-integers; it is checked bit for bit first (:func:`fused_tanh_unavailable_reason`), else PyTorch computes the
+  tanh and C++ the rest. Levels in [2, 21] and :math:`-1 < \epsilon \le 1` only: the order-independent sum needs
+  exact integer digits, :math:`(q / h) h = q` in float32, and partial sums below :math:`2^{24}`.
+* ``triton``: CUDA (or ``TRITON_INTERPRET=1`` when forced); PyTorch computes the tanh on the device and the kernel
+  the rest.
 
-Eager fast path: a CPU float32 tensor, outside ``torch.compile``, with ``AION_FAST_BACKEND`` unset or ``cpp``, levels
-given as a list or tuple that the C++ path takes and a float ``eps``, goes from :func:`fsq_encode` straight to the
-threshold kernel (AVX2 blocks of 16 positions over all channels, both cores from 2^16 elements; the extension
-allocates the indices), skipping the per-call validation and backend selection already done once per (levels,
-eps); everything else takes the dispatcher, which validates and raises as documented.
-
-NaN/inf policy (encode): :math:`\tanh(\pm\infty) = \pm 1`, so infinite latents map to the outermost levels like
-any large value. A NaN latent has no level (the reference would return an arbitrary out-of-range index), so every
-backend raises ``ValueError`` naming ``z``. Decode raises ``ValueError`` for indices outside
-:math:`[0, \prod_d L_d)`.
+Eager fast path: CPU float32, not compiling, backend unset or ``cpp``, list/tuple levels the C++ path takes and a
+float ``eps`` go straight to the threshold kernel, skipping validation already done once per (levels, eps).
+Infinite latents map to the outermost levels; a NaN latent raises ``ValueError``, as do indices outside
+:math:`[0, \prod_d L_d)` on decode.
 """
 
 from __future__ import annotations
@@ -134,16 +112,7 @@ def _constants(levels: tuple[int, ...], eps: float) -> _Constants:
 
 
 def torch_fsq_encode_from_tanh(tanh_z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3) -> torch.Tensor:
-    """Reference FSQ index from :math:`t = \\tanh(z + s)` (everything after the tanh).
-
-    Args:
-        tanh_z: (..., D) float32, ``tanh(z + shift)``.
-        levels: the D level counts.
-        eps: bound widening :math:`\\epsilon`.
-
-    Returns:
-        (...) int32 indices.
-    """
+    """Reference FSQ index from ``tanh_z`` (..., D) float32 = :math:`\\tanh(z + s)`: (...) int32 indices."""
     c = _constants(_as_levels(levels), float(eps)).to(tanh_z.device)
     bounded = tanh_z * c.half_l - c.offset
     normalized = bounded.round() / c.half_width
@@ -152,45 +121,19 @@ def torch_fsq_encode_from_tanh(tanh_z: torch.Tensor, levels: LevelsLike, eps: fl
 
 
 def torch_fsq_bound(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3) -> torch.Tensor:
-    """The bounded latents :math:`b_d = \\tanh(z_d + s_d)\\, a_d - o_d` before rounding (differentiable in ``z``).
-
-    Args:
-        z: (..., D) latents, channels last; cast to float32.
-        levels: the D level counts.
-        eps: bound widening :math:`\\epsilon`.
-
-    Returns:
-        (..., D) float32; the quantizer's straight-through ``quantize`` rounds these.
-    """
+    """(..., D) float32 :math:`\\tanh(z_d + s_d)\\, a_d - o_d` of (..., D) latents, before rounding (differentiable)."""
     c = _constants(_as_levels(levels), float(eps)).to(z.device)
     return torch.tanh(z.float() + c.shift) * c.half_l - c.offset
 
 
 def torch_fsq_encode(z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3) -> torch.Tensor:
-    """Reference FSQ encode in float32 (see the module docstring for the maths).
-
-    Args:
-        z: (..., D) latents, channels last; cast to float32.
-        levels: the D level counts.
-        eps: bound widening :math:`\\epsilon`.
-
-    Returns:
-        (...) int32 indices. NaN latents give undefined indices here; :func:`fsq_encode` rejects them.
-    """
+    """Reference FSQ encode in float32: (..., D) latents -> (...) int32 indices (NaN gives undefined indices)."""
     c = _constants(_as_levels(levels), float(eps)).to(z.device)
     return torch_fsq_encode_from_tanh(torch.tanh(z.float() + c.shift), levels, eps)
 
 
 def torch_fsq_decode(indices: torch.Tensor, levels: LevelsLike) -> torch.Tensor:
-    """Reference FSQ decode.
-
-    Args:
-        indices: (...) integer indices in [0, prod(levels)).
-        levels: the D level counts.
-
-    Returns:
-        (..., D) float32 codes :math:`(c_d - h_d) / h_d` in [-1, 1].
-    """
+    """Reference FSQ decode: (...) indices in [0, prod(levels)) -> (..., D) float32 codes in [-1, 1]."""
     c = _constants(_as_levels(levels), 0.0).to(indices.device)
     idx = indices.long().unsqueeze(-1)
     digits = (idx // c.basis) % c.levels
@@ -295,17 +238,13 @@ class _Thresholds:
 
 @functools.lru_cache(maxsize=64)
 def decision_thresholds(levels: tuple[int, ...], eps: float) -> _Thresholds | str:
-    """The reference encode as comparisons: per channel, the float32 values x = z + s where its level steps up.
+    """The reference encode as comparisons: per channel, the float32 x = z + s where its level steps up.
 
-    The reference's level :math:`q_d(x) = \\operatorname{round}(\\tanh(x)\\, a_d - o_d)` (torch's float32 ops, this
-    process's CPU ``torch.tanh``) is a non-decreasing step function of the float32 input :math:`x = z_d + s_d`.
-    For each step k + 1/2 between :math:`q_d(-\\infty)` and :math:`q_d(+\\infty)`, a bisection over the ordered
-    float32 values (all steps at once, ~33 rounds) finds the smallest x with :math:`q_d(x) > k`, evaluating
-    the reference's own ops; then the 2 * 4096 float32 values around it are evaluated to check one clean step there,
-    and -0.0 / +0.0 must agree.
-    The index is then ``base + sum_d basis_d * #{thresholds_d <= x_d}``: a few vector compares per value, no tanh.
-    (Beyond the checked windows this relies on torch's tanh being monotone, which a slow test verifies on all 2^32
-    float32 inputs for the codecs' levels.)
+    :math:`q_d(x) = \\operatorname{round}(\\tanh(x)\\, a_d - o_d)` (this process's ``torch.tanh``) is a
+    non-decreasing step function of float32 x; a bisection over ordered float32 values (all steps at once) finds each
+    step with the reference's own ops, then the 2 * 4096 values around it are checked for one clean step (and
+    -0.0 / +0.0 must agree). Index = ``base + sum_d basis_d * #{thresholds_d <= x_d}``. Between the checked windows
+    this relies on torch's tanh being monotone (a slow test checks all 2^32 inputs for the codecs' levels).
 
     Returns:
         The thresholds, or a string saying why they could not be derived (the caller then takes another path).
@@ -418,11 +357,10 @@ def _direct_levels(levels: tuple, eps: float) -> tuple[int, ...] | None:
 def _fsq_encode_direct(
     ext: Any, z: torch.Tensor, levels: Any, eps: Any, channel_first: bool, wide: bool = False
 ) -> torch.Tensor | None:
-    """The eager fast path of :func:`fsq_encode`: a CPU float32 tensor straight to the threshold kernel.
+    """The eager fast path of :func:`fsq_encode`: same kernel, indices and NaN error as the ``cpp`` backend.
 
-    Returns None (the caller then validates and dispatches as usual) unless ``levels`` is a list or tuple and ``eps``
-    a float that the C++ path takes, ``z`` is strided, non-empty and of a matching shape, and the decision thresholds
-    exist. Same kernel and indices as the ``cpp`` backend, minus the per-call dispatch; NaN raises the same error.
+    Returns None (the caller then dispatches as usual) unless ``levels`` is a list or tuple and ``eps`` a float that
+    the C++ path takes, ``z`` is strided, non-empty and of a matching shape, and the thresholds exist.
     """
     if type(levels) not in (list, tuple) or type(eps) is not float or z.layout is not torch.strided:
         return None
@@ -587,17 +525,12 @@ def fsq_encode(
     """FSQ encode: latents to indices, bit-identical to the reference (maths in the module docstring).
 
     Args:
-        z: (B, D, *spatial) latents (``channel_first=True``, the default), or (..., D) with ``channel_first=False``.
-            The default is the codecs' layout, the one the quantizer modules (and the reference's) take; the C++
-            path reads it in place (no transposed copy). Any real dtype, computed in float32 whatever the autocast state
-            (bf16/fp16 inputs are widened exactly, so their indices equal the reference's on ``z.float()``); may be
-            non-contiguous; never modified.
+        z: (B, D, *spatial) latents (``channel_first=True``, the codecs' layout, read in place), or (..., D) with
+            ``channel_first=False``. Any real dtype, computed in float32 whatever the autocast state; never modified.
         levels: the D level counts, each >= 2 (e.g. ``[7, 5, 5, 5, 5]`` for the image codec).
         eps: bound widening :math:`\\epsilon`.
-        channel_first: the channel axis is 1 (else last); never guessed from the shape. Same default as
-            :meth:`aion_fast.quantizers.FiniteScalarQuantizer.encode`.
-        dtype: of the indices, ``torch.int32`` or ``torch.int64`` (the quantizer modules'; the C++ threshold path
-            writes it directly, no second pass).
+        channel_first: the channel axis is 1 (else last); never guessed from the shape.
+        dtype: of the indices, ``torch.int32`` or ``torch.int64``.
 
     Returns:
         indices of shape ``z.shape[:-1]`` (resp. (B, *spatial)), in [0, prod(levels)) for any ``eps`` below
