@@ -1,32 +1,17 @@
-r"""Lookup-free quantisation (LFQ) index ops: sign bits to indices and back.
+r"""Lookup-free quantisation (LFQ) index ops: sign bits of latents (..., D) to indices and back.
 
-LFQ (Yu et al. 2023, MAGVIT-v2, https://arxiv.org/abs/2310.05737) quantises each of the D channels to its sign
-and reads the signs as a D-bit integer, channel 0 being the most significant bit:
+LFQ (Yu et al. 2023, MAGVIT-v2, https://arxiv.org/abs/2310.05737), channel 0 the most significant bit:
 
 .. math::
 
     \text{index} = \sum_{d=0}^{D-1} [z_d > 0]\; 2^{D-1-d}, \qquad
-    \hat z_d = \begin{cases} +s & \text{bit } D-1-d \text{ of index set} \\ -s & \text{otherwise} \end{cases}
+    \hat z_d = 2 s\, \text{bit}_{D-1-d} - s \in \{-s, +s\}
 
-with the codebook scale :math:`s`; :math:`\hat z_d` is evaluated as :math:`2 s\, \text{bit} - s` in float32 like the
-reference (exactly :math:`\pm s`). Indices are int32, so :math:`1 \le D \le 31` (AION-1's spectrum codec uses
-D = 10, 1024 codes).
-
-NaN/inf policy: ``NaN > 0`` is false, so a NaN channel gives bit 0 (no error: the sign test is total);
-:math:`\pm\infty` and :math:`\pm 0` follow their sign (``-0.0`` and ``+0.0`` give 0). Decode raises ``ValueError``
-for indices outside :math:`[0, 2^D)`.
-
-Backends: ``torch`` (:func:`torch_lfq_encode` / :func:`torch_lfq_decode`, the reference), ``cpp``
-(``aion_fast._C``, CPU: encode reads the latents in place in either layout, so the spectrum codec's channel-first
-(B, D, T) latents are not transposed into a copy; AVX2 blocks of 32 positions over all channels, both cores from
-2^16 elements), ``triton``
-(:mod:`aion_fast.kernels.lfq`, CUDA tensors, and CPU tensors under ``TRITON_INTERPRET=1`` when forced with
-``AION_FAST_BACKEND=triton``, for the tests). Every backend returns the reference's values exactly.
-
-Eager fast path: a CPU float32 tensor, outside ``torch.compile``, with ``AION_FAST_BACKEND`` unset or ``cpp``, goes
-from :func:`lfq_encode` straight to the C++ kernel (the extension allocates the indices), skipping the per-call
-backend selection and autocast handling that cannot change its result; everything else (other dtypes and devices,
-errors, forced backends, tracing through the ``aion_fast::lfq_encode_cpp`` custom op) takes the dispatcher.
+evaluated in float32 like the reference. Indices are int32, so :math:`1 \le D \le 31` (the spectrum codec: D = 10).
+A NaN channel gives bit 0 (``NaN > 0`` is false), :math:`\pm 0` give 0; decode raises ``ValueError`` outside
+:math:`[0, 2^D)`. Backends ``torch`` (reference), ``cpp`` (CPU, reads either layout in place) and ``triton`` (CUDA, or
+``TRITON_INTERPRET=1`` when forced) all return the reference's values exactly. Eager CPU float32 calls with the
+backend unset or ``cpp`` go straight to the C++ kernel, skipping selection that cannot change the result.
 """
 
 from __future__ import annotations
@@ -61,29 +46,13 @@ def _check_dim(dim: int, what: str) -> None:
 
 
 def torch_lfq_encode(z: torch.Tensor) -> torch.Tensor:
-    """Reference LFQ encode.
-
-    Args:
-        z: (..., D) latents, channels last, 1 <= D <= 31.
-
-    Returns:
-        (...) int32 indices, channel 0 the most significant bit.
-    """
+    """Reference LFQ encode: (..., D) latents -> (...) int32 indices."""
     weights = _bit_weights(z.shape[-1], z.device)
     return ((z > 0).long() * weights).sum(dim=-1).to(torch.int32)
 
 
 def torch_lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> torch.Tensor:
-    """Reference LFQ decode.
-
-    Args:
-        indices: (...) integer indices in [0, 2**dim).
-        dim: number of channels D.
-        scale: codebook scale :math:`s`.
-
-    Returns:
-        (..., D) float32 codes in {-s, +s}.
-    """
+    """Reference LFQ decode: (...) indices in [0, 2**dim) -> (..., dim) float32 codes in {-s, +s}."""
     weights = _bit_weights(dim, indices.device)
     bits = ((indices.long().unsqueeze(-1) & weights) != 0).to(torch.float32)
     return bits * scale * 2 - scale
@@ -113,11 +82,9 @@ def _lfq_encode_cpp_impl(z: torch.Tensor, channel_first: bool, ext: Any = None, 
 
 
 def _lfq_encode_direct(ext: Any, z: torch.Tensor, channel_first: bool, wide: bool = False) -> torch.Tensor | None:
-    """The eager fast path of :func:`lfq_encode`: a CPU float32 tensor straight to aion_fast._C.
+    """The eager fast path of :func:`lfq_encode`: same kernel and indices as the ``cpp`` backend.
 
-    Returns None (the caller then validates and dispatches as usual) for anything but a strided, non-empty ``z``
-    of a supported shape. Same kernel and indices as the ``cpp`` backend, minus the per-call dispatch: the output
-    array is allocated by the extension and wrapped without a copy.
+    Returns None (the caller then dispatches as usual) unless ``z`` is strided, non-empty and of a supported shape.
     """
     ndim = z.ndim
     if ndim < (2 if channel_first else 1) or z.layout is not torch.strided:
@@ -221,15 +188,10 @@ def lfq_encode(z: torch.Tensor, channel_first: bool = True, *, dtype: torch.dtyp
     """LFQ encode: the signs of the D channels as a D-bit index (maths in the module docstring).
 
     Args:
-        z: (B, D, *spatial) latents (``channel_first=True``, the default: the spectrum codec's layout, the one the
-            quantizer modules take, read in place by the C++ path), or (..., D) with ``channel_first=False``;
-            1 <= D <= 31. Any real dtype (compared in float32 whatever the autocast state:
-            widening is exact, so bf16/fp16 inputs give the reference's indices on ``z.float()``); may be
-            non-contiguous; never modified.
-        channel_first: the channel axis is 1 (else last); never guessed from the shape. Same default as
-            :meth:`aion_fast.quantizers.LookupFreeQuantizer.encode`.
-        dtype: of the indices, ``torch.int32`` or ``torch.int64`` (the quantizer modules'; the C++ path writes it
-            directly, no second pass).
+        z: (B, D, *spatial) latents (``channel_first=True``, the codecs' layout), or (..., D) with
+            ``channel_first=False``; 1 <= D <= 31. Any real dtype, compared in float32; never modified.
+        channel_first: the channel axis is 1 (else last); never guessed from the shape.
+        dtype: of the indices, ``torch.int32`` or ``torch.int64``.
 
     Returns:
         indices in [0, 2**D), shape ``z.shape[:-1]`` (resp. (B, *spatial)).
