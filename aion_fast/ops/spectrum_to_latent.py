@@ -1,9 +1,7 @@
-r"""Spectrum to latent grid: cleaning, normalisation, linear interpolation onto the uniform grid and arcsinh, fused.
+r"""Spectrum to latent grid, fused: cleaning, normalisation, linear interpolation onto the grid and arcsinh.
 
-For a batch of B spectra with L pixels (flux :math:`f`, inverse variance :math:`v`, wavelengths :math:`x`, strictly
-increasing per row), a per-row flux scale :math:`n_b` (from the normalisation token, computed by the codec) and the
-latent grid :math:`u_k` (AION-1 paper §4.2.1), the spectrum codec's network input is, with :math:`a` =
-``input_scaling``:
+For B spectra of L pixels (flux :math:`f`, inverse variance :math:`v`, wavelengths :math:`x` strictly increasing per
+row), flux scale :math:`n_b` and latent grid :math:`u_k` (AION-1 paper §4.2.1), with :math:`a` = ``input_scaling``:
 
 .. math::
 
@@ -14,29 +12,14 @@ latent grid :math:`u_k` (AION-1 paper §4.2.1), the spectrum codec's network inp
         \frac{y^{(c)}_j - y^{(c)}_{j+1}}{x_j - x_{j+1}}\Bigr), \qquad
     j = \operatorname{clip}(\#\{j : x_j < u_k\} - 1, 0, L - 2)
 
-and 0 where :math:`u_k` lies outside :math:`[x_0, x_{L-1}]` (:func:`interpolate`). The flux
-clip to :math:`[-f_\text{max}, f_\text{max}]` applies when ``clip_flux`` is given, the upper ivar clip when
-``clip_ivar`` is given. Every step is one float32 operation in this order, the order of the codec's PyTorch code
-(which reproduces the reference's tokens).
+and 0 where :math:`u_k` lies outside :math:`[x_0, x_{L-1}]`; the flux clip applies when ``clip_flux`` is given. One
+float32 operation per step in the codec's order (the order that reproduces the reference's tokens).
 
-Backends:
-
-* ``torch``: :func:`torch_spectrum_to_latent`, the codec's PyTorch code (oracle and fallback): cleans and scales
-  every pixel, then one batched ``searchsorted`` places the grid in each row.
-* ``cpp``: ``aion_fast._C``, CPU. One OpenMP task per row; the segment of each grid point is found by one merge pass
-  over the sorted row and the sorted grid (O(L + G), no binary search), only the two samples around each grid point
-  are cleaned and scaled (no (B, 2, L) intermediate), arcsinh returns the bits of libm's ``asinhf`` like PyTorch's
-  CPU ``asinh`` (an AVX2 replica of glibc's ``asinhf``, used after a start-up self-check against the loaded libm,
-  else the libm call; ``aion_fast._C.asinhf_vector_verified()`` says which): bit-identical to the reference for
-  rows sorted as the ``Spectrum`` modality requires (tested). The inverse
-  standard deviation :math:`\sqrt{v}` is computed by PyTorch first (one fused-in-place pass): PyTorch's CPU sqrt is
-  not correctly rounded, so no compiled ``sqrtf`` reproduces it.
-* ``triton``: :mod:`aion_fast.kernels.spectrum_to_latent` for CUDA tensors (binary search per grid point, the parallel
-  form of the same count). Used only when forced with ``AION_FAST_BACKEND=triton``: its arcsinh has not been
-  compared bit for bit with PyTorch's CUDA ``asinh`` on a device, and these values decide tokens.
-
-Inputs must be validated by the caller as the codec does (finite wavelengths, strictly increasing rows); NaN/inf
-flux and ivar are cleaned as above, never an error here.
+Backends: ``torch`` (:func:`torch_spectrum_to_latent`, oracle and fallback); ``cpp`` (CPU, one merge pass per row
+over row and grid, only the two samples around each grid point cleaned, arcsinh with libm ``asinhf``'s bits as in
+ops/image_preprocess; :math:`\sqrt{v}` comes from PyTorch, see :func:`_istd`; bit-identical to the reference);
+``triton`` (CUDA, binary search per grid point; only when forced, its arcsinh is not checked bit for bit on a GPU).
+The caller validates wavelengths as the codec does; NaN/inf flux and ivar are cleaned, never an error.
 """
 
 from __future__ import annotations
@@ -62,31 +45,15 @@ __all__ = [
 
 
 def latent_wavelength(lambda_min: float, resolution: float, num_pixels: int) -> torch.Tensor:
-    """The latent grid :math:`\\lambda_k = \\lambda_\\text{min} + k\\,\\Delta\\lambda` in Angstrom.
-
-    Args:
-        lambda_min: first grid point (Å).
-        resolution: grid step (Å per pixel).
-        num_pixels: number of grid points ``G``.
-
-    Returns:
-        (G,) float32 tensor on the CPU.
-    """
+    """(G,) float32 CPU latent grid :math:`\\lambda_k = \\lambda_\\text{min} + k\\,\\Delta\\lambda` (Å)."""
     return torch.arange(num_pixels, dtype=torch.float32) * float(resolution) + float(lambda_min)
 
 
 def interpolate(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, outside: float = 0.0) -> torch.Tensor:
-    """Piecewise-linear interpolation of several channels per row, zero outside each row's sampled range.
+    """Piecewise-linear interpolation of K channels per row, ``outside`` beyond each row's sampled range.
 
-    Args:
-        x: (B, n) or (n,) float32 abscissae, strictly increasing along the last axis (a 1-D ``x`` is shared by all
-            rows), n >= 2.
-        y: (B, K, n) float32 ordinates, K channels sampled at ``x``.
-        u: (B, m) or (m,) float32 abscissae to evaluate at, sorted along the last axis.
-        outside: value where ``u`` lies outside ``[x_0, x_{n-1}]`` of its row.
-
-    Returns:
-        (B, K, m) float32 interpolated values (see the module docstring for the exact formula).
+    x: (B, n) or shared (n,) strictly increasing, n >= 2; y: (B, K, n); u: (B, m) or (m,) sorted -> (B, K, m)
+    float32 (formula in the module docstring).
     """
     batch, channels, n = y.shape
     x_rows = x.expand(batch, n) if x.ndim == 1 else x
@@ -107,29 +74,12 @@ def interpolate(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, outside: floa
 
 
 def interp_to_grid(values: torch.Tensor, wavelength: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Resamples observed spectra onto the latent grid (zero where the grid lies outside a spectrum's range).
-
-    Args:
-        values: (B, K, L) float32 channels sampled at ``wavelength``.
-        wavelength: (B, L) float32 observed wavelengths, strictly increasing along each row.
-        grid: (G,) float32 latent grid.
-
-    Returns:
-        (B, K, G) float32.
-    """
+    """(B, K, L) values at (B, L) increasing wavelengths -> (B, K, G) on the (G,) grid, 0 outside each row."""
     return interpolate(wavelength, values, grid)
 
 
 def rows_without_overlap(wavelength: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Rows whose wavelength range ``[w_0, w_{L-1}]`` contains no latent grid point.
-
-    Args:
-        wavelength: (B, L) observed wavelengths, increasing along each row.
-        grid: (G,) latent grid, increasing.
-
-    Returns:
-        (B,) bool, True for rows that would resample to all zeros.
-    """
+    """(B,) bool: rows of (B, L) wavelengths whose range holds no point of the (G,) grid (they resample to 0)."""
     first = torch.searchsorted(grid, wavelength[:, :1].to(grid.dtype).contiguous(), right=False)
     after_last = torch.searchsorted(grid, wavelength[:, -1:].to(grid.dtype).contiguous(), right=True)
     return (after_last <= first).squeeze(1)
@@ -145,22 +95,7 @@ def torch_spectrum_to_latent(
     clip_flux: float | None = None,
     clip_ivar: float | None = 100.0,
 ) -> torch.Tensor:
-    """Reference spectrum-to-latent resampling (maths in the module docstring), the spectrum codec's PyTorch code.
-
-    Args:
-        flux: (B, L) float32.
-        ivar: (B, L) float32 inverse variances.
-        wavelength: (B, L) float32, strictly increasing per row, L >= 2.
-        scale: (B,) float32 flux scale :math:`n_b`.
-        grid: (G,) float32 latent grid, increasing.
-        input_scaling: :math:`a`.
-        clip_flux: :math:`f_\\text{max}`, or None for no flux clip.
-        clip_ivar: :math:`v_\\text{max}`, or None for no upper ivar clip.
-
-    Returns:
-        (B, 2, G) float32: arcsinh of the interpolated normalised flux (channel 0) and inverse standard deviation
-        (channel 1).
-    """
+    """Reference (the codec's PyTorch code): arguments as :func:`spectrum_to_latent` in float32 -> (B, 2, G)."""
     flux = torch.nan_to_num(flux)
     if clip_flux is not None:
         flux = torch.clamp(flux, -clip_flux, clip_flux)
@@ -307,15 +242,11 @@ def spectrum_to_latent(
     """Cleans, normalises, resamples onto the latent grid and range-compresses spectra (module docstring).
 
     Args:
-        flux: (B, L) flux; any float dtype (computed in float32); may be non-contiguous; never modified.
-        ivar: (B, L) inverse variances.
-        wavelength: (B, L) wavelengths (Å), finite and strictly increasing per row (the ``Spectrum`` modality
-            checks this), L >= 2.
-        scale: (B,) or (B, 1) positive flux scale :math:`n_b` (the codec's ``max(10**bin - 1, 0.1)``).
+        flux, ivar: (B, L); any float dtype (computed in float32); never modified.
+        wavelength: (B, L) wavelengths (Å), finite and strictly increasing per row, L >= 2.
+        scale: (B,) or (B, 1) positive flux scale :math:`n_b`.
         grid: (G,) latent grid, increasing.
-        input_scaling: :math:`a`.
-        clip_flux: :math:`f_\\text{max}` or None.
-        clip_ivar: :math:`v_\\text{max}` or None.
+        input_scaling, clip_flux, clip_ivar: :math:`a`, :math:`f_\\text{max}`, :math:`v_\\text{max}` (None: no clip).
 
     Returns:
         (B, 2, G) float32 network input.
