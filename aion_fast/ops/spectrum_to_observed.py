@@ -1,40 +1,23 @@
-r"""Spectrum decode epilogue: latent grid -> requested wavelengths, flux scale and bad-pixel mask, fused.
+r"""Spectrum decode epilogue, fused: latent grid -> requested wavelengths, flux scale and bad-pixel mask.
 
-The decode-side counterpart of :mod:`aion_fast.ops.spectrum_to_latent` (AION-1 paper §4.2). The spectrum codec's decoder
-returns, on the latent grid :math:`u_0 < \dots < u_{G-1}`, the normalised flux :math:`y^{(0)}` and, for a decoder with
-two output channels, a bad-pixel logit :math:`y^{(1)}`. At requested wavelengths :math:`w_m` (row ``b``, flux scale
-:math:`n_b = \max(10^{\hat\nu_b} - 1, 0.1)` from the normalisation token):
+Counterpart of :mod:`aion_fast.ops.spectrum_to_latent` (AION-1 paper §4.2). From the decoder's normalised flux
+:math:`y^{(0)}` and optional bad-pixel logit :math:`y^{(1)}` on the grid :math:`u_0 < \dots < u_{G-1}`, at requested
+wavelengths :math:`w_m` with flux scale :math:`n_b = \max(10^{\hat\nu_b} - 1, 0.1)`:
 
 .. math::
 
     v^{(c)}_m = y^{(c)}_j + (w_m - u_j)\,\frac{y^{(c)}_j - y^{(c)}_{j+1}}{u_j - u_{j+1}}, \qquad
     j = \operatorname{clip}(\#\{k : u_k < w_m\} - 1, 0, G - 2)
 
-(0 where :math:`w_m` lies outside :math:`[u_0, u_{G-1}]`), then :math:`\text{flux} = (v^{(0)} + 1)\,n_b` and
-:math:`\text{mask} = \operatorname{round}(\sigma(v^{(1)})) \ne 0` (all false for a flux-only decoder). Without
-wavelengths the values on the grid itself are scaled. Every step is one float32 operation in this order, the
-reference codec's. The reference applies no inverse arcsinh on decode (its decoder is trained to output the normalised
-flux directly), so neither does this op.
+(0 outside :math:`[u_0, u_{G-1}]`), :math:`\text{flux} = (v^{(0)} + 1)\,n_b`,
+:math:`\text{mask} = \operatorname{round}(\sigma(v^{(1)})) \ne 0`; float32, in the reference's order, no inverse
+arcsinh (the reference has none). Backends: ``torch`` (oracle), ``cpp`` (CPU, segment found in O(1) on the uniform
+grid, corrected against the stored float32 values so the count equals ``searchsorted``'s), ``triton`` (CUDA).
 
-Backends:
-
-* ``torch``: :func:`torch_spectrum_to_observed`, the codec's PyTorch code (oracle and fallback): one batched
-  ``searchsorted``, both channels interpolated, then the scale and ``round(sigmoid(.))``.
-* ``cpp``: ``aion_fast._C``, CPU. The segment of each requested wavelength comes from the uniform grid in O(1) (a
-  closed-form guess corrected against the stored float32 grid values, so the count is exactly ``searchsorted``'s);
-  one OpenMP task per row; no (B, 2, M) intermediate and no sigmoid pass.
-* ``triton``: :mod:`aion_fast.kernels.spectrum_to_observed` for CUDA tensors (a binary search per point, the
-  parallel form of the same count).
-
-Exactness: the flux is bit-identical to the reference on every backend (same float32 operations; tested). The mask
-is decided without a sigmoid: :math:`\sigma(v) \le 1/2` rounds to 0 for :math:`v \le 0`, and for
-:math:`v > 10^{-6}` it exceeds 1/2 by four ulps, more than its rounding error, so it rounds to 1; NaN logits give
-True, as in PyTorch. For logits in :math:`(0, 10^{-6}]`, where PyTorch's answer depends on the last bit of its
-``exp`` (it switches at ~8.9e-8), the kernels flag the value and the mask is recomputed with PyTorch's sigmoid: equal
-to the reference everywhere (tested with such logits). The band is narrow, so real decoder logits rarely hit it.
-
-Inputs: ``grid`` must be increasing (the codec's buffer); requested wavelengths need not be sorted. A NaN wavelength
-gives a NaN flux and a True mask (as the reference); +-inf lies outside the grid.
+Exactness: the flux is bit-identical everywhere. The mask skips the sigmoid: :math:`v \le 0` gives 0 and
+:math:`v > 10^{-6}` gives 1 (:math:`\sigma(v)` exceeds 1/2 by more than its rounding error); in :math:`(0, 10^{-6}]`
+PyTorch's answer depends on the last bit of its ``exp``, so kernels flag those and PyTorch recomputes the mask. NaN
+logits and NaN wavelengths give True (and a NaN flux); wavelengths need not be sorted.
 """
 
 from __future__ import annotations
@@ -54,16 +37,7 @@ __all__ = ["interp_from_grid", "spectrum_to_observed", "torch_spectrum_to_observ
 
 
 def interp_from_grid(values: torch.Tensor, grid: torch.Tensor, wavelength: torch.Tensor) -> torch.Tensor:
-    """Resamples latent-grid spectra onto observed wavelengths (zero outside the latent grid).
-
-    Args:
-        values: (B, K, G) float32 channels on the latent grid.
-        grid: (G,) float32 latent grid.
-        wavelength: (B, M) float32 requested wavelengths, sorted along each row.
-
-    Returns:
-        (B, K, M) float32.
-    """
+    """(B, K, G) values on the (G,) grid -> (B, K, M) at (B, M) sorted wavelengths, 0 outside the grid."""
     return interpolate(grid, values, wavelength)
 
 
@@ -78,17 +52,7 @@ def torch_spectrum_to_observed(
     wavelength: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference decode epilogue (maths in the module docstring), the spectrum codec's PyTorch code.
-
-    Args:
-        values: (B, K, G) float32 decoder output on the grid, K = 1 (flux) or 2 (flux, mask logit).
-        grid: (G,) float32 latent grid, increasing, G >= 2.
-        wavelength: (B, M) float32 requested wavelengths, or None for the grid itself.
-        scale: (B,) float32 flux scale :math:`n_b`, or None for the normalised flux.
-
-    Returns:
-        flux (B, M) float32 and mask (B, M) bool.
-    """
+    """Reference (the codec's PyTorch code): arguments as :func:`spectrum_to_observed` in float32."""
     if wavelength is not None:
         values = interp_from_grid(values, grid, wavelength)
     flux = values[:, 0]
