@@ -1,39 +1,21 @@
 r"""Image decode epilogue of the image codec: 54 -> 9 projection, inverse range compression, rescale, band selection.
 
-The inverse of :mod:`aion_fast.ops.image_preprocess` (AION-1 paper §4.1.1). For the decoder output ``h``
-(B, D, H, W) (D = 54 projection channels), the projection ``weight`` (NB, D) and ``bias`` (NB,) (NB = 9 bands), and
-the requested bands at channels :math:`c_1..c_C` of the 9-band layout, every pixel becomes
+Inverse of :mod:`aion_fast.ops.image_preprocess` (AION-1 paper §4.1.1). From decoder output ``h`` (B, D, H, W),
+projection ``weight`` (NB, D) and ``bias`` (NB,), for requested bands at channels :math:`c_1..c_C`:
 
 .. math::
 
     p = h W^\top, \qquad
     \text{out}[b, i, y, x] = s\,\alpha \sinh\!\Bigl(\frac{(p_{c_i} + \text{bias}_{c_i}) / \kappa}{\alpha}\Bigr)
 
-with the range compression factor :math:`\alpha`, multiplier :math:`\kappa` and the zero-point factor :math:`s`
-(:math:`10^{1.8}` for HSC, 1 for the Legacy Survey). Each step is one float32 operation in this order (add the bias,
-divide by :math:`\kappa`, divide by :math:`\alpha`, sinh, multiply by :math:`\alpha`, multiply by :math:`s`), the
-order of the reference codec's decode (its channel mask multiplies by 1.0, an exact no-op, and is dropped).
+(range compression :math:`\alpha`, multiplier :math:`\kappa`, zero-point factor :math:`s`), one float32 op per step
+in the reference's order. The projection stays a ``torch.matmul`` over all NB rows on every backend: the reference's
+values depend on its BLAS float32 sums. Backends: ``torch`` (oracle), ``cpp`` (CPU float32; sinh in double, rounded
+once, so the loop vectorises), ``triton`` (CUDA).
 
-The projection :math:`p = h W^\top` is a ``torch.matmul`` on every backend: the reference's values depend on the
-float32 sums of its BLAS product, which a hand-written kernel does not reproduce. All 9 output channels are
-projected (projecting only the requested rows of ``W`` may change those sums), then the backends fuse the rest in one
-pass that writes the (B, C, H, W) output directly.
-
-Backends:
-
-* ``torch``: :func:`torch_image_postprocess`, the codec's PyTorch code (oracle and fallback).
-* ``cpp``: ``aion_fast._C``, CPU float32. One OpenMP task per (image, band, block of pixels); sinh is evaluated in
-  double precision and rounded once (a vectorised loop, unlike per-element libm ``sinhf`` calls).
-* ``triton``: :mod:`aion_fast.kernels.image_postprocess` for CUDA tensors (libdevice ``sinh`` on a GPU, an exp
-  formula under ``TRITON_INTERPRET=1``).
-
-Exactness: PyTorch's own CPU sinh is not one function (its vectorised loop is within an ulp of the exact value, its
-scalar tail calls glibc's ``sinhf``, and the two disagree in the last bit on some inputs), so no backend can be
-bit-identical to it. Every backend is within 1e-6 relative of :func:`torch_image_postprocess` (tested; the C++ sinh
-is within one float32 ulp of the exact value, checked on 3e6 inputs). bf16 inputs are upcast to float32 exactly and
-give the same values as float32 inputs holding the same numbers. Non-finite values propagate (NaN stays NaN; |sinh
-argument| beyond ~89.4 overflows to inf, where PyTorch's vectorised sinh already returns inf slightly earlier, from
-~89.4 instead of 89.415; such fluxes, ~1e36, never occur).
+Exactness: PyTorch's CPU sinh is itself two functions (vectorised loop vs glibc ``sinhf`` tail, differing in the last
+bit), so no backend can match it bit for bit; all are within 1e-6 relative of :func:`torch_image_postprocess` (the
+C++ sinh within one float32 ulp of exact). Non-finite values propagate; sinh overflows beyond ~89.4 (fluxes ~1e36).
 """
 
 from __future__ import annotations
@@ -67,16 +49,7 @@ def torch_image_postprocess(
     range_compression_factor: float = 0.01,
     mult_factor: float = 10.0,
 ) -> torch.Tensor:
-    """Reference decode epilogue (maths in the module docstring), the image codec's PyTorch code.
-
-    Args:
-        h: (B, D, H, W) float32 decoder output.
-        weight: (NB, D) float32 projection weight.
-        bias: (NB,) float32 projection bias.
-        channels: the C requested channels in ``[0, NB)``, in output order.
-        zeropoint_scale: the factor :math:`s` (``zeropoint_scale(survey)``).
-        range_compression_factor: :math:`\\alpha`.
-        mult_factor: :math:`\\kappa`.
+    """Reference (the codec's PyTorch code): arguments as :func:`image_postprocess` in float32.
 
     Returns:
         (B, C, H, W) float32, contiguous.
