@@ -1,25 +1,11 @@
-"""Quantisation ops with interchangeable backends (PyTorch reference, C++ extension, Triton).
+"""Ops with interchangeable backends (PyTorch reference, C++ extension, Triton), one module per op.
 
-Each module ``aion_fast.ops.<op>`` holds, in this order: the fp32 PyTorch reference ``torch_<op>`` (the tests'
-oracle and the fallback), the compiled paths registered as ``torch.library`` custom ops in the ``aion_fast``
-namespace (so ``torch.compile`` traces them), and the public dispatching functions. Backends are chosen per call by
-:func:`aion_fast.dispatch.select` (``AION_FAST_BACKEND`` forces one).
-
-* :mod:`aion_fast.ops.fsq`: :func:`fsq_encode`, :func:`fsq_decode` (finite scalar quantisation).
-* :mod:`aion_fast.ops.lfq`: :func:`lfq_encode`, :func:`lfq_decode` (lookup-free quantisation).
-* :mod:`aion_fast.ops.image_preprocess`: :func:`image_preprocess` (the image codec's fused crop, clip, rescale,
-  arcsinh and band placement).
-* :mod:`aion_fast.ops.image_postprocess`: :func:`image_postprocess` (the image codec's decode epilogue: 54 -> 9
-  projection, inverse range compression, HSC rescale and band selection).
-* :mod:`aion_fast.ops.spectrum_to_latent`: :func:`spectrum_to_latent` (the spectrum codec's cleaning, normalisation,
-  interpolation onto the latent grid and arcsinh).
-* :mod:`aion_fast.ops.spectrum_to_observed`: :func:`spectrum_to_observed` (the spectrum codec's decode epilogue:
-  latent grid to requested wavelengths, flux scale and mask).
-* :mod:`aion_fast.ops.roar`: :func:`roar_step` (fused ROAR sampling step, Philox4x32-10 random numbers).
-
-All ops compute in float32 whatever the autocast state and accept non-contiguous inputs. The quantizer ops return
-int32 indices and never modify their arguments; ``roar_step`` updates the generation loop's state tensors (tokens and
-masks) in place, as documented there, and returns int64 positions.
+Each ``aion_fast.ops.<op>`` holds the float32 reference ``torch_<op>`` (oracle and fallback), the compiled paths
+registered as ``torch.library`` ops (so ``torch.compile`` traces them) and the public function, which picks a backend
+per call (:func:`aion_fast.dispatch.select`; ``AION_FAST_BACKEND`` forces one): ``fsq``, ``lfq`` (quantisers),
+``image_preprocess`` / ``image_postprocess`` and ``spectrum_to_latent`` / ``spectrum_to_observed`` (the codecs' fused
+pre- and post-processing), ``roar`` (fused ROAR sampling step). All compute in float32 whatever the autocast state;
+only ``roar_step`` modifies its arguments (the loop's state tensors, in place).
 """
 
 from __future__ import annotations

@@ -1,44 +1,27 @@
 r"""ROAR sampling step: sample revealed positions from decoder logits, then choose the next positions to reveal.
 
-One call per ROAR step (AION-1 paper §7.1, after 4M, Mizrahi et al. 2023) does, for every chain ``r`` of ``R``
-(a chain is one draw ``sample_ids[r]`` for one object ``object_ids[r]``):
+One call per ROAR step (AION-1 paper §7.1, after 4M, Mizrahi et al. 2023), for each chain ``r`` (draw
+``sample_ids[r]`` of object ``object_ids[r]``): sample a token for each of its ``N`` query slots from ``logits``
+and reveal it at ``positions[r, n]`` (write ``tokens``, clear ``input_mask``, set ``target_mask``); then return the
+first ``next_count`` still-unknown positions of a fresh random permutation, ``(R, next_count)``.
 
-1. sample a token for each of its ``N`` query slots from ``logits[r, n]`` (``V`` classes) and reveal it at
-   ``positions[r, n]``: ``tokens[r, p] = token``, ``input_mask[r, p] = False`` (now an input),
-   ``target_mask[r, p] = True`` (no longer a target);
-2. draw the ``next_count`` positions of the next step among those still unknown (``target_mask`` False): the first
-   ``next_count`` entries of a fresh random permutation, returned as ``(R, next_count)``.
-
-Random numbers come from Philox4x32-10 (Salmon et al. 2011), a counter-based generator: the 128-bit block of
-``(seed, step, object, sample, position)`` is ``Philox(key = seed, counter = (position | step << 16, object mod
-2^32, object div 2^32, sample))``. Words 0-1 give the position's 63-bit ordering key (the permutation sorts the
-unknown positions by (key, position)), words 2-3 the 53-bit uniform :math:`u \in [0, 1)` of its token. A chain's
-draws therefore depend only on the seed and its own identifiers: the same on any batch split, on CPU and GPU.
-
-Sampling one token from logits :math:`x \in \mathbb{R}^V` at temperature :math:`\tau > 0` (float64 throughout):
+Random numbers: Philox4x32-10 (Salmon et al. 2011) with key = seed, counter = (position | step << 16,
+object mod 2^32, object div 2^32, sample); words 0-1 are the position's 63-bit sort key (ties by position), words
+2-3 the 53-bit uniform :math:`u` of its token. A chain's draws depend only on the seed and its identifiers, so they
+are the same on any batch split, CPU or GPU. Sampling at temperature :math:`\tau > 0`, in float64:
 
 .. math::
 
     z_i = x_i / \tau, \qquad w_i = e^{z_i - \max_j z_j}
 
-then top-k (:math:`0 < k < V`) zeroes :math:`w_i` where :math:`z_i` is below the k-th largest :math:`z` (ties with
-it kept); top-p (:math:`0 < p < 1`) walks the classes in the order (:math:`z` descending, index ascending) and zeroes
-every class whose preceding mass exceeds :math:`p \sum w`, i.e. keeps the smallest prefix holding at least
-:math:`p` of the tempered probability (unlike the reference, which applies top-p to the untempered softmax). The
-token is the first :math:`i` with :math:`\sum_{j \le i} w_j > u \sum_j w_j` (left-to-right sums; the last nonzero
-class if rounding leaves none). :math:`\tau = 0` is greedy: the first index of :math:`\max x`.
+top-k zeroes :math:`w_i` below the k-th largest :math:`z` (ties kept); top-p keeps the smallest prefix in
+(:math:`z` descending, index ascending) order holding at least :math:`p` of the tempered mass (the reference applies
+it to the untempered softmax). Token: the first :math:`i` with :math:`\sum_{j \le i} w_j > u \sum_j w_j` (the last
+nonzero class if rounding leaves none); :math:`\tau = 0` takes the first argmax.
 
-Backends (the same tokens for the same arguments):
-
-* ``torch``: :func:`torch_roar_step` (reference and fallback), built on :func:`torch_roar_sample`,
-  :func:`torch_roar_select` and :func:`philox4x32_10`.
-* ``cpp``: ``aion_fast._C.roar_step``, OpenMP over chains (csrc/roar/roar_cpu.cpp), and for CUDA tensors
-  ``aion_fast._C.roar_step_cuda`` (csrc/roar/roar.cu), in builds compiled with CUDA sources.
-* ``triton``: no kernel (the CUDA path above is part of the extension).
-
-The float64 ``exp`` of PyTorch (SLEEF) and of libm/CUDA may differ in the last bit, so a token could differ between
-backends only when :math:`u \sum w` lands within ~1e-16 relative of a cumulative boundary (never seen in the tests'
-10^5-draw comparisons). Logits holding NaN or +inf, or only -inf, raise ``ValueError``.
+Backends: ``torch`` (:func:`torch_roar_step`, reference), ``cpp`` (``aion_fast._C`` on CPU, and its CUDA kernel in
+CUDA builds). Float64 ``exp`` may differ in the last bit between PyTorch and libm/CUDA, so tokens could differ only
+when :math:`u \sum w` lands within ~1e-16 relative of a boundary. Logits with NaN or +inf, or only -inf, raise.
 """
 
 from __future__ import annotations
@@ -72,15 +55,7 @@ def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def philox4x32_10(counter: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
-    """Philox4x32-10 blocks (Salmon et al. 2011, Random123's ``philox4x32``, 10 rounds).
-
-    Args:
-        counter: ``(..., 4)`` int64 tensor of uint32 counter words.
-        key: Two uint32 key words.
-
-    Returns:
-        ``(..., 4)`` int64 tensor of uint32 output words.
-    """
+    """Philox4x32-10 (Random123's ``philox4x32``): ``(..., 4)`` int64 uint32 counter words, two key words -> blocks."""
     c0, c1, c2, c3 = (counter[..., i] & _MASK32 for i in range(4))
     k0, k1 = key[0] & _MASK32, key[1] & _MASK32
     for round_index in range(10):
