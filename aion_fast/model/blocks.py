@@ -1,9 +1,6 @@
-"""Transformer building blocks of AION-1 (4M-style pre-norm ViT blocks): norms, MLPs, attention modules and the
-encoder/decoder blocks. State-dict names match the reference (``attn.qkv``, ``attn.q_norm``, ``cross_attn.kv``,
-``mlp.fc1``...).
-
-Attention itself (masks, backends) is :mod:`aion_fast.model.attention`; the CPU inference path of the encoder block
-is :mod:`aion_fast.model.rowblocks`.
+"""Transformer blocks of AION-1: 4M-style pre-norm ViT blocks (Mizrahi et al. 2023), with the reference's
+state-dict names (``attn.qkv``, ``cross_attn.kv``, ``mlp.fc1``...). Attention masks and backends live in
+:mod:`aion_fast.model.attention`, the encoder block's CPU inference path in :mod:`aion_fast.model.rowblocks`.
 """
 
 from __future__ import annotations
@@ -46,16 +43,8 @@ NORM_EPS = 1e-6
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm whose bias can be switched off.
-
-    Without bias, ``bias`` is a persistent all-zero buffer rather than absent, because the reference checkpoints
-    store it under that name.
-
-    Args:
-        dim: Normalized (last) dimension.
-        eps: Variance epsilon.
-        bias: Whether the bias is a learnable parameter.
-    """
+    """LayerNorm over the last axis whose bias can be switched off (then a persistent zero buffer, because the
+    reference checkpoints store ``bias``)."""
 
     def __init__(self, dim: int, eps: float = NORM_EPS, bias: bool = True):
         super().__init__()
@@ -76,11 +65,7 @@ class LayerNorm(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: zeroes the whole residual branch of a random subset of samples while training.
-
-    Args:
-        drop_prob: Probability of dropping a sample's branch; kept branches are scaled by ``1 / (1 - drop_prob)``.
-    """
+    """Stochastic depth: drops the residual branch of a sample with ``drop_prob`` while training, scales the rest."""
 
     def __init__(self, drop_prob: float):
         super().__init__()
@@ -99,14 +84,7 @@ class DropPath(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Two-layer feed-forward network ``fc2(act(fc1(x)))``.
-
-    Args:
-        dim: Input and output width.
-        hidden_dim: Hidden width.
-        act_layer: Activation module class.
-        bias: Whether the linear layers have biases.
-    """
+    """``fc2(act(fc1(x)))``, (..., dim) -> (..., dim)."""
 
     def __init__(self, dim: int, hidden_dim: int, act_layer: type[nn.Module], bias: bool):
         super().__init__()
@@ -120,16 +98,9 @@ class Mlp(nn.Module):
 
 
 class GatedMlp(nn.Module):
-    """Gated feed-forward network (SwiGLU with ``act_layer=nn.SiLU``): ``fc2(act(fc1(x)) * fc3(x))``.
+    """Gated MLP ``fc2(act(fc1(x)) * fc3(x))`` (SwiGLU with SiLU; Shazeer 2020, arXiv:2002.05202).
 
-    The hidden width is ``int(2 * hidden_dim / 3)`` so the three matrices cost about as much as a plain MLP with
-    ``hidden_dim`` (Shazeer 2020, arXiv:2002.05202).
-
-    Args:
-        dim: Input and output width.
-        hidden_dim: Hidden width of the equivalent plain MLP (``int(dim * mlp_ratio)``).
-        act_layer: Activation module class applied to the gate branch.
-        bias: Whether the linear layers have biases.
+    Hidden width ``int(2 * hidden_dim / 3)``: three matrices cost about as much as a plain MLP of ``hidden_dim``.
     """
 
     def __init__(self, dim: int, hidden_dim: int, act_layer: type[nn.Module], bias: bool):
@@ -146,16 +117,7 @@ class GatedMlp(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a fused ``qkv`` projection and optional QK-norm.
-
-    Args:
-        dim: Model width ``D``.
-        num_heads: Number of heads ``H``; ``D`` must be divisible by it.
-        qkv_bias: Bias on the ``qkv`` projection.
-        proj_bias: Bias on the output projection.
-        qk_norm: Apply a per-head LayerNorm to queries and keys.
-        norm_bias: Bias of the QK-norm LayerNorms.
-    """
+    """Multi-head self-attention, fused ``qkv`` projection, optional per-head LayerNorm of q and k (QK-norm)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, qk_norm: bool, norm_bias: bool):
         super().__init__()
@@ -170,15 +132,7 @@ class SelfAttention(nn.Module):
             self.q_norm = self.k_norm = None
 
     def forward(self, x: Tensor, mask: AttentionMask | Tensor | None = None) -> Tensor:
-        """Attends ``x`` to itself.
-
-        Args:
-            x: ``(B, N, D)``.
-            mask: Prepared ``(B, 1, N, N)``-style mask, or a reference bool mask (see :func:`as_attention_mask`).
-
-        Returns:
-            ``(B, N, D)``.
-        """
+        """(B, N, D) -> (B, N, D); ``mask`` prepared or a reference bool mask (:func:`as_attention_mask`)."""
         mask = as_attention_mask(mask)
         batch, length, dim = x.shape
         if mask.uniform:
@@ -197,15 +151,7 @@ class SelfAttention(nn.Module):
         return self.proj(self.attend_projected(self.qkv(x), mask))
 
     def attend_projected(self, qkv: Tensor, mask: AttentionMask) -> Tensor:
-        """Attention on the fused projections, before ``proj``: per-head split, QK-norm, :func:`attend`.
-
-        Args:
-            qkv: ``(B, N, 3 * D)`` output of ``self.qkv``.
-            mask: Prepared mask, not uniform.
-
-        Returns:
-            ``(B, N, D)`` heads side by side.
-        """
+        """(B, N, 3 D) ``qkv`` output, non-uniform mask -> (B, N, D) heads side by side, before ``proj``."""
         batch, length, width = qkv.shape
         q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
         if self.q_norm is not None:
@@ -215,16 +161,7 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head cross-attention from queries ``x`` to a context, with optional QK-norm.
-
-    Args:
-        dim: Model width ``D``.
-        num_heads: Number of heads ``H``.
-        qkv_bias: Bias on the ``q`` and ``kv`` projections.
-        proj_bias: Bias on the output projection.
-        qk_norm: Apply a per-head LayerNorm to queries and keys.
-        norm_bias: Bias of the QK-norm LayerNorms.
-    """
+    """Multi-head cross-attention from queries ``x`` to a context, optional QK-norm."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, qk_norm: bool, norm_bias: bool):
         super().__init__()
@@ -240,16 +177,8 @@ class CrossAttention(nn.Module):
             self.q_norm = self.k_norm = None
 
     def forward(self, x: Tensor, context: Tensor, mask: AttentionMask | Tensor | None = None) -> Tensor:
-        """Attends queries to the context.
-
-        Args:
-            x: ``(B, M, D)`` queries.
-            context: ``(B, N, D)`` keys/values source.
-            mask: Prepared ``(B, 1, 1, N)``-style key mask, or a reference bool ``(B, 1, N)`` mask.
-
-        Returns:
-            ``(B, M, D)``.
-        """
+        """(B, M, D) queries, (B, N, D) context -> (B, M, D); ``mask`` a (B, 1, 1, N)-style key mask or the
+        reference's bool (B, 1, N)."""
         mask = as_attention_mask(mask)
         batch, length, dim = x.shape
         q = self.q(x).view(batch, length, self.num_heads, self.head_dim)
@@ -282,13 +211,8 @@ class BlockOptions:
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm encoder block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
-
-    Args:
-        options: Shared block hyper-parameters.
-        drop_path: Stochastic-depth rate of this block.
-        use_checkpoint: Recompute activations in the backward pass instead of storing them (training only).
-    """
+    """Pre-norm encoder block ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``; ``use_checkpoint`` recomputes
+    activations in the backward pass (training only)."""
 
     def __init__(self, options: BlockOptions, drop_path: float = 0.0, use_checkpoint: bool = False):
         super().__init__()
@@ -316,13 +240,7 @@ class EncoderBlock(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Pre-norm decoder block: self-attention, cross-attention to the encoder context, MLP.
-
-    Args:
-        options: Shared block hyper-parameters.
-        drop_path: Stochastic-depth rate of this block.
-        use_checkpoint: Recompute activations in the backward pass instead of storing them (training only).
-    """
+    """Pre-norm decoder block: self-attention, cross-attention to the encoder context, MLP."""
 
     def __init__(self, options: BlockOptions, drop_path: float = 0.0, use_checkpoint: bool = False):
         super().__init__()
@@ -352,17 +270,10 @@ class DecoderBlock(nn.Module):
         sa_mask: Tensor | None = None,
         xa_mask: Tensor | None = None,
     ) -> Tensor:
-        """Updates decoder queries.
+        """(B, M, D) decoder tokens, (B, N, D) context -> (B, M, D).
 
-        Args:
-            x: ``(B, M, D)`` decoder tokens.
-            context: ``(B, N, D)`` encoder context.
-            self_mask: Prepared ``(B, 1, M, M)``-style decoder self-attention mask, or a bool ``(B, M, M)`` one.
-            cross_mask: Prepared ``(B, 1, 1, N)``-style encoder key-padding mask, or a bool ``(B, 1, N)`` one.
-            sa_mask, xa_mask: The reference's keyword names of ``self_mask`` and ``cross_mask``.
-
-        Returns:
-            ``(B, M, D)``.
+        ``self_mask`` (B, 1, M, M)-style or bool (B, M, M); ``cross_mask`` (B, 1, 1, N)-style or bool (B, 1, N);
+        ``sa_mask`` / ``xa_mask`` are the reference's names for them.
         """
         if sa_mask is not None or xa_mask is not None:
             if self_mask is not None or cross_mask is not None:
