@@ -1,17 +1,11 @@
 r"""Triton kernels of FSQ encode (from :math:`\tanh(z + s)`) and decode (maths: :mod:`aion_fast.ops.fsq`).
 
-Encode replays the reference's float32 steps after the tanh operation by operation: :math:`b = t\,a_d - o_d`
-(FMA fusion disabled at launch, so two roundings like PyTorch), round half to even with the :math:`1.5 \cdot 2^{23}`
-trick, digit :math:`(q / h_d)\,h_d + h_d` with IEEE division, then the mixed-radix sum, exact in any order for the
-level ranges the dispatcher admits (every partial sum an integer below :math:`2^{24}`).
-
-Why the tanh is not in the kernel: PyTorch's tanh (SLEEF on CPU, CUDA's ``tanhf`` on GPU) and any formula written
-from ``exp`` (the only option under ``TRITON_INTERPRET=1``, where libdevice is missing) differ in the last bits on a
-fraction of inputs (:func:`aion_fast.kernels._math.tanh_f32`, series + exp, differs from torch's CPU tanh by a few
-ulps on many inputs, tests/kernels), and one ulp can flip the rounding of a value at a half-integer. So, as the C++
-path does, PyTorch computes :math:`\tanh(z + s)` and the kernel does everything else: exact by construction.
-
-One program per block of rows; each loads a (BLOCK_M, D_PAD) tile (rows contiguous, D_PAD = next power of two).
+Encode replays the reference's float32 steps after the tanh: :math:`b = t\,a_d - o_d` (FMA fusion off, two roundings
+like PyTorch), round half to even by the :math:`1.5 \cdot 2^{23}` trick, digit :math:`(q / h_d)\,h_d + h_d` with IEEE
+division, then the mixed-radix sum (exact in any order for the levels the dispatcher admits: partial sums are
+integers below :math:`2^{24}`). The tanh stays in PyTorch: any other tanh (SLEEF, ``tanhf``, or the ``exp`` formula
+of :func:`aion_fast.kernels._math.tanh_f32` under ``TRITON_INTERPRET=1``) differs in the last bits on many inputs,
+and one ulp can flip the rounding at a half-integer. One program per block of rows, (BLOCK_M, D_PAD) tiles.
 """
 
 from __future__ import annotations
