@@ -1,18 +1,12 @@
 """Attention for the transformer blocks: prepared masks, and the backends chosen by :mod:`aion_fast.dispatch`.
 
-Masks follow the reference convention (True = the key is hidden) until they reach SDPA, where
-:class:`AttentionMask` inverts them once per forward. The reference fills hidden scores with ``-finfo.max``, so a
-query whose keys are *all* hidden gets the mean of the values: :class:`AttentionMask` finds such rows once, SDPA runs
-them unmasked and their output is replaced by the value mean (:meth:`AION.forward`'s decoder self-attention is
-always such a mask). Training averages over a row's *selected* queries only (``AttentionMask.uniform_keys``).
-
-Three attention paths, each a family ``attention`` choice of :func:`aion_fast.dispatch.select`:
-
-* dense: :func:`torch.nn.functional.scaled_dot_product_attention`, with no mask when nothing is hidden;
-* key padding (:class:`KeyPadding`, inference groups whose objects lack some tokens, present tokens first): flash-attn
-  varlen (CUDA half/bf16), else mask-free SDPA per distinct key length (so CUDA keeps its flash/cuDNN kernels), else
-  SDPA under the boolean mask (CPU: its fused kernel takes the mask, and bucketing would only add copies);
-* packed (:class:`PackedLayout`, training): flash-attn varlen, else SDPA under a block-diagonal mask or re-padded.
+Masks use the reference convention (True = key hidden) until SDPA, where :class:`AttentionMask` inverts them once per
+forward. The reference fills hidden scores with ``-finfo.max``, so a query with *all* keys hidden gets the value mean:
+such rows run unmasked and are replaced by that mean (the decoder self-attention of :meth:`AION.forward` is always
+such a mask; training averages over a row's selected queries, ``AttentionMask.uniform_keys``). Paths (family
+``attention``): dense SDPA (no mask when nothing is hidden); key padding (:class:`KeyPadding`, present tokens first:
+flash-attn varlen, else mask-free SDPA per key length so CUDA keeps its fused kernels, else SDPA under the mask);
+packed (:class:`PackedLayout`, training: flash-attn varlen, else SDPA block-diagonal or re-padded).
 """
 
 from __future__ import annotations
@@ -134,14 +128,8 @@ class AttentionMask:
 
     @classmethod
     def from_hidden(cls, hidden: Tensor | None) -> AttentionMask:
-        """Prepares a reference-convention mask.
-
-        Args:
-            hidden: ``(B, Lq or 1, Lk)`` bool, True where the key is hidden from the query; ``None`` for no mask.
-
-        Returns:
-            The prepared mask; no mask at all when nothing is hidden, so SDPA can pick its fastest kernel.
-        """
+        """Prepares a ``(B, Lq or 1, Lk)`` bool mask, True = hidden (``None``: no mask); nothing hidden gives no
+        mask at all, so SDPA can pick its fastest kernel."""
         if hidden is None or not bool(hidden.any()):
             return cls()
         row_hidden = hidden.all(dim=-1, keepdim=True)
@@ -156,14 +144,10 @@ class AttentionMask:
 
     @classmethod
     def from_key_padding(cls, padding: Tensor | None) -> AttentionMask:
-        """Prepares a key-padding mask (the encoder's, and the decoder's cross-attention one).
+        """Prepares a ``(B, Lk)`` bool key-padding mask, True = absent (``None``: all present).
 
-        Args:
-            padding: ``(B, Lk)`` bool, True where the key is absent; ``None`` when all are present.
-
-        Returns:
-            No mask when nothing is hidden; with present keys first and at least one per sample, the boolean mask
-            plus its :class:`KeyPadding` (the key-padding paths of :func:`attend`); else :meth:`from_hidden`'s mask.
+        Nothing hidden gives no mask; present keys first with at least one per sample give the bool mask plus its
+        :class:`KeyPadding` (for the mask-free paths); anything else :meth:`from_hidden`'s mask.
         """
         if padding is None:
             return cls()
@@ -187,16 +171,8 @@ class AttentionMask:
 
 
 def as_attention_mask(mask: AttentionMask | Tensor | None, name: str = "mask") -> AttentionMask:
-    """The prepared mask of a block or attention call, which also takes the reference's boolean masks.
-
-    Args:
-        mask: An :class:`AttentionMask`; a bool ``(B, Lq or 1, Lk)`` tensor, True where the key is hidden (the
-            reference's ``(B, 1, N)`` encoder mask from ``embed_inputs``, its ``(B, M, M)`` decoder mask); or ``None``.
-        name: The argument's name, for the error message.
-
-    Raises:
-        ValueError: A tensor that is not bool or not 3-D.
-    """
+    """An :class:`AttentionMask` as is; a bool ``(B, Lq or 1, Lk)`` reference mask (True = hidden, e.g.
+    ``embed_inputs``' ``(B, 1, N)``) prepared; ``None`` for no mask. ValueError (naming ``name``) for other tensors."""
     if isinstance(mask, AttentionMask):
         return mask
     if mask is None:
@@ -211,17 +187,7 @@ def as_attention_mask(mask: AttentionMask | Tensor | None, name: str = "mask") -
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask) -> Tensor:
-    """Multi-head scaled dot-product attention with the reference's masking semantics.
-
-    Args:
-        q: ``(B, H, Lq, d)`` queries.
-        k: ``(B, H, Lk, d)`` keys.
-        v: ``(B, H, Lk, d)`` values.
-        mask: Prepared mask (see :class:`AttentionMask`).
-
-    Returns:
-        ``(B, H, Lq, d)``.
-    """
+    """SDPA with the reference's masking: ``(B, H, Lq, d)`` q, ``(B, H, Lk, d)`` k, v -> ``(B, H, Lq, d)``."""
     if mask.packed is not None:
         layout = mask.packed
         q, k, v = (t[0].transpose(0, 1) for t in (q, k, v))  # (T, H, d)
@@ -245,16 +211,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask) -> Tensor:
 
 
 def segment_mean(values: Tensor, segments: Tensor, batch: int) -> Tensor:
-    """Mean of the packed rows of every sample.
-
-    Args:
-        values: ``(T, ...)`` packed rows.
-        segments: ``(T,)`` int64 sample index of every row.
-        batch: Number of samples ``B``.
-
-    Returns:
-        ``(B, ...)``; zero for a sample without rows.
-    """
+    """``(B, ...)`` mean of the packed ``(T, ...)`` rows of each sample (``segments``: (T,) int64); 0 for empty ones."""
     sums = values.new_zeros((batch, *values.shape[1:])).index_add_(0, segments, values)
     counts = torch.bincount(segments, minlength=batch).clamp_min(1).to(values.dtype)
     return sums / counts.reshape(batch, *([1] * (values.ndim - 1)))
@@ -298,17 +255,8 @@ VARLEN_BACKENDS = (
 
 
 def varlen_backend(q: Tensor) -> tuple[str, list[str]]:
-    """The packed-attention backend for queries like ``q``, and why flash-attn was not chosen.
-
-    Args:
-        q: ``(T, H, d)`` packed queries.
-
-    Returns:
-        ``("flash" or "sdpa", reasons flash-attn is not used)``; cached per device type, dtype and head dim.
-
-    Raises:
-        BackendUnavailableError: ``AION_FAST_BACKEND`` forces ``flash`` and it cannot run (the reasons are listed).
-    """
+    """``("flash" or "sdpa", reasons flash-attn is not used)`` for ``(T, H, d)`` packed queries, cached per device
+    type, dtype and head dim; BackendUnavailableError when ``flash`` is forced and cannot run."""
     backend = select("varlen_attention", VARLEN_BACKENDS, q, key=(q.shape[-1],), family="attention")
     if backend.name == "flash":
         return "flash", []
@@ -318,17 +266,8 @@ def varlen_backend(q: Tensor) -> tuple[str, list[str]]:
 
 
 def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
-    """Softmax attention of every packed query sample to the key sample of the same index.
-
-    Args:
-        q: ``(Tq, H, d)`` packed queries.
-        k: ``(Tk, H, d)`` packed keys.
-        v: ``(Tk, H, d)`` packed values.
-        layout: Sample offsets of queries and keys.
-
-    Returns:
-        ``(Tq, H, d)``; a query whose sample has no key gets zeros.
-    """
+    """Attention of each packed query sample to the key sample of the same index: ``(Tq, H, d)`` q, ``(Tk, H, d)``
+    k, v -> ``(Tq, H, d)`` (zeros for a sample without keys)."""
     if q.is_cuda and torch.is_autocast_enabled("cuda"):
         # Under autocast, QK-norm (a LayerNorm) returns float32 q and k beside bf16 v: give flash-attn one dtype.
         dtype = torch.get_autocast_dtype("cuda")
@@ -387,17 +326,8 @@ def _sdpa_masked(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask) -> Tensor
 
 
 def sdpa_bucketed_attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask) -> Tensor:
-    """Key-padded attention without a mask: one SDPA call per distinct key length on that length's samples.
-
-    Every query (absent ones too) of a sample with ``L`` present keys attends to keys ``[0, L)``, exactly what the
-    boolean mask gives, but each call is mask-free so CUDA may run its flash or cuDNN kernel.
-
-    Args:
-        q: ``(B, H, Lq, d)``; k, v: ``(B, H, Lk, d)``; mask: with :attr:`AttentionMask.key_padding`.
-
-    Returns:
-        ``(B, H, Lq, d)``.
-    """
+    """Key-padded attention without a mask: one SDPA call per distinct key length, so CUDA may run its fused
+    kernels; same result as the bool mask. ``(B, H, Lq, d)`` q, ``(B, H, Lk, d)`` k, v -> ``(B, H, Lq, d)``."""
     buckets = mask.key_padding.buckets
     if len(buckets) == 1:
         length = buckets[0][0]
