@@ -300,21 +300,13 @@ class AION(nn.Module):
         mask: Mapping[str, Tensor] | None = None,
         num_encoder_tokens: int | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Embeds and arranges encoder inputs.
-
-        Args:
-            input_dict: Token key -> ids of shape ``(B, n)`` or ``(B,)`` (one token per object), any integer dtype.
-            mask: Optional token key -> bool ``(B, n)``, True where the token is absent (padding).
-            num_encoder_tokens: Keep this many tokens (present ones first); default: all.
+        """Embeds and arranges encoder inputs (arguments and errors as :meth:`embed_input_sequence`).
 
         Returns:
             encoder_tokens: ``(B, N, D)`` token vectors, zero where absent.
             encoder_emb: ``(B, N, D)`` positional plus modality embeddings, zero where absent.
             encoder_mask: ``(B, 1, N)`` bool, True where absent.
             mod_mask: ``(B, N)`` int16 modality ids, -1 where absent.
-
-        Raises:
-            ValueError: Invalid inputs (the message names the token key and the fix).
         """
         sequence = self.embed_input_sequence(input_dict, mask, num_encoder_tokens)
         return sequence.tokens, sequence.emb, sequence.full_padding()[:, None, :], sequence.mod_mask
@@ -713,24 +705,18 @@ class AION(nn.Module):
     ) -> MaskedPrediction:
         """One masked-modeling prediction: encode the inputs, decode the targets, return their logits and ids.
 
-        The encoder side is :meth:`embed_inputs` (``input_mask`` as its ``mask``), the decoder side
-        :meth:`embed_targets` with the true ids carried along. Decoder self-attention is the one inference uses
-        (:meth:`forward`, :mod:`aion_fast.generate`): under the reference's all-hidden mask each query receives the
-        mean of the values of its object's queries. Here the mean runs over the object's *selected* queries only,
-        so a row padded to ``num_decoder_tokens`` computes what inference computes for those queries alone (the
-        reference would also average the padding rows in). A causal decoder (``decoder_causal_mask``) uses its
-        causal mask as in :meth:`embed_targets`.
+        Encoder side :meth:`embed_inputs` (``input_mask`` as ``mask``), decoder side :meth:`embed_targets` with the
+        true ids. Under the reference's all-hidden decoder self-attention mask each query gets the value mean of
+        its object's *selected* queries only, so padding rows change nothing (the reference would average them in);
+        a causal decoder uses its causal mask.
 
         Args:
-            tokens: Token key -> ``(B, n)`` ids for every key of ``input_mask`` and ``target_mask`` (any value,
-                e.g. 0, where the token does not exist).
+            tokens: Token key -> ``(B, n)`` ids for every key of both masks (any value where no token exists).
             input_mask: Token key -> ``(B, n)`` bool, True where the token is NOT an encoder input.
             target_mask: Token key -> ``(B, n)`` bool, True where the token is NOT a target.
-            num_encoder_tokens: Encoder token budget (present inputs first); default: all.
-            num_decoder_tokens: Decoder query budget (targets first); default: all.
-            packed: Run the blocks on packed variable-length sequences (no padding rows; flash-attn varlen
-                kernels on GPU when installed, SDPA otherwise). Same result as the padded path up to rounding;
-                non-causal decoders only.
+            num_encoder_tokens, num_decoder_tokens: Token budgets (present inputs / targets first); default: all.
+            packed: Run the blocks on packed variable-length sequences (flash-attn varlen on GPU when installed,
+                else SDPA); the padded path's result up to rounding; non-causal decoders only.
 
         Returns:
             The logits and target ids per token key of ``target_mask``.
@@ -821,18 +807,13 @@ class AION(nn.Module):
             path_or_hub_id: Local directory with ``config.json`` and ``model.safetensors``, or a Hub repository id.
             device: Target device (default CPU).
             dtype: Cast floating-point weights to this dtype (default: as stored).
-            revision, cache_dir, token, local_files_only, force_download: The reference's
-                hub keywords (huggingface_hub's ``ModelHubMixin.from_pretrained``), used for a Hub id: e.g.
-                ``revision`` a branch, tag or commit, ``cache_dir`` a cache laid out as
-                ``models--<org>--<name>/snapshots/<commit>/``; ignored for a local directory.
+            revision, cache_dir, token, local_files_only, force_download: The reference's hub keywords
+                (huggingface_hub's ``ModelHubMixin.from_pretrained``), for a Hub id only.
             map_location: The reference's name of ``device`` (used when ``device`` is not given).
-            encoder_only: Build and read only what embeddings need (token and modality embeddings, encoder blocks,
-                norms, context projection): about half the weights of the released models are the decoder's, never
-                read from disk then. ``embed``/``encode`` give the full model's values; decoding, generation,
-                training and ``save_pretrained`` raise.
+            encoder_only: Build and read only what embeddings need (the decoder's weights, about half, are never
+                read); ``embed``/``encode`` give the full model's values, decoding, training and saving raise.
             precision: ``"fp32"`` (default, exact) or ``"bf16"``: what :func:`aion_fast.embed` runs the encoder in
-                (:mod:`aion_fast.precision`; weights stay as stored, autocast does the rest). Kept as
-                ``model.precision``.
+                (:mod:`aion_fast.precision`), kept as ``model.precision``.
 
         Returns:
             The model in eval mode.
@@ -881,21 +862,9 @@ class AION(nn.Module):
     ) -> os.PathLike:
         """Writes ``config.json`` and ``model.safetensors`` loadable here and by ``aion.AION.from_pretrained``.
 
-        Keywords as the reference's (huggingface_hub's ``ModelHubMixin.save_pretrained``).
-
-        Args:
-            directory: Target directory (created if needed).
-            config: Optional config dict; it must describe this model (the written config is always the model's).
-            repo_id: Hub repository for ``push_to_hub`` (default: the directory's name).
-            push_to_hub: Also upload the folder with :meth:`push_to_hub`.
-            model_card_kwargs: Accepted for the reference's signature; no model card is written.
-            **push_to_hub_kwargs: Passed to :meth:`push_to_hub`.
-
-        Returns:
-            The directory path.
-
-        Raises:
-            ValueError: ``config`` differs from the model's own config.
+        Keywords as huggingface_hub's ``ModelHubMixin.save_pretrained``: ``config`` must describe this model (else
+        ValueError), ``push_to_hub`` also uploads (``repo_id`` default: the directory's name; ``**push_to_hub_kwargs``
+        to :meth:`push_to_hub`), ``model_card_kwargs`` is accepted and ignored. Returns the directory path.
         """
         self._require_decoder("save_pretrained")
         own = self.config.to_dict()
