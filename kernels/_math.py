@@ -1,9 +1,7 @@
-"""Float32 maths helpers shared by the Triton kernels (imports Triton: load only from a kernel module).
+"""Float32 maths shared by the Triton kernels (imports Triton: load only from a kernel module).
 
-Under ``TRITON_INTERPRET=1`` the libdevice functions (``asinh``, ``tanh``) do not exist, so each helper takes a
-``USE_LIBDEVICE`` constexpr: True on a GPU (CUDA's own correctly-rounded-within-an-ulp versions, the ones PyTorch's
-CUDA kernels call), False under the interpreter, where a formula from the available ops is used. The formulas are
-accurate to a few float32 ulps, not bit-identical to PyTorch's CPU (glibc) versions.
+Libdevice (``asinh``, ``tanh``) is missing under ``TRITON_INTERPRET=1``, so each helper takes ``USE_LIBDEVICE``:
+CUDA's own functions on a GPU, else a formula from the available ops, a few ulps from PyTorch's CPU (glibc) values.
 """
 
 from __future__ import annotations
@@ -17,12 +15,8 @@ __all__ = ["asinh_f32", "tanh_f32"]
 
 @triton.jit
 def asinh_f32(x, USE_LIBDEVICE: tl.constexpr):
-    r"""float32 :math:`\operatorname{arcsinh}(x)`.
-
-    Without libdevice: the odd Taylor series :math:`a - a^3/6 + 3a^5/40 - 15a^7/336 + 105a^9/3456` for
-    :math:`a = |x| < 1/4` (truncation below 3e-8 relative), :math:`\log(a + \sqrt{a^2 + 1})` up to :math:`2^{60}`
-    and :math:`\log a + \log 2` beyond (where :math:`a^2` would overflow), with the sign of ``x``.
-    """
+    r"""float32 :math:`\operatorname{arcsinh}(x)`; without libdevice an odd Taylor series for :math:`|x| < 1/4`,
+    :math:`\log(a + \sqrt{a^2 + 1})` up to :math:`2^{60}`, :math:`\log a + \log 2` beyond (no overflow)."""
     if USE_LIBDEVICE:
         return libdevice.asinh(x)
     else:
@@ -37,13 +31,8 @@ def asinh_f32(x, USE_LIBDEVICE: tl.constexpr):
 
 @triton.jit
 def tanh_f32(x, USE_LIBDEVICE: tl.constexpr):
-    r"""float32 :math:`\tanh(x)`.
-
-    Without libdevice: the odd Taylor series :math:`a - a^3/3 + 2a^5/15 - 17a^7/315 + 62a^9/2835` for
-    :math:`a = |x| < 1/4`, else :math:`(1 - e^{-2a}) / (1 + e^{-2a})` (no overflow; :math:`\pm\infty \to \pm 1`),
-    with the sign of ``x``. Up to 8 ulps from PyTorch's tanh (tested), so the FSQ kernel does NOT use it for
-    indices (see :mod:`aion_fast.kernels.fsq`).
-    """
+    r"""float32 :math:`\tanh(x)`; without libdevice an odd Taylor series for :math:`|x| < 1/4`, else
+    :math:`(1 - e^{-2a}) / (1 + e^{-2a})`. Not bit-identical to PyTorch's, so the FSQ kernel does not use it."""
     if USE_LIBDEVICE:
         return libdevice.tanh(x)
     else:
