@@ -181,9 +181,8 @@ _tanh_status: list[str | None] = []  # [reason or None] once checked
 def fused_tanh_unavailable_reason() -> str | None:
     """Why the C++ path cannot compute tanh itself (None: it can, bit-identical to ``torch.tanh``).
 
-    Binds MKL VML's tanh from the loaded ``libtorch_cpu`` (the function PyTorch's CPU tanh runs) once per process and
-    checks it bit for bit against ``torch.tanh`` on 2^17 float32 values (random, a dense sweep of [-10, 10], zeros,
-    infinities, NaN, subnormals). When this returns a reason, the C++ path takes the tanh from PyTorch instead.
+    Binds MKL VML's tanh from ``libtorch_cpu`` once per process and checks it bit for bit against ``torch.tanh`` on
+    2^17 float32 values (random, a sweep of [-10, 10], zeros, infinities, NaN, subnormals).
     """
     if _tanh_status:
         return _tanh_status[0]

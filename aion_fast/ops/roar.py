@@ -92,20 +92,9 @@ def _invalid_rows(logits: torch.Tensor) -> torch.Tensor:
 def torch_roar_sample(
     logits: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 0.0
 ) -> torch.Tensor:
-    """Reference sampler: one token per row of logits from the given uniforms (maths in the module docstring).
-
-    Args:
-        logits: ``(M, V)`` float32.
-        uniforms: ``(M,)`` float64 in [0, 1).
-        temperature: ``>= 0``; 0 is greedy.
-        top_k: Keep the ``top_k`` largest logits (ties kept); 0 or ``>= V`` is off.
-        top_p: Nucleus mass in [0, 1]; 0 or 1 is off.
-
-    Returns:
-        ``(M,)`` int64 tokens.
-
-    Raises:
-        ValueError: A row holds NaN or +inf, or only -inf.
+    """Reference sampler (maths in the module docstring): ``(M, V)`` float32 logits and ``(M,)`` float64 uniforms
+    in [0, 1) -> ``(M,)`` int64 tokens. ``temperature`` 0 is greedy; ``top_k`` 0 or >= V and ``top_p`` 0 or 1 are
+    off. ValueError for a row with NaN or +inf, or only -inf.
     """
     bad = _invalid_rows(logits)
     if bool(bad.any()):
@@ -142,17 +131,8 @@ def torch_roar_select(
     object_ids: torch.Tensor,
     sample_ids: torch.Tensor,
 ) -> torch.Tensor:
-    """Reference reveal permutation: the first ``count`` still-unknown positions of each row's random order.
-
-    Args:
-        target_mask: ``(R, L)`` bool, True where the position is no longer a target (already revealed).
-        count: Positions to choose per row.
-        seed, step: Generator key and step index.
-        object_ids, sample_ids: ``(R,)`` int64 chain identifiers.
-
-    Returns:
-        ``(R, count)`` int64 positions, in permutation order.
-    """
+    """Reference reveal permutation: ``(R, count)`` int64, the first ``count`` positions of each row's random order
+    among those still unknown in the ``(R, L)`` bool ``target_mask`` (True = already revealed)."""
     rows, length = target_mask.shape
     positions = torch.arange(length, device=target_mask.device).expand(rows, -1)
     keys = _chain_blocks(seed, step, object_ids, sample_ids, positions)
