@@ -106,9 +106,7 @@ def _constants(levels: tuple[int, ...], eps: float) -> _Constants:
     return _Constants(lv, half_l, offset, shift, lv // 2, basis)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# PyTorch reference (oracle and fallback)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- PyTorch reference (oracle and fallback) -------------------------------------------------------------------------
 
 
 def torch_fsq_encode_from_tanh(tanh_z: torch.Tensor, levels: LevelsLike, eps: float = 1e-3) -> torch.Tensor:
@@ -140,9 +138,7 @@ def torch_fsq_decode(indices: torch.Tensor, levels: LevelsLike) -> torch.Tensor:
     return ((digits - c.half_width) / c.half_width).to(torch.float32)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Layout helpers
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Layout helpers --------------------------------------------------------------------------------------------------
 
 
 def _index_shape(z: torch.Tensor, channel_first: bool) -> tuple[int, ...]:
@@ -171,9 +167,7 @@ def _device_constants(levels: tuple[int, ...], eps: float, device: torch.device)
     return _constants(levels, eps).to(device)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# C++ path (aion_fast._C), registered as custom ops so torch.compile can trace it
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- C++ path (aion_fast._C), registered as custom ops so torch.compile can trace it ---------------------------------
 
 _tanh_status: list[str | None] = []  # [reason or None] once checked
 
@@ -408,9 +402,7 @@ def _(indices: torch.Tensor, levels: list[int]) -> torch.Tensor:
     return indices.new_empty((*indices.shape, len(levels)), dtype=torch.float32)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Triton path (aion_fast.kernels.fsq): CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 when forced
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Triton path (aion_fast.kernels.fsq): CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 when forced ----------
 
 
 def _run_triton_encode(z: torch.Tensor, levels: tuple[int, ...], eps: float, channel_first: bool) -> torch.Tensor:
@@ -442,9 +434,7 @@ def _run_triton_decode(indices: torch.Tensor, levels: tuple[int, ...]) -> torch.
     return out.reshape(*indices.shape, len(levels))
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Backends and dispatch
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Backends and dispatch -------------------------------------------------------------------------------------------
 
 
 def _exact_packing_reasons(levels: tuple[int, ...], eps: float) -> list[str]:

@@ -35,9 +35,7 @@ def _project(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.matmul(h.permute(0, 2, 3, 1), weight.t())
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# PyTorch reference (oracle and fallback)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- PyTorch reference (oracle and fallback) -------------------------------------------------------------------------
 
 
 def torch_image_postprocess(
@@ -62,9 +60,7 @@ def torch_image_postprocess(
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it --------------------------------
 
 # Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
 # torch._dynamo and Triton, which is slow. Under torch.compile the dispatcher calls the registered op instead.
@@ -137,9 +133,7 @@ def _cpp_reasons(h: torch.Tensor, *_) -> list[str]:
     return reasons
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Triton path (aion_fast.kernels.image_postprocess), CUDA tensors
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Triton path (aion_fast.kernels.image_postprocess), CUDA tensors -------------------------------------------------
 
 
 def _run_triton(h: torch.Tensor, weight: torch.Tensor, *args) -> torch.Tensor:
@@ -149,9 +143,7 @@ def _run_triton(h: torch.Tensor, weight: torch.Tensor, *args) -> torch.Tensor:
     return launch(_project(h, weight).contiguous(), *args)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Backends and dispatch
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Backends and dispatch -------------------------------------------------------------------------------------------
 
 _BACKENDS = (
     Backend("triton", lambda h, *_: dispatch.triton_reasons(h), _run_triton),

@@ -79,9 +79,7 @@ def range_compress_(x: torch.Tensor, range_compression_factor: float = 0.01, mul
     return x.div_(range_compression_factor).asinh_().mul_(range_compression_factor).mul_(mult_factor)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# PyTorch reference (oracle and fallback)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- PyTorch reference (oracle and fallback) -------------------------------------------------------------------------
 
 
 def torch_image_preprocess(
@@ -116,9 +114,7 @@ def torch_image_preprocess(
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it --------------------------------
 
 # Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
 # torch._dynamo and Triton, which is slow. Under torch.compile the dispatcher calls the registered op instead.
@@ -196,9 +192,7 @@ def _(
     return flux.new_empty((flux.shape[0], crop_size, crop_size, num_bands), dtype=torch.float32)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Triton path (aion_fast.kernels.image_preprocess), CUDA tensors
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Triton path (aion_fast.kernels.image_preprocess), CUDA tensors --------------------------------------------------
 
 
 def _run_triton(flux: torch.Tensor, *args) -> torch.Tensor:
@@ -221,9 +215,7 @@ def _triton_reasons(flux: torch.Tensor, *_) -> list[str]:
     return reasons
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Backends and dispatch
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Backends and dispatch -------------------------------------------------------------------------------------------
 
 
 def _cpp_reasons(flux: torch.Tensor, *_) -> list[str]:

@@ -40,9 +40,7 @@ def _check_dim(dim: int, what: str) -> None:
         raise ValueError(f"{what}: LFQ needs 1 <= D <= {MAX_DIM} channels for int32 indices, got D={dim}")
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# PyTorch reference (oracle and fallback)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- PyTorch reference (oracle and fallback) -------------------------------------------------------------------------
 
 
 def torch_lfq_encode(z: torch.Tensor) -> torch.Tensor:
@@ -58,9 +56,7 @@ def torch_lfq_decode(indices: torch.Tensor, dim: int, scale: float = 1.0) -> tor
     return bits * scale * 2 - scale
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# C++ path (aion_fast._C), registered as custom ops so torch.compile can trace it
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- C++ path (aion_fast._C), registered as custom ops so torch.compile can trace it ---------------------------------
 
 
 # Eager calls go straight to the ``*_impl`` functions: the first call of any torch.library custom op imports
@@ -126,9 +122,7 @@ def _(indices: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
     return indices.new_empty((*indices.shape, dim), dtype=torch.float32)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Backends and dispatch
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Backends and dispatch -------------------------------------------------------------------------------------------
 
 
 def _cpp_decode_reasons(indices: torch.Tensor, dim: int, scale: float) -> list[str]:

@@ -41,9 +41,7 @@ MAX_POSITIONS = 1 << 16
 MAX_STEPS = 1 << 16
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# PyTorch reference (oracle and fallback)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- PyTorch reference (oracle and fallback) -------------------------------------------------------------------------
 
 
 def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +169,7 @@ def torch_roar_step(
     return torch_roar_select(target_mask, next_count, seed, next_step, object_ids, sample_ids)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Compiled paths (aion_fast._C)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Compiled paths (aion_fast._C) -----------------------------------------------------------------------------------
 
 
 def _cpp_roar_step(logits, positions, tokens, input_mask, target_mask, object_ids, sample_ids, seed, step,

@@ -39,9 +39,7 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# PyTorch reference (oracle and fallback)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- PyTorch reference (oracle and fallback) -------------------------------------------------------------------------
 
 
 def latent_wavelength(lambda_min: float, resolution: float, num_pixels: int) -> torch.Tensor:
@@ -106,9 +104,7 @@ def torch_spectrum_to_latent(
     return torch.arcsinh(grid_values) if grid_values.requires_grad else grid_values.arcsinh_()  # autograd: no asinh_
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it --------------------------------
 
 
 def _istd(ivar: torch.Tensor, clip_ivar: float | None) -> torch.Tensor:
@@ -179,9 +175,7 @@ def _(
     return flux.new_empty((flux.shape[0], 2, grid.shape[0]), dtype=torch.float32)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Backends and dispatch
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Backends and dispatch -------------------------------------------------------------------------------------------
 
 
 def _cpp_reasons(flux: torch.Tensor, *_) -> list[str]:

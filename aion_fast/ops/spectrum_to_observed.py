@@ -31,9 +31,7 @@ from aion_fast.ops.spectrum_to_latent import interpolate
 __all__ = ["interp_from_grid", "spectrum_to_observed", "torch_spectrum_to_observed"]
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# PyTorch reference (oracle and fallback)
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- PyTorch reference (oracle and fallback) -------------------------------------------------------------------------
 
 
 def interp_from_grid(values: torch.Tensor, grid: torch.Tensor, wavelength: torch.Tensor) -> torch.Tensor:
@@ -73,9 +71,7 @@ def _recompute_mask(values: torch.Tensor, grid: torch.Tensor, wavelength: torch.
     return _torch_mask(logits[:, 0])
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- C++ path (aion_fast._C), registered as a custom op so torch.compile can trace it --------------------------------
 
 # Eager calls go straight to the ``*_impl`` function: the first call of any torch.library custom op imports
 # torch._dynamo and Triton, which is slow. Under torch.compile the dispatcher calls the registered op instead.
@@ -133,9 +129,7 @@ def _cpp_reasons(values: torch.Tensor, *_) -> list[str]:
     return reasons
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Triton path (aion_fast.kernels.spectrum_to_observed), CUDA tensors
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Triton path (aion_fast.kernels.spectrum_to_observed), CUDA tensors ----------------------------------------------
 
 
 def _run_triton(values, grid, wavelength, scale) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,9 +144,7 @@ def _run_triton(values, grid, wavelength, scale) -> tuple[torch.Tensor, torch.Te
     return flux, mask
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Backends and dispatch
-# ---------------------------------------------------------------------------------------------------------------------
+# ---- Backends and dispatch -------------------------------------------------------------------------------------------
 
 _BACKENDS = (
     Backend("triton", lambda values, *_: dispatch.triton_reasons(values), _run_triton),
