@@ -168,9 +168,8 @@ def image_postprocess(
         weight: (NB, D) projection weight (``ImageCodec.subsample_out.weight``).
         bias: (NB,) projection bias.
         channels: the C requested channels in ``[0, NB)`` (``BAND_TO_INDEX`` of the bands), in output order.
-        zeropoint_scale: the factor :math:`s` (``zeropoint_scale(survey)``: :math:`10^{1.8}` for HSC), positive.
-        range_compression_factor: :math:`\\alpha` (> 0).
-        mult_factor: :math:`\\kappa` (non-zero).
+        zeropoint_scale, range_compression_factor, mult_factor: :math:`s` (> 0, :math:`10^{1.8}` for HSC),
+            :math:`\\alpha` (> 0), :math:`\\kappa` (non-zero).
 
     Returns:
         (B, C, H, W) float32, contiguous, on the device of ``h``.

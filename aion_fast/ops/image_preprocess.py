@@ -257,11 +257,8 @@ def image_preprocess(
             float32); may be non-contiguous; never modified.
         channels: the C target channels in ``[0, num_bands)``, distinct (``BAND_TO_INDEX`` of the bands).
         clamp_max: the C per-band clip bounds (``BAND_CLAMP_MAX`` of the bands), positive.
-        zeropoint_scale: flux divisor :math:`s` (see :func:`aion_fast.codecs.preprocessing.zeropoint_scale`).
-        range_compression_factor: :math:`\\alpha` (> 0).
-        mult_factor: :math:`\\kappa`.
-        crop_size: side ``S`` of the central window.
-        num_bands: channels of the output layout (9 for AION-1).
+        zeropoint_scale, range_compression_factor, mult_factor: :math:`s`, :math:`\\alpha` (both > 0), :math:`\\kappa`.
+        crop_size, num_bands: side ``S`` of the central window; channels of the output layout (9 for AION-1).
         device: where to compute (default: the device of ``flux``); only the window is moved.
         what: name of ``flux`` in error messages, e.g. ``"LegacySurveyImage.flux"``.
 
