@@ -2,7 +2,7 @@
 
 Run: ``python -m pytest bench -o python_files='bench_*.py' --benchmark-json=bench/results/<file>.json``
 then ``python bench/report.py bench/results/<file>.json`` for the reference / aion_fast ratios; file names follow
-``<bench>-<device>-<threads>[-<variant>]-<commit>`` (README, Benchmarks).
+``<bench>-<device>-<threads>[-<variant>]-<commit>`` (README, Benchmarks). One bench file per op: ``bench_<op>.py``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,21 @@ import subprocess
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
+import shapes
 import torch
 
 from aion_fast import dispatch
+
+#: Op benches: the reference's own code, then the aion_fast backends that ``impl_env`` forces.
+OP_IMPLS = ["reference", "torch", "cpp"]
+#: Quantizer ops also have Triton kernels (cpp skips on CUDA, triton on CPU).
+QUANTIZER_IMPLS = [*OP_IMPLS, "triton"]
+OP_CPU_BATCH = 64  # ops are cheap: larger than the codec benchmarks' 8, still a realistic encode batch
+
+
+def op_batch(device: str) -> int:
+    """Objects per op call: ``OP_CPU_BATCH`` on CPU, the survey-job batch of ``shapes.BATCH`` on a GPU."""
+    return OP_CPU_BATCH if device == "cpu" else shapes.BATCH[device]
 
 
 def _commit() -> str:

@@ -154,3 +154,29 @@ def test_the_private_check_catches_a_foreign_private_read(tmp_path):
     finally:
         source.unlink()
     assert [hit.split(":")[0] for hit in hits] == ["1", "4"]
+
+
+OPS = sorted(path.stem for path in (ROOT / "aion_fast" / "ops").glob("*.py") if path.stem != "__init__")
+
+
+def _missing_op_files(op: str) -> list[str]:
+    """What of an op's test, benchmark and kernels is not named after it (``git ls-files | grep <op>`` finds all)."""
+    missing = [rel for rel in (f"tests/ops/test_{op}.py", f"bench/bench_{op}.py") if not (ROOT / rel).is_file()]
+    if not (ROOT / "kernels" / f"{op}.py").is_file() and not (ROOT / "csrc" / op).is_dir():
+        missing.append(f"kernels/{op}.py or csrc/{op}/")
+    return missing
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_op_has_its_tests_bench_and_kernels_under_its_name(op):
+    missing = _missing_op_files(op)
+    assert not missing, f"aion_fast/ops/{op}.py: missing {', '.join(missing)} (name an op's files after the op)"
+
+
+def test_the_op_file_check_reports_what_is_missing():
+    assert len(OPS) >= 7 and "roar" in OPS
+    assert _missing_op_files("no_such_op") == [
+        "tests/ops/test_no_such_op.py",
+        "bench/bench_no_such_op.py",
+        "kernels/no_such_op.py or csrc/no_such_op/",
+    ]

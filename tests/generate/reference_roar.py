@@ -1,6 +1,7 @@
 """Drives the reference package's own ROAR generation path (aion.fourm.generate.GenerationSampler) on token dicts.
 
-Shared by the generation tests and bench/bench_generate.py, so both time and check the same reference call.
+Shared by the generation tests, bench/bench_roar.py and bench/bench_predict.py, so they time and check the same
+reference call.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Both sides generate tokens from the same photometry tokens on identical weights (a width-384, 4+4-block model of
 the AION-1-B architecture, random weights: the speed does not depend on training), in the same process. The
 reference runs its own ROAR path (aion.fourm.generate.GenerationSampler) with the 50 draws batched as B x 50
-chains; aion_fast runs aion_fast.generate.roar_generate. Throughput is draws (samples) per second.
+chains; aion_fast runs aion_fast.generate.roar_generate, which calls the ROAR op (aion_fast/ops/roar.py,
+``roar_step``) once per step. Throughput is draws (samples) per second.
 """
 
 from __future__ import annotations
