@@ -21,4 +21,5 @@ def device_constant(values: tuple, dtype: torch.dtype, device: torch.device) -> 
     Launchers take their per-call constants from here instead of ``torch.tensor(list, device=cuda)``, which costs a
     host-to-device copy (and a sync on pageable memory) on every call. The tensor is shared: never write to it.
     """
-    return torch.tensor(values, dtype=dtype, device=device)
+    with torch.inference_mode(False):  # cached for the process: usable under autograd too
+        return torch.tensor(values, dtype=dtype, device=device)

@@ -80,7 +80,8 @@ def sincos_2d(rows: int, cols: int, dim: int) -> Tensor:
 
 @functools.lru_cache(maxsize=128)
 def _cpu_position_table(kind: str, shape: tuple[int, ...]) -> Tensor:
-    with torch.device("cpu"):  # also under a torch.device("meta") construction (from_pretrained)
+    # CPU also under a torch.device("meta") construction (from_pretrained); cached, so never an inference tensor.
+    with torch.device("cpu"), torch.inference_mode(False):
         return sincos_1d(*shape) if kind == "1d" else sincos_2d(*shape)
 
 

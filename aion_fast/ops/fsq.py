@@ -75,11 +75,13 @@ class _Constants:
 
     @functools.cached_property
     def half_width_f32(self) -> torch.Tensor:
-        return self.half_width.float()
+        with torch.inference_mode(False):
+            return self.half_width.float()
 
     @functools.cached_property
     def basis_f32(self) -> torch.Tensor:
-        return self.basis.float()
+        with torch.inference_mode(False):
+            return self.basis.float()
 
     def to(self, device: torch.device) -> _Constants:
         if device.type == "cpu":
@@ -98,6 +100,13 @@ def _as_levels(levels: LevelsLike) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=64)
 def _constants(levels: tuple[int, ...], eps: float) -> _Constants:
+    # Cached for the process: built as normal tensors even when the first call is in inference mode, or a later
+    # autograd call (codec training) could not save them for backward.
+    with torch.inference_mode(False):
+        return _build_constants(levels, eps)
+
+
+def _build_constants(levels: tuple[int, ...], eps: float) -> _Constants:
     lv = torch.tensor(levels, dtype=torch.int32)
     half_l = (lv - 1) * (1 + eps) / 2
     offset = torch.where(lv % 2 == 1, 0.0, 0.5)
@@ -164,7 +173,8 @@ def _as_odi(z: torch.Tensor, channel_first: bool) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _device_constants(levels: tuple[int, ...], eps: float, device: torch.device) -> _Constants:
-    return _constants(levels, eps).to(device)
+    with torch.inference_mode(False):  # cached: normal tensors (see _constants)
+        return _constants(levels, eps).to(device)
 
 
 # ---- C++ path (aion_fast._C), registered as custom ops so torch.compile can trace it ---------------------------------

@@ -83,3 +83,18 @@ def test_bad_input_still_raises_through_the_module():
         lq.encode(torch.randn(2, 9, 4))
     with pytest.raises(ValueError, match=r"\[0, 2\*\*10\)"):
         lq.decode(torch.tensor([[1024]]))
+
+
+@pytest.mark.parametrize("levels", [[9, 7, 3], [6, 5, 4, 3]])
+def test_encoding_in_inference_mode_first_leaves_training_usable(levels):
+    """The op caches per-level constants for the process; made under inference mode they must still serve autograd
+    (a job encodes, then the same process trains a codec)."""
+    quantizer = FiniteScalarQuantizer(levels)
+    z = torch.randn(2, len(levels), 5, 3)
+    with torch.inference_mode():
+        expected = quantizer.encode(z)
+    trainable = z.clone().requires_grad_(True)
+    quantized, *_ = quantizer(trainable)
+    quantized.sum().backward()
+    assert trainable.grad is not None and torch.isfinite(trainable.grad).all()
+    assert torch.equal(quantizer.encode(z), expected)
