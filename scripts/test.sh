@@ -20,7 +20,7 @@ load: ' + str(b.extension_error()) + ' (set AION_FAST_NO_EXT=1 to test the pure-
 fi
 
 if [ "$#" -eq 0 ]; then
-  set -- -m "not gpu and not heavy"
+  set -- -m "not gpu and not heavy" --durations=20
 fi
 echo "+ $PY -m pytest -q $*" >&2
 set +e
