@@ -25,6 +25,7 @@ from aion import AION as RefAION
 from aion import codecs as ref_codecs
 from aion import modalities as ref_modalities
 from conftest import run_timed
+from profile_cpu import sgemm_peak
 
 import aion_fast
 from aion_fast import modalities as m
@@ -36,18 +37,6 @@ IMPLS = ["reference", "exact", "fast"]
 BATCH = int(os.environ.get("AION_FAST_BENCH_BATCH", shapes.BATCH["cpu"]))
 FLUX_KEYS = ["tok_flux_g", "tok_flux_r", "tok_flux_z"]
 DOMAINS = ["tok_image", "tok_spectrum_desi", *FLUX_KEYS]
-
-
-def sgemm_peak(n: int = 2048, repeats: int = 4) -> float:
-    """Best float32 GFLOP/s of an ``n^3`` matrix product (measured right before each benchmark)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
 
 
 _FLOPS: dict[str, int] = {}  # per benchmark group: the same network FLOPs for every implementation
@@ -119,7 +108,7 @@ def _run(benchmark, record, impl, fn, what: str, exact_fn, rounds: int = 2):
         if what not in _FLOPS:
             _FLOPS[what] = counted_flops(exact_fn)
         flops = _FLOPS[what]
-        peak = sgemm_peak()
+        peak = sgemm_peak(repeats=4)
         out = run_timed(benchmark, fn, "cpu", rounds=rounds)
     seconds = benchmark.stats.stats.min
     benchmark.extra_info.update({"sgemm_gflops": round(peak, 1), "gflop": round(flops / 1e9, 1),
@@ -191,7 +180,7 @@ def test_interleaved_ratios(benchmark, record, codecs, models, workload):
     with torch.inference_mode():
         outputs = {impl: call(impl) for impl in IMPLS}  # warm-up (packed weights, oneDNN primitives)
         for _ in range(rounds):
-            peaks.append(round(sgemm_peak(), 1))
+            peaks.append(round(sgemm_peak(repeats=4), 1))
             for impl in IMPLS:
                 start = time.perf_counter()
                 call(impl)
