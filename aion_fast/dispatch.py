@@ -63,7 +63,7 @@ BACKENDS: tuple[str, ...] = ("triton", "cpp", "torch")
 #: Environment variable that forces a backend.
 ENV_VAR = "AION_FAST_BACKEND"
 #: Must equal ``API_VERSION`` of the compiled module (``csrc/bindings.cpp``); anything else is a stale build.
-EXPECTED_API_VERSION = 7
+EXPECTED_API_VERSION = 8
 
 _REBUILD_HINT = "rebuild it with `pip install -e .` (see README, Development)"
 _UNSET = object()

@@ -14,7 +14,7 @@ void check_cpu_support();
 }
 
 // Bumped whenever a signature below changes; aion_fast/dispatch.py refuses a stale build with another number.
-constexpr int kApiVersion = 7;
+constexpr int kApiVersion = 8;
 
 PYBIND11_MODULE(_C, m) {
   aion_fast::check_cpu_support();
@@ -52,6 +52,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("image_postprocess", &aion_fast::image_postprocess, "projected"_a, "bias"_a, "channel"_a,
         "range_compression_factor"_a, "mult_factor"_a, "zeropoint_scale"_a, "out"_a,
         "Image decode: bias, inverse arcsinh, rescale, band selection (B, H, W, NB) f32 -> (B, C, H, W) f32 into out.");
+  m.def("winograd_input_transform", &aion_fast::winograd_input_transform, "x"_a, "bt"_a, "m"_a, "pad"_a,
+        "tiles_h"_a, "tiles_w"_a, "tile_begin"_a, "out"_a,
+        "Winograd input tiles: x (B, H, W, C) f32 -> B^T d B (T_c, n^2, C) f32 into out.");
+  m.def("winograd_output_transform", &aion_fast::winograd_output_transform, "mt"_a, "at"_a, "bias"_a, "tiles_h"_a,
+        "tiles_w"_a, "tile_begin"_a, "out"_a,
+        "Winograd output tiles: (n^2, T_c, C) f32 -> A^T M A + bias into out (B, H_out, W_out, C) f32.");
   m.def("sinh_f32", &aion_fast::sinh_f32, "x"_a, "out"_a, "float32 sinh of image_postprocess, (N,) -> (N,) into out.");
   m.def("spectrum_to_observed", &aion_fast::spectrum_to_observed, "values"_a, "grid"_a, "wavelength"_a, "scale"_a,
         "flux"_a, "mask"_a,

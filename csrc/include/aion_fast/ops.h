@@ -127,6 +127,14 @@ py::tuple asinhf_count_mismatches(std::uint32_t first, std::uint32_t stride, std
 // Test hook: True forces the kernels onto libm's asinhf, False restores the self-check's verdict.
 void asinhf_force_libm(bool force);
 
+// Winograd convolution tile transforms (csrc/winograd_conv2d/): x (B, H, W, C) f32 channels-last -> (T_c, n^2, C)
+// into out for tiles [tile_begin, tile_begin + T_c) with bt (n, n) and output tile m; and back, mt (n^2, T_c, C) ->
+// out (B, H_out, W_out, C) with at (m, n) and an optional (C,) bias.
+void winograd_input_transform(const py::array& x, const py::array& bt, std::int64_t m, std::int64_t pad,
+                              std::int64_t tiles_h, std::int64_t tiles_w, std::int64_t tile_begin, py::array& out);
+void winograd_output_transform(const py::array& mt, const py::array& at, const py::object& bias, std::int64_t tiles_h,
+                               std::int64_t tiles_w, std::int64_t tile_begin, py::array& out);
+
 // Compile-time facts about this build (compiler, flags, OpenMP, CUDA) and which asinhf the kernels use, for
 // diagnostics.
 py::dict build_info();
