@@ -137,6 +137,8 @@ def _winograd_conv2d_cpp(
     out = torch.empty((batch, height, width, c_out), dtype=torch.float32)
     tiles_h, tiles_w = -(-height // m), -(-width // m)
     tiles = batch * tiles_h * tiles_w
+    if tiles == 0:
+        return out.permute(0, 3, 1, 2)
     block = min(tiles, _BLOCK_TILES)
     v_buf = torch.empty(n * n * block * c_in, dtype=torch.float32)
     m_buf = torch.empty(n * n * block * c_out, dtype=torch.float32)
@@ -156,12 +158,18 @@ def _winograd_conv2d_cpp(
 # ---- Backends and dispatch -------------------------------------------------------------------------------------------
 
 
-def _cpp_reasons(x: torch.Tensor, weight: torch.Tensor, *_) -> list[str]:
+def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+
+
+def _cpp_reasons(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *_) -> list[str]:
     reasons = dispatch.cpp_reasons(x)
     ext = dispatch.load_extension()
     if ext is not None and not hasattr(ext, "winograd_input_transform"):
         reasons.append("aion_fast._C was built without winograd_input_transform (stale build: rebuild it)")
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+    if weight.dtype != torch.float32:
+        reasons.append(f"weight dtype {weight.dtype}; the C++ path takes float32")
+    if _needs_grad(x, weight, bias):
         reasons.append("autograd is on; the C++ transforms have no backward")
     return reasons
 
@@ -216,6 +224,6 @@ def winograd_conv2d(
             f"({n * n}, {weight.shape[1]}, {weight.shape[0]}), got {tuple(transformed.shape)}"
         )
     args = (x, weight, bias, m, transformed)
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    key = (_needs_grad(x, weight, bias), weight.dtype)
     with dispatch.no_autocast(x.device):
-        return dispatch.select("winograd_conv2d", _BACKENDS, *args, key=(needs_grad,)).run(*args)
+        return dispatch.select("winograd_conv2d", _BACKENDS, *args, key=key).run(*args)
